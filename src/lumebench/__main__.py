@@ -1,0 +1,3 @@
+from lumebench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""What every run records so that it can be reproduced: seed, versions, data fingerprint, machine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import sys
+import time
+from importlib import metadata
+from typing import Any
+
+PACKAGES = ("lumebench", "torch", "transformers", "accelerate", "peft", "tokenizers", "rouge-score",
+            "scikit-learn", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
+    try:
+        import torch
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return info
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable short content hash of any JSON-serialisable object (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    try:
+        import torch
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def run_meta(seed: int | None = None, config: dict | None = None, data_fingerprint: str | None = None) -> dict:
+    return {
+        "seed": seed,
+        "config": config,
+        "data_fingerprint": data_fingerprint,
+        "versions": package_versions(),
+        "machine": machine(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
