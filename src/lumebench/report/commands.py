@@ -1,0 +1,72 @@
+"""``lume run [CONFIG]`` (the whole benchmark) and ``lume report RUN_DIR`` (rebuild the report)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run the whole benchmark: data, target, every method, evaluations, report",
+        description="Run the benchmark end to end into RUNS_DIR/<name>/: get the data, build the "
+                    "memorised target (cached), run every unlearning method (evaluated before and "
+                    "after every epoch), then write leaderboard.md/json, plots/ and report.html. "
+                    "With no CONFIG, the embedded offline default (configs/default.yaml). Running "
+                    "the same command again resumes: finished methods and evaluations are kept.")
+    p.add_argument("config", nargs="?", help="run config (.yaml, .yml, .toml or .json)")
+    p.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    p.add_argument("--name", help="override the config's run name (the output folder)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(handler=_run)
+
+    r = sub.add_parser("report", help="rebuild leaderboard, plots and report.html of a run from its results",
+                       description="Rebuild leaderboard.md/json, plots/*.png and report.html of RUN_DIR "
+                                   "from the results files alone (no model is loaded). Or compare "
+                                   "method folders written by `lume unlearn`: "
+                                   "lume report DIR1 DIR2 ... --out OUT_DIR.")
+    r.add_argument("run_dir", nargs="+", help="a run folder (e.g. runs/default), or method folders with --out")
+    r.add_argument("--out", help="with method folders: where to write the leaderboard and report")
+    r.set_defaults(handler=_report)
+
+
+def _run(args) -> int:
+    from lumebench.report.config import load_config, to_yaml
+
+    cfg = load_config(args.config)
+    if args.name:
+        from lumebench.report.config import NAME_RE
+        from lumebench.errors import LumeError
+
+        if not NAME_RE.match(args.name):
+            raise LumeError(f"--name {args.name!r}: a run name is letters, digits, '_', '-', '.', '+' "
+                            "(it names a folder inside --runs-dir)")
+        cfg.name = args.name
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    from lumebench.report.run import run
+
+    run(cfg, runs_dir=args.runs_dir, config_path=args.config)
+    return 0
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from lumebench.errors import LumeError
+    from lumebench.report.html import build_report
+
+    paths = [Path(p) for p in args.run_dir]
+    for p in paths:
+        if not p.is_dir():
+            raise LumeError("folder not found", path=str(p))
+    if args.out:
+        out, sources = Path(args.out), paths
+    elif len(paths) == 1:
+        out, sources = paths[0], None
+    else:
+        raise LumeError("several folders given: name where to write the report with --out")
+    path = build_report(out, sources)
+    print((out / "leaderboard.md").read_text(encoding="utf-8"), end="")
+    print(f"\nreport: {path}")
+    return 0

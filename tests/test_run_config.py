@@ -1,0 +1,104 @@
+"""The `lume run` configuration: the embedded default, the shipped examples, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lumebench.cli import main
+from lumebench.errors import LumeError
+from lumebench.report.config import DEFAULT, RunConfig, check_methods, default_config, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_default_yaml_is_the_embedded_default():
+    assert load_config(CONFIGS / "default.yaml").to_dict() == default_config().to_dict()
+    assert load_config(None).to_dict() == default_config().to_dict()
+    cfg = default_config()
+    assert [m.name for m in cfg.methods] == ["ga", "gd", "kl", "npo", "npo_rt"]
+    assert cfg.target.model == "tiny" and cfg.data.source == "generated"
+    assert cfg.eval.mmlu_limit is not None  # the default run measures a partial MMLU on purpose
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "official-smollm2.yaml", "olmo7b-8gpu.yaml"])
+def test_shipped_configs_parse_and_name_registered_methods(name):
+    cfg = load_config(CONFIGS / name)
+    check_methods(cfg, str(CONFIGS / name))
+    assert isinstance(cfg, RunConfig) and cfg.methods
+
+
+def test_toml_and_json_configs(tmp_path):
+    toml = tmp_path / "x.toml"
+    toml.write_text('name = "t"\nseeds = [1, 2]\n[data]\ndocs_per_task = 2\n'
+                    '[[methods]]\nname = "npo"\noverrides = {beta = 0.5}\n', encoding="utf-8")
+    cfg = load_config(toml)
+    assert cfg.name == "t" and cfg.seeds == [1, 2] and cfg.data.docs_per_task == 2
+    assert cfg.methods[0].name == "npo" and cfg.methods[0].overrides == {"beta": 0.5}
+    assert cfg.eval.every == "epoch"  # unspecified -> default
+    js = tmp_path / "x.json"
+    js.write_text(json.dumps({**DEFAULT, "name": "j", "eval": {"every": 3}}), encoding="utf-8")
+    assert load_config(js).eval.every == 3
+    # a config without `methods` runs the default method set
+    assert [m.name for m in cfg.methods] == ["npo"]
+    js.write_text(json.dumps({"name": "k"}), encoding="utf-8")
+    assert [m.name for m in load_config(js).methods] == [m["name"] for m in DEFAULT["methods"]]
+
+
+@pytest.mark.parametrize("text, where, words", [
+    ("name: x\nmethods:\n  - name: ga\n  - name: npo\n    overrides: 3\n", ":5", "methods[1].overrides"),
+    ("name: x\ndata:\n  docs_per_tsk: 3\n", ":3", "data.docs_per_tsk"),
+    ("name: x\nseeds: [0, 0]\n", ":2", "seeds"),
+    ("name: x\nmethods:\n  - name: ga\n  - name: ga\n", ":4", "listed twice"),
+    ("name: ../escape\n", ":1", "folder"),
+    ("name: x\neval:\n  every: 0\n", ":3", "eval.every"),
+    ("name: x\nseeds: [0,\n", ":3", "cannot parse"),
+    ("name: x\nmethods: []\n", ":2", "no methods"),
+])
+def test_config_errors_name_file_line_and_field(tmp_path, text, where, words):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(LumeError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert f"{p}{where}" in msg and words in msg and "\n" not in msg
+
+
+def test_unknown_method_is_one_line_cli_error(tmp_path, capsys):
+    p = tmp_path / "m.yaml"
+    p.write_text("name: m\nmethods:\n  - name: ga\n  - name: nope\n", encoding="utf-8")
+    assert main(["run", str(p), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and f"{p}:4" in err and "'nope'" in err and "npo" in err
+    assert not (tmp_path / "runs").exists()  # nothing written before the config is valid
+
+
+def test_name_override_cannot_leave_the_runs_dir(tmp_path, capsys):
+    assert main(["run", "--name", "../outside", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "--name '../outside'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "outside").exists()
+
+
+def test_print_config_round_trips(tmp_path, capsys):
+    assert main(["run", "--print-config", "--name", "other"]) == 0
+    out = capsys.readouterr().out
+    p = tmp_path / "resolved.yaml"
+    p.write_text(out, encoding="utf-8")
+    cfg = load_config(p)
+    assert cfg.name == "other"
+    cfg.name = "default"
+    assert cfg.to_dict() == default_config().to_dict()
+
+
+def test_official_smollm2_config_reads_the_official_data(lume_data, tmp_path, monkeypatch):
+    from lumebench.report.run import prepare_data
+
+    monkeypatch.chdir(CONFIGS.parent)  # relative data paths are relative to where `lume run` runs
+    cfg = load_config(CONFIGS / "official-smollm2.yaml")
+    assert Path(cfg.data.source).resolve() == (lume_data / "official").resolve()
+    bench = prepare_data(cfg, tmp_path / "cache")
+    assert (len(bench.forget), len(bench.retain)) == (2732, 2734)
+    assert (len(bench.mia_members), len(bench.mia_nonmembers)) == (150, 150)
+    assert not (tmp_path / "cache").exists()  # nothing generated or copied

