@@ -1,0 +1,274 @@
+"""The method API: an unlearning method is a loss over one (forget batch, retain batch) pair.
+
+A method is a small class registered by name in :data:`lumebench.registry.METHODS`::
+
+    @dataclass
+    class NPOHparams:
+        beta: float = 0.1   # inverse temperature of NPO (Zhang et al. 2024, TOFU setting)
+
+    @METHODS.register("npo", help="negative preference optimisation")
+    class NPO(Method):
+        Hparams = NPOHparams
+        def setup(self, ctx): ...                       # optional: reference quantities
+        def loss(self, ctx, forget, retain): ...        # -> (loss tensor, {name: float})
+
+Adding a method = one file in this package with its hyperparameter dataclass (the literature values
+and where they come from in the field comments) + one import line in ``methods/__init__.py``.
+
+A *batch* is a dict of tensors built by :func:`collate`: ``input_ids``, ``attention_mask``,
+``labels`` (``-100`` everywhere except the target tokens = the row's ``output``) and ``index``
+(the example's position in the forget / retain list, used to look up cached reference values).
+
+Shared helpers (all take the model being trained or the reference):
+- :func:`sequence_nll` — per-sequence **summed** NLL over target tokens (NPO's ℓ) + token counts;
+- :func:`mean_nll` — NLL averaged over all target tokens of the batch (the usual LM loss, NLL̄);
+- :func:`kl_to_reference` — KL(p_ref ‖ p_θ) averaged over the target tokens of a batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+# ----------------------------------------------------------------------------- examples & batches
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenised row: ``ids = prompt + target``; the loss is over the last ``n_target`` ids."""
+
+    ids: tuple[int, ...]
+    n_target: int
+    index: int  # position in its split's example list (key of cached reference values)
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch with labels = -100 outside the target tokens."""
+    width = max(len(e.ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.ids)
+        ids[i, :n] = torch.tensor(e.ids)
+        mask[i, :n] = 1
+        labels[i, n - e.n_target:n] = ids[i, n - e.n_target:n]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels,
+            "index": torch.tensor([e.index for e in examples], dtype=torch.long)}
+
+
+# ----------------------------------------------------------------------------- shared loss helpers
+
+def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 use_cache=False).logits
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token NLL (``[B, T-1]``, 0 where ignored) and the mask of target positions."""
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != IGNORE
+    nll = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels.clamp(min=0), reduction="none")
+    return nll * mask, mask
+
+
+def sequence_nll(model, batch: dict[str, torch.Tensor], logits: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ℓ [B], n_target [B])``: the summed NLL of each sequence's target tokens and their count."""
+    if logits is None:
+        logits = forward_logits(model, batch)
+    nll, mask = token_nll(logits, batch["labels"])
+    return nll.sum(1), mask.sum(1)
+
+
+def mean_nll(model, batch: dict[str, torch.Tensor], logits: torch.Tensor | None = None) -> torch.Tensor:
+    """NLL averaged over every target token of the batch (what ``model(labels=...).loss`` gives)."""
+    if logits is None:
+        logits = forward_logits(model, batch)
+    nll, mask = token_nll(logits, batch["labels"])
+    return nll.sum() / mask.sum().clamp(min=1)
+
+
+def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """KL(p_ref ‖ p_θ) = Σ_v p_ref (log p_ref − log p_θ), averaged over the target positions."""
+    mask = labels[:, 1:] != IGNORE
+    logp = F.log_softmax(logits[:, :-1, :].float(), dim=-1)[mask]
+    logp_ref = F.log_softmax(ref_logits[:, :-1, :].float(), dim=-1)[mask]
+    kl = F.kl_div(logp, logp_ref, log_target=True, reduction="none").sum(-1)
+    return kl.mean() if kl.numel() else logits.sum() * 0.0
+
+
+# ----------------------------------------------------------------------------- context
+
+@dataclass
+class UnlearnContext:
+    """What a method sees: the model being trained, the tokenised data, and the reference.
+
+    The *reference* is the model before unlearning. With a LoRA adapter it is the same module with
+    the adapter disabled (``model.disable_adapter()``) — no second copy. Without LoRA it is a frozen
+    deep copy made by :meth:`ensure_reference` (costs one more model's weights in memory: 4 bytes a
+    parameter in fp32, e.g. 0.5 GB for SmolLM2-135M, 28 GB for OLMo-7B); only methods that need
+    reference *outputs during training* (the KL terms) ask for it. NPO's reference only enters
+    through per-example constants, cached once by :meth:`cached_reference_nll`.
+    """
+
+    model: Any
+    forget: list[Example]
+    retain: list[Example]
+    pad_id: int
+    lora: bool = False
+    run_dir: Path | None = None
+    batch_size: int = 8
+    cache: dict[str, Any] = field(default_factory=dict)
+    _ref_copy: Any = None
+
+    def ensure_reference(self) -> None:
+        """Make the reference available during training (a frozen copy unless LoRA)."""
+        if self.lora or self._ref_copy is not None:
+            return
+        ref = copy.deepcopy(self.model)
+        ref.eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        self._ref_copy = ref
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[Any]:
+        """``with ctx.reference() as ref:`` — a model computing the pre-unlearning outputs (no grad)."""
+        with torch.no_grad():
+            if self.lora:
+                was_training = self.model.training
+                self.model.eval()
+                try:
+                    with self.model.disable_adapter():
+                        yield self.model
+                finally:
+                    self.model.train(was_training)
+            else:
+                if self._ref_copy is None:
+                    raise RuntimeError("the method needs the reference model: call ctx.ensure_reference() in setup()")
+                device = next(self.model.parameters()).device
+                if next(self._ref_copy.parameters()).device != device:  # the trainer moved the model
+                    self._ref_copy.to(device)
+                yield self._ref_copy
+
+    def reference_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with self.reference() as ref:
+            return forward_logits(ref, batch)
+
+    def cached_reference_nll(self, split: str = "forget") -> torch.Tensor:
+        """ℓ_ref for every example of ``split`` (summed target NLL under the reference), computed once.
+
+        Saved to ``<run_dir>/reference_nll_<split>.safetensors`` together with a fingerprint of the
+        tokenised examples; a resumed run loads it (the model on disk has already moved by then).
+        """
+        key = f"ref_nll_{split}"
+        if key in self.cache:
+            return self.cache[key]
+        examples = self.forget if split == "forget" else self.retain
+        fp = examples_fingerprint(examples)
+        path = self.run_dir / f"reference_nll_{split}.safetensors" if self.run_dir else None
+        values = None
+        if path is not None and path.exists():
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as f:
+                if (f.metadata() or {}).get("examples") == fp:
+                    values = f.get_tensor("nll")
+        if values is None:
+            values = compute_reference_nll(self, examples)
+            if path is not None:
+                from safetensors.torch import save_file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({"nll": values.contiguous()}, str(path), metadata={"examples": fp})
+        self.cache[key] = values
+        return values
+
+
+def compute_reference_nll(ctx: UnlearnContext, examples: list[Example]) -> torch.Tensor:
+    """ℓ_ref[i] for each example, in batches, under ``ctx.reference()`` (or the model itself if the
+    reference copy does not exist yet: before training the model *is* the reference)."""
+    out = torch.zeros(len(examples), dtype=torch.float32)
+    device = next(ctx.model.parameters()).device
+    for start in range(0, len(examples), ctx.batch_size):
+        chunk = examples[start:start + ctx.batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk, ctx.pad_id).items()}
+        if ctx.lora or ctx._ref_copy is not None:
+            with ctx.reference() as ref:
+                nll, _ = sequence_nll(ref, batch)
+        else:
+            was_training = ctx.model.training
+            ctx.model.eval()
+            with torch.no_grad():
+                nll, _ = sequence_nll(ctx.model, batch)
+            ctx.model.train(was_training)
+        out[[e.index for e in chunk]] = nll.float().cpu()
+    return out
+
+
+def examples_fingerprint(examples: list[Example]) -> str:
+    from lumebench.provenance import fingerprint
+    return fingerprint([[e.index, e.n_target, list(e.ids)] for e in examples])
+
+
+# ----------------------------------------------------------------------------- method base class
+
+@dataclass
+class NoHparams:
+    pass
+
+
+class Method:
+    """Base class: subclasses set ``Hparams`` (a dataclass of documented defaults) and ``loss``."""
+
+    Hparams: ClassVar[type] = NoHparams
+    #: True if the loss needs the reference model's outputs during training (KL terms)
+    needs_reference_model: ClassVar[bool] = False
+    #: trainer settings of the method's published recipe, applied with the "literature" preset
+    trainer_defaults: ClassVar[dict] = {}
+
+    def default_selection(self, n_layers: int) -> dict:
+        """Which weights to train when the user chose none (``{"layers": .., "params": ..}``; {} = all)."""
+        return {}
+
+    def __init__(self, hparams: Any = None):
+        self.hp = hparams if hparams is not None else self.Hparams()
+
+    def setup(self, ctx: UnlearnContext) -> None:
+        """Compute and cache quantities that do not change during training (default: reference copy
+        for methods that need it)."""
+        if self.needs_reference_model:
+            ctx.ensure_reference()
+
+    def loss(self, ctx: UnlearnContext, forget: dict, retain: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+
+def hparam_fields(cls: type) -> dict[str, Any]:
+    """``{name: default}`` of a method's hyperparameter dataclass."""
+    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            for f in dataclasses.fields(cls.Hparams)}
+
+
+# ----------------------------------------------------------------------------- reusable loss terms
+
+def forget_ascent(model, forget: dict) -> tuple[torch.Tensor, float]:
+    """−NLL̄(forget): gradient *ascent* on the forget target tokens. Returns (loss, NLL̄ value)."""
+    nll = mean_nll(model, forget)
+    return -nll, float(nll.detach())
+
+
+def retain_kl(ctx: UnlearnContext, retain: dict) -> tuple[torch.Tensor, float]:
+    """KL(p_ref ‖ p_θ) on the retain target tokens."""
+    logits = forward_logits(ctx.model, retain)
+    kl = kl_to_reference(logits, ctx.reference_logits(retain), retain["labels"])
+    return kl, float(kl.detach())

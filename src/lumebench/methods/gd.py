@@ -1,0 +1,23 @@
+"""GD — gradient difference (Liu et al. 2022; LUME baseline): −NLL̄(forget) + α·NLL̄(retain)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lumebench.methods.base import Method, forget_ascent, mean_nll
+from lumebench.registry import METHODS
+
+
+@dataclass
+class GDHparams:
+    alpha: float = 1.0  # retain NLL weight; 1 in the LUME baseline and TOFU's grad_diff
+
+
+@METHODS.register("gd", help="gradient difference: -NLL(forget) + alpha*NLL(retain)")
+class GradientDifference(Method):
+    Hparams = GDHparams
+
+    def loss(self, ctx, forget, retain):
+        loss_f, nll_f = forget_ascent(ctx.model, forget)
+        nll_r = mean_nll(ctx.model, retain)
+        return loss_f + self.hp.alpha * nll_r, {"forget_nll": nll_f, "retain_nll": float(nll_r.detach())}

@@ -1,0 +1,26 @@
+"""NPO + retain NLL (Zhang et al. 2024 "NPO-RT"; TOFU's npo_grad_diff): L_NPO + α·NLL̄(retain)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lumebench.methods.base import mean_nll
+from lumebench.methods.npo import NPO
+from lumebench.registry import METHODS
+
+
+@dataclass
+class NPORTHparams:
+    beta: float = 0.1   # as NPO
+    alpha: float = 1.0  # retain NLL weight; 1 in the NPO paper (NPO-RT) and TOFU
+
+
+@METHODS.register("npo_rt", help="NPO + alpha*NLL(retain)")
+class NPORetain(NPO):
+    Hparams = NPORTHparams
+
+    def loss(self, ctx, forget, retain):
+        loss, logs = self.npo_term(ctx, forget)
+        nll_r = mean_nll(ctx.model, retain)
+        logs["retain_nll"] = float(nll_r.detach())
+        return loss + self.hp.alpha * nll_r, logs

@@ -1,0 +1,79 @@
+"""RMU — Representation Misdirection for Unlearning (Li et al. 2024, "The WMDP Benchmark").
+
+On forget tokens, push the hidden state after decoder layer L toward a fixed random direction u
+(unit vector, uniform entries then normalised, seeded) scaled by the steering coefficient c; on retain
+tokens keep the hidden state equal to the frozen model's (the reference: a frozen copy, or the base
+with the adapter disabled under LoRA):
+
+    L = MSE(h_θ^L(forget), c·u) + α·MSE(h_θ^L(retain), h_ref^L(retain))
+
+(means over the real tokens and the hidden dimensions). Only a few layers' MLP output weights
+train: unless ``--layers`` / ``--params`` / ``--lora`` say otherwise, layers L−2..L ``mlp.down_proj``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from lumebench.methods.base import Method
+from lumebench.registry import METHODS
+
+
+@dataclass
+class RMUHparams:
+    # steered layer; None = 7/32 of the depth (layer 7 of Zephyr-7B's 32 in the published recipe)
+    layer: int | None = None
+    steering_coef: float = 6.5   # c: 6.5 for Zephyr-7B (WMDP); scales with the model's hidden-state norm
+    alpha: float = 1200.0        # retain MSE weight (WMDP, Zephyr-7B)
+    seed: int = 0                # seed of the random direction u
+
+
+def _hidden(model, batch, layer: int) -> torch.Tensor:
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                output_hidden_states=True)
+    return out.hidden_states[layer + 1]  # [0] is the embedding output
+
+
+def _masked_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.bool()
+    return F.mse_loss(h[m].float(), target.expand_as(h)[m].float())
+
+
+@METHODS.register("rmu", help="RMU: steer forget hidden states at layer L to a random direction, keep retain ones")
+class RMU(Method):
+    Hparams = RMUHparams
+    needs_reference_model = True
+    #: published recipe (Zephyr-7B): lr 5e-5, batches of 4 (used with the literature preset)
+    trainer_defaults: ClassVar[dict] = {"lr": 5e-5, "batch_size": 4}
+
+    def steered_layer(self, n_layers: int) -> int:
+        layer = self.hp.layer if self.hp.layer is not None else round(7 / 32 * n_layers)
+        return max(0, min(layer, n_layers - 1))
+
+    def default_selection(self, n_layers: int) -> dict:
+        layer = self.steered_layer(n_layers)
+        return {"layers": f"{max(0, layer - 2)}-{layer}", "params": r"mlp\.down_proj"}
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        from lumebench.methods.params import num_layers
+
+        self.layer = self.steered_layer(num_layers(ctx.model))
+        hidden = ctx.model.config.hidden_size
+        g = torch.Generator().manual_seed(self.hp.seed)
+        u = torch.rand(hidden, generator=g)
+        self.control = self.hp.steering_coef * u / u.norm()
+
+    def loss(self, ctx, forget, retain):
+        h_f = _hidden(ctx.model, forget, self.layer)
+        forget_loss = _masked_mse(h_f, self.control.to(h_f.device, h_f.dtype), forget["attention_mask"])
+        h_r = _hidden(ctx.model, retain, self.layer)
+        with ctx.reference() as ref:
+            h_ref = _hidden(ref, retain, self.layer)
+        retain_loss = _masked_mse(h_r, h_ref, retain["attention_mask"])
+        return forget_loss + self.hp.alpha * retain_loss, {"forget_mse": float(forget_loss.detach()),
+                                                           "retain_mse": float(retain_loss.detach())}
