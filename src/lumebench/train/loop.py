@@ -1,0 +1,539 @@
+"""The one training loop, shared by memorisation fine-tuning and every unlearning method.
+
+    result = train(model, loss_fn, epoch_batches, TrainConfig(lr=5e-3, epochs=40), out_dir=run_dir)
+
+- ``loss_fn(model, batch) -> (loss, logs)``: the method. ``logs`` is a dict of floats recorded per
+  step (a ``"tokens"`` entry, if present, is used for tokens/s; otherwise the ``attention_mask``
+  tensors found in the batch are counted).
+- ``epoch_batches(epoch) -> list[batch]``: the data, deterministic from the seed and the epoch (see
+  :mod:`lumebench.train.batches`). A batch is any nest of dicts/lists/tuples of tensors; tensors are
+  moved to the training device.
+- ``on_epoch_end(epoch, step, model) -> dict | None``: the caller's evaluation; its numbers are
+  stored in the epoch log, and ``{"stop": True}`` ends training (e.g. memorisation target met).
+
+Built on Accelerate (device placement, bf16 autocast where the device supports it; launched on
+several processes the model is wrapped in DDP and gradients are averaged, and ``epoch_batches``
+should then return each process its own shard, e.g. ``batches[rank::world]``, of equal length). Each epoch ends with a checkpoint in ``out_dir/checkpoint/`` written
+atomically (temp dir + rename): the model through ``save_model`` (a usable model for the user) and
+the trainer state (trainable parameters, optimizer, scheduler, RNG, step, history) in safetensors +
+JSON, no pickle. With ``resume=True`` a rerun continues from it and ends with exactly the weights
+and loss trajectory of an uninterrupted run (the batches, the RNG and the optimizer are restored).
+
+Divergence guard: a NaN/inf loss or a gradient norm above ``explode_grad_norm`` stops training
+before the bad update is applied, with ``status = "diverged at step N"``; the model is restored to
+the state at the start of that epoch (= the last checkpoint, which is never overwritten by a bad
+epoch) and the logs so far are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from lumebench.errors import LumeError
+from lumebench.io import append_jsonl, atomic_write_json, write_jsonl
+from lumebench.progress import bar, log
+from lumebench.provenance import seed_everything
+
+CHECKPOINT = "checkpoint"
+STATE_JSON = "trainer_state.json"
+TRAINABLE = "trainable.safetensors"
+OPTIMIZER = "optimizer.safetensors"
+RNG = "rng.safetensors"
+LOG = "train_log.jsonl"
+
+Batch = Any
+LossFn = Callable[[torch.nn.Module, Batch], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run (all recorded with the results).
+
+    lr: peak learning rate of AdamW (reached after warm-up).
+    epochs: passes over ``epoch_batches(epoch)``.
+    batch_size: examples per micro-batch; the loop does not batch itself (the caller's
+        ``epoch_batches`` does) but the value is recorded and used by the batch helpers.
+    grad_accum: micro-batches summed into one optimizer step (effective batch = batch_size x this).
+    warmup_ratio: fraction of all optimizer steps spent ramping the lr linearly up from ~0.
+    lr_schedule: after warm-up, "constant", "linear" (to 0 at the last step) or "cosine" (to 0);
+        "linear"/"cosine" after a warm-up is the one-cycle shape that memorises fastest (SPEC §5).
+    weight_decay: AdamW decoupled decay, applied to matrices only (not norms, biases).
+    max_grad_norm: gradient clipping threshold (L2 over all trainable parameters); None = no clip.
+    mixed_precision: "auto" = bf16 autocast on a GPU that supports it, "no" on CPU (bf16 autocast
+        on CPU is slower than fp32 there); or force "no" / "bf16" / "fp16".
+    seed: seeds Python, NumPy and torch at the start (batch order is seeded by the caller).
+    log_every: a plain-words log line every this many optimizer steps.
+    explode_grad_norm: divergence guard; a pre-clipping gradient norm above this stops training
+        (1e4: healthy runs of the tiny model stay below ~50; a run whose norm passes 1e4 has diverged).
+    max_steps: stop after this many optimizer steps in total (None = run all epochs).
+    save_checkpoints: write the per-epoch checkpoint (False: no resume; a divergence then rolls back
+        to an in-memory copy of the trainable parameters taken at the start of the epoch).
+    adam_betas / adam_eps: AdamW moments; (0.9, 0.95) is the usual LM-training choice.
+    """
+
+    lr: float = 5e-5
+    epochs: int = 1
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.0
+    lr_schedule: str = "constant"
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    explode_grad_norm: float = 1e4
+    max_steps: int | None = None
+    save_checkpoints: bool = True
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-8
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "linear", "cosine"):
+            raise LumeError(f"lr_schedule must be constant, linear or cosine, got {self.lr_schedule!r}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise LumeError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise LumeError("epochs, batch_size and grad_accum must be at least 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise LumeError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        self.adam_betas = tuple(self.adam_betas)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+
+@dataclass
+class TrainResult:
+    status: str                      # "completed", "stopped early at epoch N", "diverged at step N", ...
+    steps: int                       # optimizer steps done (including those of a resumed run)
+    epochs_done: int
+    history: list[dict] = field(default_factory=list)     # one record per optimizer step
+    epoch_logs: list[dict] = field(default_factory=list)  # one record per epoch (+ on_epoch_end numbers)
+    tokens_per_s: float = 0.0        # training tokens / training seconds (this process, excludes eval)
+    wall_s: float = 0.0              # total seconds, evaluation and checkpointing included (resumed runs add up)
+    tokens: int = 0
+    checkpoint: str | None = None    # the last good checkpoint directory
+
+    @property
+    def diverged(self) -> bool:
+        return self.status.startswith("diverged")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# small pieces
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str) -> Callable[[int], float]:
+    """Multiplier of the peak lr at optimizer step ``s`` (0-based): linear warm-up, then the schedule."""
+    warm = math.ceil(warmup_ratio * total_steps)
+
+    def f(s: int) -> float:
+        if s < warm:
+            return (s + 1) / (warm + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = (s - warm) / max(1, total_steps - warm)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def count_tokens(batch: Batch) -> int:
+    """Real (non-padding) tokens in a batch: the sum of every ``attention_mask`` found in it."""
+    if isinstance(batch, dict):
+        if isinstance(batch.get("attention_mask"), torch.Tensor):
+            return int(batch["attention_mask"].sum())
+        if isinstance(batch.get("input_ids"), torch.Tensor):
+            return batch["input_ids"].numel()
+        return sum(count_tokens(v) for v in batch.values())
+    if isinstance(batch, (list, tuple)):
+        return sum(count_tokens(v) for v in batch)
+    return 0
+
+
+def default_save_model(model: torch.nn.Module, directory: Path) -> None:
+    """``save_pretrained`` in safetensors (a PEFT model saves its adapter this way)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' own "Writing model shards" bar, every epoch
+    try:
+        model.save_pretrained(directory, safe_serialization=True)
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _param_names(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[str]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names.get(id(p), f"extra.{i}") for i, p in enumerate(params)]
+
+
+def _float(x) -> float:
+    return float(x.detach().float().item()) if isinstance(x, torch.Tensor) else float(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint state (safetensors + JSON, no pickle)
+
+
+def _optimizer_to_files(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for idx, st in sd["state"].items():
+        meta["state"][str(idx)] = {}
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous()
+                meta["state"][str(idx)][k] = "__tensor__"
+            else:
+                meta["state"][str(idx)][k] = v
+    return tensors, meta
+
+
+def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state = {}
+    for idx, st in meta["state"].items():
+        state[int(idx)] = {k: (tensors[f"{idx}.{k}"] if v == "__tensor__" else v) for k, v in st.items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    import numpy as np
+
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    py = random.getstate()
+    npy = np.random.get_state()
+    meta = {"python": [py[0], list(py[1]), py[2]],
+            "numpy": [npy[0], npy[1].tolist(), int(npy[2]), int(npy[3]), float(npy[4])]}
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    import numpy as np
+
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("torch_cuda_"))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    py = meta["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+def find_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The last complete checkpoint in ``out_dir`` (also one left as ``checkpoint.old`` by a crash
+    between the two renames of a checkpoint swap)."""
+    out_dir = Path(out_dir)
+    for name in (CHECKPOINT, CHECKPOINT + ".old"):
+        d = out_dir / name
+        if (d / STATE_JSON).is_file():
+            return d
+    return None
+
+
+def read_checkpoint_state(ckpt: Path) -> dict:
+    try:
+        return json.loads((ckpt / STATE_JSON).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise LumeError(f"corrupt training checkpoint ({e}); delete it to start over",
+                        path=str(ckpt / STATE_JSON)) from None
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises several types for truncated/corrupt files
+        raise LumeError(f"corrupt training checkpoint ({type(e).__name__}: {e}); delete it to start over",
+                        path=str(path)) from None
+
+
+def _load_trainable(ckpt: Path, params: list[torch.nn.Parameter], names: list[str]) -> None:
+    tensors = _load_safetensors(ckpt / TRAINABLE)
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise LumeError(f"checkpoint does not match the model (missing {missing[0]} and "
+                        f"{len(missing) - 1} more); delete it or train into another directory",
+                        path=str(ckpt / TRAINABLE))
+    with torch.no_grad():
+        for p, n in zip(params, names):
+            if tensors[n].shape != p.shape:
+                raise LumeError(f"checkpoint tensor {n} has shape {tuple(tensors[n].shape)}, the model "
+                                f"has {tuple(p.shape)}", path=str(ckpt / TRAINABLE))
+            p.copy_(tensors[n].to(p.device, p.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int], list[Batch]],
+          cfg: TrainConfig, *, out_dir: str | os.PathLike, params: Iterable[torch.nn.Parameter] | None = None,
+          save_model: Callable[[torch.nn.Module, Path], None] | None = None,
+          on_epoch_end: Callable[[int, int, torch.nn.Module], dict | None] | None = None,
+          resume: bool = True) -> TrainResult:
+    """Train ``model`` in place; see the module docstring. Returns a :class:`TrainResult`.
+
+    ``params``: the parameters to train (default: those with ``requires_grad``). ``save_model(model,
+    dir)`` writes the usable model into each checkpoint (default ``save_pretrained``).
+    ``resume=False`` ignores (and replaces) an existing checkpoint.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from safetensors.torch import save_file
+
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model = save_model or default_save_model
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise LumeError("nothing to train: no parameter requires a gradient")
+    names = _param_names(model, params)
+
+    precision = resolve_mixed_precision(cfg.mixed_precision)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, precision):
+        AcceleratorState._reset_state()  # another run in this process used another precision
+    accelerator = Accelerator(mixed_precision=precision)
+    device = accelerator.device
+    if not getattr(model, "hf_device_map", None) and params[0].device != device:
+        model.to(device)
+
+    n_batches = len(epoch_batches(0))
+    if n_batches == 0:
+        raise LumeError("no training batches: the training data is empty")
+    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.adam_betas,
+                                  eps=cfg.adam_eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(total_steps, cfg.warmup_ratio, cfg.lr_schedule))
+    train_model = accelerator.prepare_model(model, device_placement=False) if accelerator.num_processes > 1 else model
+    optimizer = accelerator.prepare_optimizer(optimizer, device_placement=False)
+
+    # ---- fresh start or resume
+    cfg_dict = cfg.to_dict()
+    comparable = {k: v for k, v in cfg_dict.items() if k != "log_every"}
+    step, start_epoch, history, epoch_logs = 0, 0, [], []
+    prior_wall, prior_tokens, prior_train_s = 0.0, 0, 0.0
+    ckpt = find_checkpoint(out_dir) if resume and cfg.save_checkpoints else None
+    seed_everything(cfg.seed)
+    if ckpt is not None:
+        st = read_checkpoint_state(ckpt)
+        old = {k: v for k, v in st.get("config", {}).items() if k != "log_every"}
+        if old != comparable:
+            diff = sorted(k for k in set(old) | set(comparable) if old.get(k) != comparable.get(k))
+            raise LumeError(f"the checkpoint was written with other hyperparameters ({', '.join(diff)}); "
+                            f"use another output directory or start over (resume=False / --no-resume)",
+                            path=str(ckpt))
+        _load_trainable(ckpt, params, names)
+        optimizer.load_state_dict(_optimizer_from_files(_load_safetensors(ckpt / OPTIMIZER), st["optimizer"]))
+        scheduler.load_state_dict(st["scheduler"])
+        _set_rng_state(_load_safetensors(ckpt / RNG), st["rng"])
+        step, start_epoch = st["step"], st["epochs_done"]
+        history, epoch_logs = st["history"], st["epoch_logs"]
+        prior_wall, prior_tokens, prior_train_s = st["wall_s"], st["tokens"], st["train_s"]
+        if st.get("status", "running") != "running":
+            log.info("training already finished in %s (%s); nothing to do", ckpt, st["status"])
+            return TrainResult(st["status"], step, start_epoch, history, epoch_logs,
+                               prior_tokens / max(prior_train_s, 1e-9), prior_wall, prior_tokens, str(ckpt))
+        log.info("resuming from %s: epoch %d, step %d", ckpt, start_epoch, step)
+    if accelerator.is_main_process:
+        write_jsonl(out_dir / LOG, history)
+
+    tokens, train_s = prior_tokens, prior_train_s
+    snapshot: list[torch.Tensor] | None = None  # trainable params at the start of the epoch (until a checkpoint exists)
+    status = "completed"
+    last_ckpt = ckpt
+
+    def restore_last_good() -> None:
+        if last_ckpt is not None:
+            _load_trainable(last_ckpt, params, names)
+        elif snapshot is not None:
+            with torch.no_grad():
+                for p, s in zip(params, snapshot):
+                    p.copy_(s)
+
+    def save_checkpoint(epoch_status: str) -> Path:
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:  # one writer; the other processes hold the same weights
+            return out_dir / CHECKPOINT
+        tmp = out_dir / f".{CHECKPOINT}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        unwrapped = accelerator.unwrap_model(train_model)
+        save_model(unwrapped, tmp)
+        save_file({n: p.detach().cpu().contiguous() for n, p in zip(names, params)}, str(tmp / TRAINABLE))
+        opt_tensors, opt_meta = _optimizer_to_files(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / OPTIMIZER))
+        rng_tensors, rng_meta = _rng_state()
+        save_file(rng_tensors, str(tmp / RNG))
+        atomic_write_json(tmp / STATE_JSON, {
+            "status": epoch_status, "step": step, "epochs_done": epoch + 1, "total_steps": total_steps,
+            "config": cfg_dict, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+            "rng": rng_meta, "history": history, "epoch_logs": epoch_logs, "tokens": tokens,
+            "train_s": train_s, "wall_s": prior_wall + time.perf_counter() - t_start,
+        })
+        final, old = out_dir / CHECKPOINT, out_dir / (CHECKPOINT + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        if old.exists():
+            shutil.rmtree(old)
+        return final
+
+    log.info("training %d steps (%d epochs x %d steps, %d micro-batches per epoch), lr %g, %s precision, on %s",
+             total_steps, cfg.epochs, steps_per_epoch, n_batches, cfg.lr, precision, device)
+    progress = bar(total=total_steps, initial=step, desc="training", unit="step")
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if step >= total_steps:
+                break
+            if last_ckpt is None:
+                snapshot = [p.detach().clone().cpu() for p in params]
+            batches = epoch_batches(epoch)
+            train_model.train()
+            epoch_losses: list[float] = []
+            groups_of = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+            diverged_at = None
+            for group in groups_of:
+                if step >= total_steps:
+                    break
+                t0 = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                step_loss, step_tokens, step_logs = 0.0, 0, {}
+                for i, batch in enumerate(group):
+                    batch = to_device(batch, device)
+                    # no gradient all-reduce between processes until the last micro-batch of the step
+                    sync = accelerator.no_sync(train_model) if i < len(group) - 1 else contextlib.nullcontext()
+                    with sync:
+                        with accelerator.autocast():
+                            loss, logs = loss_fn(train_model, batch)
+                        if not torch.isfinite(loss.detach()).all():
+                            diverged_at = f"loss is {_float(loss)}"
+                            break
+                        accelerator.backward(loss / len(group))
+                    step_loss += _float(loss) / len(group)
+                    logs = dict(logs or {})
+                    step_tokens += int(logs.pop("tokens", 0) or count_tokens(batch))
+                    for k, v in logs.items():
+                        step_logs[k] = step_logs.get(k, 0.0) + _float(v) / len(group)
+                if diverged_at is None:
+                    clip = cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
+                    grad_norm = _float(accelerator.clip_grad_norm_(params, clip))
+                    if not math.isfinite(grad_norm) or grad_norm > cfg.explode_grad_norm:
+                        diverged_at = f"gradient norm {grad_norm:.3g} (limit {cfg.explode_grad_norm:g})"
+                if diverged_at is not None:
+                    status = f"diverged at step {step + 1}"
+                    log.warning("%s: %s; the model is back to its state at the start of epoch %d%s",
+                                status, diverged_at, epoch + 1,
+                                f" (checkpoint {last_ckpt})" if last_ckpt else "")
+                    optimizer.zero_grad(set_to_none=True)
+                    restore_last_good()
+                    break
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                dt = time.perf_counter() - t0
+                train_s += dt
+                tokens += step_tokens
+                rec = {"step": step, "epoch": epoch + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
+                       "tokens": step_tokens, "tokens_per_s": step_tokens / max(dt, 1e-9), **step_logs}
+                history.append(rec)
+                epoch_losses.append(step_loss)
+                if accelerator.is_main_process:
+                    append_jsonl(out_dir / LOG, rec)
+                progress.update(1)
+                progress.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens / max(train_s, 1e-9):,.0f}",
+                                     epoch=epoch + 1)
+                if step % cfg.log_every == 0 or step == total_steps:
+                    log.info("step %d/%d (epoch %d): loss %.4f, gradient norm %.2f, lr %.2e, %s tokens/s",
+                             step, total_steps, epoch + 1, step_loss, grad_norm, lr,
+                             f"{tokens / max(train_s, 1e-9):,.0f}")
+            if diverged_at is not None:
+                break
+            ep = {"epoch": epoch + 1, "step": step,
+                  "loss": sum(epoch_losses) / max(1, len(epoch_losses))}
+            extra = on_epoch_end(epoch, step, accelerator.unwrap_model(train_model)) if on_epoch_end else None
+            train_model.train()
+            stop = bool(extra and extra.get("stop"))
+            if extra:
+                ep.update({k: v for k, v in extra.items() if k != "stop"})
+            epoch_logs.append(ep)
+            if stop:
+                status = f"stopped early at epoch {epoch + 1}" + (f": {extra['reason']}" if extra.get("reason") else "")
+            elif step >= total_steps and epoch + 1 < cfg.epochs:
+                status = f"completed (max_steps={cfg.max_steps} reached)"
+            done = stop or step >= total_steps or epoch + 1 == cfg.epochs
+            if cfg.save_checkpoints:
+                last_ckpt = save_checkpoint(status if done else "running")
+                snapshot = None
+            log.info("epoch %d/%d done: mean loss %.4f%s", epoch + 1, cfg.epochs, ep["loss"],
+                     "".join(f", {k} {v:.3f}" for k, v in ep.items()
+                             if k not in ("epoch", "step", "loss") and isinstance(v, (int, float))))
+            if done:
+                break
+    finally:
+        progress.close()
+    wall = prior_wall + time.perf_counter() - t_start
+    epochs_done = epoch_logs[-1]["epoch"] if epoch_logs else 0
+    result = TrainResult(status, step, epochs_done, history, epoch_logs, tokens / max(train_s, 1e-9), wall,
+                         tokens, str(last_ckpt) if last_ckpt else None)
+    log.info("training %s: %d steps, %d epochs, %s tokens/s, %.1f s", status, step, epochs_done,
+             f"{result.tokens_per_s:,.0f}", wall)
+    return result
