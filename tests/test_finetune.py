@@ -18,7 +18,7 @@ from lumebench.train.finetune import (FinetuneConfig, build_target, finetune, re
                                       target_met, training_examples)
 
 SMALL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 512}
-CFG = FinetuneConfig(epochs=2, eval_from=2, batch_size=8, tiny=SMALL)
+CFG = FinetuneConfig(epochs=2, min_steps=0, eval_from=2, batch_size=8, tiny=SMALL)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ seeds: [0, 1]
 threads: 1
 """
 # fine-tuning kept short: the test checks the plumbing, not how well the tiny target memorises
-FINETUNE = "{epochs: 3}"
+FINETUNE = "{epochs: 3, min_steps: 0}"
 FILES_PER_METHOD = ("curve.jsonl", "unlearn.json", "done.json")
 
 

@@ -64,7 +64,7 @@ def one_thread():
 def target(bench, tmp_path_factory, one_thread) -> str:
     from lumebench.train.finetune import FinetuneConfig, build_target
 
-    cfg = FinetuneConfig(epochs=40, eval_from=40, tiny=TINY, mixed_precision="no")
+    cfg = FinetuneConfig(epochs=40, min_steps=0, eval_from=40, tiny=TINY, mixed_precision="no")
     path = build_target("tiny", bench, cfg, cache_dir=tmp_path_factory.getbasetemp() / "unlearn-targets")
     info = json.loads((path / "target.json").read_text())
     mem = info["memorisation"]

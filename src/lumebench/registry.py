@@ -72,5 +72,5 @@ class Registry(Generic[T]):
 
 
 MODELS: Registry[Any] = Registry("model", owner="lumebench.models")
-METHODS: Registry[Any] = Registry("method", owner="lumebench.methods")
+METHODS: Registry[Any] = Registry("method", owner="lumebench.methods.catalog")
 METRICS: Registry[Any] = Registry("metric", owner="lumebench.eval")

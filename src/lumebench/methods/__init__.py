@@ -1,6 +1,4 @@
 """Unlearning methods (one file each, registered in ``lumebench.registry.METHODS``) and the trainer.
 
-Importing this package registers every method; add a new method's module to the list below.
+The registry imports :mod:`lumebench.methods.catalog` (which imports every method) on first use.
 """
-
-from lumebench.methods import ga, gd, kl, npo, npo_kl, npo_rt, rmu, simnpo  # noqa: F401  (registration)

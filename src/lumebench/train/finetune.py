@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -49,6 +50,10 @@ class FinetuneConfig:
     more per-step overhead), hidden 128; hidden 256 (4.2M) learns about as fast per epoch but costs
     ~30 % more per token.
 
+    min_steps: train at least this many optimizer steps: ``epochs`` is raised to reach it on a small
+        benchmark (memorisation depends on steps more than on epochs, SPEC §5). None = the base's
+        default: 1,800 for ``tiny`` (the 36 epochs x 50 steps measured above), none for pretrained
+        models. The memorisation checks (``eval_from``) move with it, in proportion.
     epochs: 36. The lr decays to 0 at the last epoch and memorisation completes during that anneal,
         so more epochs move the finish line rather than reaching it earlier (stopping early helps
         only when ``epochs`` is set well above what is needed).
@@ -65,11 +70,14 @@ class FinetuneConfig:
         memorised their data almost verbatim; 0.9 leaves room for ROUGE noise).
     target_mia_auc: also require this MIA AUC when the benchmark has MIA documents (None = ignore).
     max_length: longest training sequence (tokens); longer documents are truncated.
+    checkpoint_interval_s: resume checkpoints at most every 30 s (an epoch of ``tiny`` takes ~2 s;
+        a checkpoint per epoch wrote ~4 GB over a 1,800-step run). The final state is always saved.
     tiny: overrides of :class:`lumebench.models.tiny.TinyConfig` for a ``tiny`` base; default hidden
         192 / MLP 512 (2.6M parameters): as good per epoch as the 256-wide default, cheaper per token.
     """
 
     epochs: int = 36
+    min_steps: int | None = None
     lr: float | None = None
     batch_size: int = 8
     grad_accum: int = 1
@@ -86,6 +94,7 @@ class FinetuneConfig:
     target_knowledge: float = 0.9
     target_mia_auc: float | None = 0.9
     max_length: int = 1024
+    checkpoint_interval_s: float = 30.0
     tiny: dict = field(default_factory=lambda: {"hidden_size": 192, "intermediate_size": 512})
 
     def resolved(self, base: str) -> "FinetuneConfig":
@@ -93,6 +102,8 @@ class FinetuneConfig:
         d = asdict(self)
         if d["lr"] is None:
             d["lr"] = 5e-3 if base == "tiny" else 1e-4
+        if d["min_steps"] is None and base == "tiny":
+            d["min_steps"] = 1800
         if base != "tiny":
             d["tiny"] = {}
         return FinetuneConfig(**d)
@@ -225,6 +236,14 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
              sum(p.numel() for p in model.parameters()) / 1e6, len(examples), n_tokens)
     batches = EpochBatches(examples, cfg.batch_size, tokenizer.pad_token_id, seed=cfg.seed)
 
+    epochs, eval_from = cfg.epochs, cfg.eval_from
+    steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
+    if cfg.min_steps and epochs * steps_per_epoch < cfg.min_steps:
+        epochs = math.ceil(cfg.min_steps / steps_per_epoch)
+        eval_from = max(1, round(cfg.eval_from * epochs / cfg.epochs))
+        log.info("small benchmark: %d epochs (%d steps of %d) to reach min_steps=%d; memorisation checks "
+                 "from epoch %d", epochs, epochs * steps_per_epoch, steps_per_epoch, cfg.min_steps, eval_from)
+
     eval_rows = None
     if cfg.eval_rows is not None:
         from lumebench.eval.evaluate import sample_rows
@@ -233,7 +252,7 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
 
     def on_epoch_end(epoch: int, step: int, model_) -> dict | None:
         n = epoch + 1
-        if n != cfg.epochs and (n < cfg.eval_from or (n - cfg.eval_from) % cfg.eval_every):
+        if n != epochs and (n < eval_from or (n - eval_from) % cfg.eval_every):
             return None
         scores = _measure(model_, tokenizer, benchmark, eval_rows)
         met = target_met(scores, cfg)
@@ -246,10 +265,10 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
         default_save_model(model_, directory)
         tokenizer.save_pretrained(directory)
 
-    tc = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+    tc = TrainConfig(lr=cfg.lr, epochs=epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                      warmup_ratio=cfg.warmup_ratio, lr_schedule=cfg.lr_schedule, weight_decay=cfg.weight_decay,
                      max_grad_norm=cfg.max_grad_norm, mixed_precision=cfg.mixed_precision, seed=cfg.seed,
-                     log_every=max(1, len(batches) * 5))
+                     log_every=max(1, len(batches) * 5), checkpoint_interval_s=cfg.checkpoint_interval_s)
     res = train(model, causal_lm_loss, batches, tc, out_dir=out_dir / "train", save_model=save,
                 on_epoch_end=on_epoch_end, resume=resume)
     if res.diverged:

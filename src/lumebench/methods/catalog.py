@@ -1,0 +1,7 @@
+"""Every unlearning method, imported so that it registers in ``lumebench.registry.METHODS``.
+
+Add a new method's module to the list below. (Kept out of ``lumebench.methods.__init__`` so that
+``lume --help`` does not import torch.)
+"""
+
+from lumebench.methods import ga, gd, kl, npo, npo_kl, npo_rt, rmu, simnpo  # noqa: F401  (registration)
