@@ -201,3 +201,25 @@ def test_lume_eval_cli_on_a_saved_model(bench_and_model, tmp_path, lume_data, ca
     assert saved["meta"]["model"] == str(model_dir) and saved["mia_loss_acc"] is None
     assert len(read_generations(out / "generations.jsonl")) == 12
     assert "task aggregate" in capsys.readouterr().out
+
+
+def test_sc_early_exit_is_off_for_byte_fallback_decoders_and_eos_comes_from_generation_config():
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    from lumebench.eval.generation import eos_ids, has_byte_fallback
+    from lumebench.models.tiny import TinyConfig, build_model, build_tokenizer
+
+    vocab = {"<unk>": 0, "</s>": 1, **{f"<0x{i:02X}>": 2 + i for i in range(256)}, "▁the": 258}
+    bf = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    bf.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                    decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    fast_bf = PreTrainedTokenizerFast(tokenizer_object=bf, eos_token="</s>")
+    assert has_byte_fallback(fast_bf)
+    tiny_tok = build_tokenizer(["the end of it"] * 4, 300)
+    assert not has_byte_fallback(tiny_tok)
+
+    model = build_model(tiny_tok, TinyConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2))
+    assert eos_ids(model, tiny_tok) == {tiny_tok.eos_token_id}
+    model.generation_config.eos_token_id = None  # model.generate would then never stop at EOS
+    assert eos_ids(model, tiny_tok) == set()

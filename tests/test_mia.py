@@ -155,3 +155,13 @@ def test_batches_halve_on_out_of_memory():
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         run_batches([1, 2], 2, other)
+
+
+def test_diverged_model_gives_one_line_error_not_a_sklearn_traceback(official):
+    members, nonmembers = official
+    tok = build_tokenizer([d.document for d in members[:5] + nonmembers[:5]], 512)
+    model = build_model(tok, TinyConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2))
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(LumeError, match="non-finite score for document"):
+        run_mia(model, tok, members[:2], nonmembers[:2])

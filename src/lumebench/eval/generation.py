@@ -89,12 +89,28 @@ def decode_new(tokenizer, token_ids: Sequence[int]) -> str:
 
 
 def eos_ids(model, tokenizer) -> set[int]:
+    """The ids that end a generation — those of ``model.generation_config`` only, as
+    ``model.generate`` (the official script) reads them; no fallback to the tokenizer's EOS, which
+    would stop rows that the official run continues to 256 tokens."""
     eos = getattr(model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
     if eos is None:
         return set()
     return set(eos) if isinstance(eos, (list, tuple)) else {int(eos)}
+
+
+def has_byte_fallback(tokenizer) -> bool:
+    """Whether the decoder turns raw ``<0xNN>`` byte tokens into text (Llama-2, Mistral, Gemma).
+
+    Such a decoder may replace several already-visible words with U+FFFD once a later byte makes
+    the run invalid UTF-8, so "the last words cannot change" does not hold and the sc early exit
+    (ROUGE-L settled) is switched off for it. Byte-level BPE (GPT-2, OLMo, SmolLM2, tiny) is safe.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.decoder is None:
+        return True  # unknown decoder: be conservative
+    import json
+
+    return "ByteFallback" in json.dumps(json.loads(backend.to_str()).get("decoder"))
 
 
 def _check_plain_greedy(model) -> None:
@@ -138,10 +154,11 @@ def _generate_reference(model, tokenizer, rows, max_new_tokens, official_extra_f
 class _Tracker:
     """Per-row state of the fast loop: generated ids and the early-exit test."""
 
-    def __init__(self, row: Row, early_exit: bool):
+    def __init__(self, row: Row, early_exit: bool, sc_exit: bool = True):
         self.row = row
         self.ids: list[int] = []
         self.early_exit = early_exit
+        self.sc_exit = sc_exit
         self.gold_tokens = rouge_tokens(row.output) if row.kind == "sc" else None
 
     def stop_reason(self, tokenizer, eos: set[int], max_new_tokens: int) -> str | None:
@@ -155,7 +172,7 @@ class _Tracker:
         if self.row.kind == "qa":
             if not em_still_possible(self.row.output, text):
                 return "qa_mismatch"
-        elif rougeL_recall_settled(self.gold_tokens, text):
+        elif self.sc_exit and rougeL_recall_settled(self.gold_tokens, text):
             return "rouge_settled"
         return None
 
@@ -182,7 +199,8 @@ def _run_batch(model, tokenizer, rows: list[Row], prompts: list[list[int]], *, m
         ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
         mask[i, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
-    trackers = [_Tracker(r, early_exit) for r in rows]
+    sc_exit = not has_byte_fallback(tokenizer)
+    trackers = [_Tracker(r, early_exit, sc_exit) for r in rows]
     cache_kw = _cache_kwarg(model)
     alive = list(range(n))  # indices into rows of the batch rows, in cache order
     cache = DynamicCache()

