@@ -122,3 +122,17 @@ def test_lume_finetune_cli(bench, tmp_path, capsys):
     assert "memorisation: forget regurgitation" in capsys.readouterr().out
     assert main(["finetune", "--model", "nope", "--data", str(data), "--out", str(tmp_path / "x")]) == 2
     assert "known models: olmo-1b, olmo-7b, smollm2-135m, tiny" in capsys.readouterr().err
+
+
+def test_lume_finetune_again_into_the_same_dir_returns_the_finished_target(bench, tmp_path):
+    out = tmp_path / "target"
+    first = finetune("tiny", bench, CFG, out)
+    log_mtime = (out / "train" / "train_log.jsonl").stat().st_mtime_ns
+    t = time.perf_counter()
+    again = finetune("tiny", bench, CFG, out)
+    assert time.perf_counter() - t < 1.0
+    assert again["key"] == first["key"] and again["steps"] == first["steps"]
+    assert (out / "train" / "train_log.jsonl").stat().st_mtime_ns == log_mtime  # not retrained
+    # other hyperparameters in the same directory do train (into a fresh run)
+    changed = finetune("tiny", bench, dataclasses.replace(CFG, epochs=3, eval_from=3), out, resume=False)
+    assert changed["key"] != first["key"] and changed["epochs"] == 3

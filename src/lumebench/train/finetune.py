@@ -212,6 +212,10 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
     t0 = time.perf_counter()
     check_cells(benchmark.rows, benchmark.source or "the benchmark")  # fail now, not at the first evaluation
     out_dir = Path(out_dir)
+    done = read_target(out_dir) if resume else None
+    if done is not None and done.get("key") == target_key(str(base), benchmark, cfg or FinetuneConfig()):
+        log.info("%s already holds this target (same base, data and hyperparameters): nothing to do", out_dir)
+        return done
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = (cfg or FinetuneConfig()).resolved(str(base))
     spec = model_spec_of(base)
