@@ -67,16 +67,21 @@ def row_from_record(obj: dict, where: Where, split: str | None) -> Row:
         raise DataError(str(e), path=where.path, line=where.line, field="id") from None
 
 
+def check_unique_ids(ids: list[str], wheres: list[Where]) -> None:
+    """Every id once; a repeat names both places."""
+    first: dict[str, Where] = {}
+    for row_id, where in zip(ids, wheres):
+        if row_id in first:
+            raise DataError(f"duplicate id {row_id!r} (first at {first[row_id]})",
+                            path=where.path, line=where.line, field="id")
+        first[row_id] = where
+
+
 def check_split(split: str, rows: list[Row], wheres: list[Where], files: Iterable[str]) -> None:
     """A split must be non-empty, have unique ids, and give every document an ``sc1`` row."""
     if not rows:
         raise DataError(f"the {split} split is empty (no rows)", path=", ".join(map(str, files)))
-    first: dict[str, Where] = {}
-    for row, where in zip(rows, wheres):
-        if row.id in first:
-            raise DataError(f"duplicate id {row.id!r} (first at {first[row.id]})",
-                            path=where.path, line=where.line, field="id")
-        first[row.id] = where
+    check_unique_ids([r.id for r in rows], wheres)
     doc_first: dict[str, Where] = {}
     with_sc1: set[str] = set()
     for row, where in zip(rows, wheres):
@@ -121,9 +126,4 @@ def mia_from_record(obj: dict, where: Where) -> MiaDoc:
 def check_mia(docs: list[MiaDoc], wheres: list[Where], path: str) -> None:
     if not docs:
         raise DataError("no MIA documents (empty file)", path=path)
-    first: dict[str, Where] = {}
-    for doc, where in zip(docs, wheres):
-        if doc.id in first:
-            raise DataError(f"duplicate id {doc.id!r} (first at {first[doc.id]})",
-                            path=where.path, line=where.line, field="id")
-        first[doc.id] = where
+    check_unique_ids([d.id for d in docs], wheres)
