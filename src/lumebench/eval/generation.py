@@ -186,7 +186,7 @@ def _cache_kwarg(model) -> str:
 
 
 def _run_batch(model, tokenizer, rows: list[Row], prompts: list[list[int]], *, max_new_tokens,
-               early_exit, eos, pad_id) -> list[Generation]:
+               early_exit, eos, pad_id, sc_exit: bool) -> list[Generation]:
     import torch
     from transformers import DynamicCache
 
@@ -199,7 +199,6 @@ def _run_batch(model, tokenizer, rows: list[Row], prompts: list[list[int]], *, m
         ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
         mask[i, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
-    sc_exit = not has_byte_fallback(tokenizer)
     trackers = [_Tracker(r, early_exit, sc_exit) for r in rows]
     cache_kw = _cache_kwarg(model)
     alive = list(range(n))  # indices into rows of the batch rows, in cache order
@@ -248,6 +247,7 @@ def _generate_fast(model, tokenizer, rows, max_new_tokens, batch_size, early_exi
 
     _check_plain_greedy(model)
     eos = eos_ids(model, tokenizer)
+    sc_exit = not has_byte_fallback(tokenizer)  # once per call: it serialises the tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompts = [tokenizer(r.input).input_ids for r in rows]
     # sc rows first (they run long), then qa; longest prompt first within each kind
@@ -267,7 +267,7 @@ def _generate_fast(model, tokenizer, rows, max_new_tokens, batch_size, early_exi
             try:
                 gens = _run_batch(model, tokenizer, [rows[i] for i in chunk], [prompts[i] for i in chunk],
                                   max_new_tokens=max_new_tokens, early_exit=early_exit, eos=eos,
-                                  pad_id=pad_id)
+                                  pad_id=pad_id, sc_exit=sc_exit)
             except RuntimeError as e:
                 if not _is_oom(e) or len(chunk) == 1:
                     raise

