@@ -154,11 +154,14 @@ def test_reference_engine_evaluate_matches_fast(bench_and_model, tmp_path):
     assert fast["meta"]["partial"] and fast["meta"]["n_rows"] == len(ids) < len(bench.rows)
 
 
-def test_empty_split_is_one_clear_error(bench_and_model):
+def test_one_split_is_scored_and_no_rows_is_one_clear_error(bench_and_model):
     bench, model, tok = bench_and_model
     only_forget = Benchmark(bench.forget, [], source="slice")
-    with pytest.raises(DataError, match="retain split is empty"):
-        evaluate(model, tok, only_forget, EvalConfig(max_new_tokens=4, mia=False))
+    res = evaluate(model, tok, only_forget, EvalConfig(max_new_tokens=4, mia=False))
+    assert "retain-set" not in res and res["forget-set"]["overall-regurgitation-score"] is not None
+    assert res["aggregated-terms"][6:] == [None] * 6 and res["harmonic-mean-task-aggregate"] is None
+    with pytest.raises(DataError, match="no rows to evaluate"):
+        evaluate(model, tok, Benchmark([], [], source="empty"), EvalConfig(max_new_tokens=4, mia=False))
 
 
 def test_cli_bad_inputs(tmp_path, capsys, lume_data):
@@ -182,9 +185,13 @@ def test_cli_bad_inputs(tmp_path, capsys, lume_data):
     assert err == [f"error: {gen}:1, field 'gold': missing field"]
     gen.write_text(json.dumps({"id": "1sc1", "task": "Task3", "split": "forget", "kind": "sc",
                                "input": "x", "gold": "y", "generated": "y"}) + "\n")
-    assert main(["score", str(gen)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "no rows for" in err and "retain Task1 sc" in err and "\n" not in err
+    # any non-empty set of rows is scored (the official script scores any rows); the 12-term
+    # aggregate with missing cells is reported as missing, not invented
+    assert main(["score", str(gen)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["forget-set"]["Task3"] == {"regurgitation-score": 1.0, "knowledge-score": None}
+    assert res["aggregated-terms"][4] == 0.0 and res["aggregated-terms"].count(None) == 11
+    assert res["harmonic-mean-task-aggregate"] is None and res["aggregate-score"] is None
 
 
 def test_lume_eval_cli_on_a_saved_model(bench_and_model, tmp_path, lume_data, capsys):

@@ -77,8 +77,12 @@ def test_aggregate_zero_term_and_missing_parts():
     assert res["aggregate-score"] == pytest.approx((0 + 0.3 + 1.0) / 3)
     assert res["mmlu_eligible"] is False
     del vals[("retain", "Task3")]
-    with pytest.raises(LumeError, match="retain Task3"):
-        metrics.aggregate(_cell_records(vals))
+    res = metrics.aggregate(_cell_records(vals), mia_auc=0.5, mmlu_average=0.3)
+    # a missing cell is reported as missing: its terms, the task aggregate and the final score are None
+    assert res["aggregated-terms"][10:] == [None, None] and None not in res["aggregated-terms"][:10]
+    assert metrics.missing_cells(res["aggregated-terms"]) == ["retain Task3 sc", "retain Task3 qa"]
+    assert res["harmonic-mean-task-aggregate"] is None and res["aggregate-score"] is None
+    assert "Task3" not in res["retain-set"] and res["mia_final_score"] == 1.0
 
 
 def test_fast_rouge_equals_rouge_score_on_every_official_sc_row(lume_data):

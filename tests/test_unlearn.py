@@ -135,12 +135,17 @@ def test_other_methods_run_to_completion(method, target, bench, tmp_path):
     assert r["hyperparameters"] == dataclasses.asdict(METHODS.get(method).Hparams())
 
 
-def test_lora_unlearning_saves_only_the_adapter(target, bench, tmp_path):
+def test_lora_unlearning_saves_the_adapter_and_the_merged_model(target, bench, tmp_path):
     r = unlearn(target, bench, "npo_kl", tmp_path, lora=True, overrides={"epochs": 1, "lora_r": 4}, eval_cfg=EVAL)
     assert r["status"] == "finished" and r["config"]["lora"] and r["config"]["lr"] == pytest.approx(1e-2)
     adapter = _weights(tmp_path / "adapter")
     assert adapter and all("lora_" in k for k in adapter)
-    assert not (tmp_path / "model").exists()
+    # the merged model (what is evaluated and submitted) is a plain checkpoint: base + B·A·scale
+    merged, base = _weights(tmp_path / "model"), _weights(Path(target))
+    assert Path(r["final_model"]) == tmp_path / "model" and set(merged) == set(base)
+    changed = [k for k in base if not torch.equal(base[k], merged[k])]
+    assert changed and all(any(k.startswith(a.split(".lora_")[0].removeprefix("base_model.model.")) for a in adapter)
+                           for k in changed)
     # LoRA starts as a zero update: the evaluation before unlearning equals the target's
     assert r["curve"][0]["forget_regurgitation"] > 0.9
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "lumebench.train.commands",     # lume finetune, lume models
     "lumebench.methods.commands",   # lume unlearn, lume methods
     "lumebench.report.commands",    # lume run, lume report
+    "lumebench.parity.commands",    # lume parity, lume export
 )
 
 

@@ -134,23 +134,25 @@ def _parquet_files(base: Path, split: str, which: Sequence[str]) -> list[Path]:
 
 def _benchmark(forget: tuple[list[Row], list[Where]], retain: tuple[list[Row], list[Where]],
                forget_files: list[str], retain_files: list[str], validate: bool,
-               mia: tuple[list[MiaDoc], list[MiaDoc]], source: str) -> Benchmark:
+               mia: tuple[list[MiaDoc], list[MiaDoc]], source: str, whole_documents: bool = True) -> Benchmark:
     if validate:
-        check_split("forget", *forget, forget_files)
-        check_split("retain", *retain, retain_files)
+        check_split("forget", *forget, forget_files, whole_documents=whole_documents)
+        check_split("retain", *retain, retain_files, whole_documents=whole_documents)
+        if not forget[0] and not retain[0]:
+            raise DataError("no rows in forget or retain", path=", ".join(map(str, forget_files + retain_files)))
         check_no_leak(*forget, *retain)
     return Benchmark(forget[0], retain[0], mia[0], mia[1], source=source)
 
 
 def _load_local(path: Path, mia: str | Path | None, validate: bool, which: Sequence[str],
-                source: str) -> Benchmark:
+                source: str, whole_documents: bool = True) -> Benchmark:
     if path.is_file():
         rows, wheres = _read_rows([path], None)
         by_split = {s: ([r for r in rows if r.split == s], [w for r, w in zip(rows, wheres) if r.split == s])
                     for s in SPLITS}
         mia_docs = load_mia(mia) if mia is not None else ([], [])
         return _benchmark(by_split["forget"], by_split["retain"], [str(path)], [str(path)],
-                          validate, mia_docs, source)
+                          validate, mia_docs, source, whole_documents)
     if not path.is_dir():
         raise DataError("not found (expected a directory, a .jsonl/.parquet file, or an online id: "
                         "lume, semeval, github:OWNER/REPO, hf:REPO_ID)", path=str(path))
@@ -172,7 +174,7 @@ def _load_local(path: Path, mia: str | Path | None, validate: bool, which: Seque
         mia_docs = load_mia(d) if d is not None else ([], [])
     return _benchmark(_read_rows(forget_files, "forget"), _read_rows(retain_files, "retain"),
                       [str(f) for f in forget_files], [str(f) for f in retain_files],
-                      validate, mia_docs, source)
+                      validate, mia_docs, source, whole_documents)
 
 
 # --------------------------------------------------------------------------------- online
@@ -253,12 +255,15 @@ def resolve_source(source: str | Path) -> Path:
 
 
 def load_benchmark(source: str | Path, *, mia: str | Path | None = None, validate: bool = True,
-                   which: Sequence[str] = PARQUET_PARTS) -> Benchmark:
+                   which: Sequence[str] = PARQUET_PARTS, whole_documents: bool = True) -> Benchmark:
     """Load and validate a LUME benchmark (see the module docstring for what ``source`` may be).
 
     ``mia``: a directory with ``member.jsonl`` / ``nonmember.jsonl`` (default: found beside the data).
     ``validate=False`` skips the whole-split checks (duplicates, sc1, leaks, empty split); rows are
-    always checked. ``which``: the SemEval parts to combine (``train``, ``validation``).
+    always checked. ``whole_documents=False`` (scoring: ``lume eval``/``score``) accepts any
+    non-empty set of rows — a sample, one task, one split — without the sc1-per-document and
+    non-empty-split checks, which only work on whole documents needs (fine-tuning, unlearning).
+    ``which``: the SemEval parts to combine (``train``, ``validation``).
     """
     path = resolve_source(source)
-    return _load_local(path, mia, validate, tuple(which), str(source))
+    return _load_local(path, mia, validate, tuple(which), str(source), whole_documents)

@@ -77,11 +77,16 @@ def check_unique_ids(ids: list[str], wheres: list[Where]) -> None:
         first[row_id] = where
 
 
-def check_split(split: str, rows: list[Row], wheres: list[Where], files: Iterable[str]) -> None:
-    """A split must be non-empty, have unique ids, and give every document an ``sc1`` row."""
-    if not rows:
+def check_split(split: str, rows: list[Row], wheres: list[Where], files: Iterable[str], *,
+                whole_documents: bool = True) -> None:
+    """A split must have unique ids; for work on whole documents (fine-tuning, unlearning, MIA
+    sets: ``whole_documents``) it must also be non-empty and give every document an ``sc1`` row.
+    Scoring needs neither: the official script scores any set of rows."""
+    if not rows and whole_documents:
         raise DataError(f"the {split} split is empty (no rows)", path=", ".join(map(str, files)))
     check_unique_ids([r.id for r in rows], wheres)
+    if not whole_documents:
+        return
     doc_first: dict[str, Where] = {}
     with_sc1: set[str] = set()
     for row, where in zip(rows, wheres):

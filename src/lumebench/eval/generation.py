@@ -61,12 +61,20 @@ Engine = Literal["fast", "reference"]
 AUTO_TOKEN_BUDGET = 16_384
 AUTO_MAX_BATCH = 64
 
-# generation_config settings that would make model.generate differ from a plain argmax loop
+# generation_config settings that would make model.generate (the official call passes only
+# do_sample=False, max_new_tokens, use_cache and pad_token_id; the rest comes from the checkpoint's
+# generation_config) differ from a plain argmax loop: logits processors that change the argmax,
+# other decoding strategies (beam search, contrastive search, DoLa, classifier-free guidance,
+# constrained beams) and extra stopping rules. Sampling-only settings (temperature, top_p, ...) are
+# inert under do_sample=False and are not listed.
 _UNSUPPORTED = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None,
                 "min_length": 0, "min_new_tokens": None, "suppress_tokens": None,
                 "begin_suppress_tokens": None, "forced_bos_token_id": None,
                 "forced_eos_token_id": None, "sequence_bias": None, "encoder_repetition_penalty": 1.0,
-                "exponential_decay_length_penalty": None}
+                "exponential_decay_length_penalty": None, "num_beams": 1, "num_beam_groups": 1,
+                "penalty_alpha": None, "dola_layers": None, "guidance_scale": None,
+                "force_words_ids": None, "constraints": None, "watermarking_config": None,
+                "stop_strings": None, "forced_decoder_ids": None}
 
 
 @dataclass
@@ -117,9 +125,13 @@ def _check_plain_greedy(model) -> None:
     gc = model.generation_config
     for name, neutral in _UNSUPPORTED.items():
         value = getattr(gc, name, neutral)
+        if name == "penalty_alpha" and (not value or (getattr(gc, "top_k", None) or 0) <= 1):
+            continue  # contrastive search needs penalty_alpha > 0 and top_k > 1
+        if name == "guidance_scale" and value in (None, 1, 1.0):
+            continue
         if value is not None and value != neutral:
             raise LumeError(f"the model's generation_config sets {name}={value!r}, which the fast "
-                            f"engine does not apply; use --engine reference")
+                            f"engine does not apply (the official generate would); use --engine reference")
 
 
 def _is_oom(e: BaseException) -> bool:

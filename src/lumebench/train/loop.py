@@ -194,16 +194,11 @@ def count_tokens(batch: Batch) -> int:
 
 
 def default_save_model(model: torch.nn.Module, directory: Path) -> None:
-    """``save_pretrained`` in safetensors (a PEFT model saves its adapter this way)."""
-    from transformers.utils import logging as hf_logging
+    """The checkpoint writer (:func:`lumebench.models.checkpoint.save_checkpoint`) without a
+    tokenizer; a PEFT model saves its adapter (the loop's checkpoint resumes training from it)."""
+    from lumebench.models.checkpoint import save_checkpoint
 
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # transformers' own "Writing model shards" bar, every epoch
-    try:
-        model.save_pretrained(directory, safe_serialization=True)
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
+    save_checkpoint(model, None, directory, merge_adapter=False)
 
 
 def _param_names(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[str]:

@@ -1,0 +1,1 @@
+"""Parity with the official SemEval evaluation environment (``lume parity``)."""
