@@ -23,7 +23,7 @@ def test_default_yaml_is_the_embedded_default():
     assert cfg.eval.mmlu_limit is not None  # the default run measures a partial MMLU on purpose
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "official-smollm2.yaml", "olmo7b-8gpu.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "official-smollm2.yaml", "olmo7b-8gpu.yaml", "olmo1b-8gpu.yaml"])
 def test_shipped_configs_parse_and_name_registered_methods(name):
     cfg = load_config(CONFIGS / name)
     check_methods(cfg, str(CONFIGS / name))

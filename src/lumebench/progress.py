@@ -16,7 +16,8 @@ log = logging.getLogger("lumebench")
 
 
 def quiet() -> bool:
-    return os.environ.get("LUME_QUIET", "") not in ("", "0")
+    """LUME_QUIET=1, or a process other than the main one of a launcher (``RANK`` > 0)."""
+    return os.environ.get("LUME_QUIET", "") not in ("", "0") or os.environ.get("RANK", "0") not in ("", "0")
 
 
 def bar(iterable=None, *, desc: str = "", total: int | None = None, unit: str = "it", **kw):
@@ -26,6 +27,8 @@ def bar(iterable=None, *, desc: str = "", total: int | None = None, unit: str = 
 
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
+    if os.environ.get("RANK", "0") not in ("", "0"):  # under a launcher only the main process speaks
+        level = logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
     log.handlers[:] = [handler]

@@ -106,8 +106,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      mmlu_limit=args.mmlu_limit, rows=row_ids, official_csv=not args.no_csv_roundtrip)
     res = evaluate(model, tokenizer, benchmark, cfg, args.out, reference=reference,
                    model_name=str(args.model), seed=args.seed)
-    print(summary_line(res))
-    print(f"results written to {Path(args.out) / 'results.json'}")
+    from lumebench import distributed
+
+    if distributed.is_main():
+        print(summary_line(res))
+        print(f"results written to {Path(args.out) / 'results.json'}")
     return 0
 
 

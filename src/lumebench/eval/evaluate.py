@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from lumebench import distributed
 from lumebench.data.records import SPLITS, TASKS, Benchmark, Row
 from lumebench.errors import DataError, LumeError
 from lumebench.eval import metrics
@@ -84,6 +85,8 @@ def model_digest(model) -> str:
     h = hashlib.sha256()
     with torch.no_grad():
         for name, p in model.state_dict().items():
+            if hasattr(p, "full_tensor"):  # FSDP2 shard: every process gathers the same weights
+                p = p.full_tensor()
             t = p.detach().flatten().double()
             h.update(f"{name}{tuple(p.shape)}{float(t.sum())}{float((t * t).sum())}"
                      f"{float(t[::997].sum())}".encode())
@@ -176,9 +179,13 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
              seed: int | None = None) -> dict:
     """Evaluate ``model`` on ``benchmark``; return the results dict (and write the files to
     ``out_dir`` when given). ``reference``: optional ``(model, tokenizer)`` for the reference MIA
-    attack. See the module docstring."""
-    from lumebench.eval.generation import generate
+    attack. See the module docstring.
 
+    Under several processes (``torchrun``) the rows, MIA documents and MMLU questions are shared out
+    (:mod:`lumebench.eval.sharding`); the main process scores them and writes the files."""
+    from lumebench.eval.sharding import evaluate_mmlu_sharded, generate_sharded
+
+    distributed.init()
     cfg = cfg or EvalConfig()
     out = Path(out_dir) if out_dir is not None else None
     rows = _select_rows(benchmark, cfg.rows)
@@ -194,6 +201,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
     stages = meta["stages"]
     results_path = out / "results.json" if out else None
     prev = _previous_meta(out)
+    writer = out is not None and distributed.is_main()
     mia_summary: dict | None = None
     mmlu_result: dict | None = None
 
@@ -207,7 +215,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
             meta["mmlu"] = {"n": mmlu_result.get("n"), "partial": mmlu_result.get("partial"),
                             "settings": mmlu_result.get("settings")}
         res["meta"] = meta
-        if out:
+        if writer:
             atomic_write_json(results_path, res)
         return res
 
@@ -224,11 +232,13 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
         stages["generation"] = stage
     else:
         log.info("generating for %d rows with the %s engine", len(rows), cfg.engine)
-        gens = generate(model, tokenizer, rows, engine=cfg.engine, max_new_tokens=cfg.max_new_tokens,
-                        batch_size=cfg.batch_size, early_exit=cfg.early_exit,
-                        official_extra_forward=cfg.official_extra_forward)
-        records = [row_record(r, g, cfg.official_csv) for r, g in zip(rows, gens)]
-        if out:
+        gens = generate_sharded(model, tokenizer, rows, engine=cfg.engine, max_new_tokens=cfg.max_new_tokens,
+                                batch_size=cfg.batch_size, early_exit=cfg.early_exit,
+                                official_extra_forward=cfg.official_extra_forward)
+        # scored once, on the main process
+        records = distributed.broadcast([row_record(r, g, cfg.official_csv) for r, g in zip(rows, gens)]
+                                        if distributed.is_main() else None)
+        if writer:
             write_jsonl(gen_path, records)
         stop: dict[str, int] = {}
         for g in gens:
@@ -262,7 +272,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
             mia_records, mia_summary = run_mia(model, tokenizer, benchmark.mia_members,
                                                benchmark.mia_nonmembers, reference=reference,
                                                batch_size=cfg.batch_size, engine=cfg.engine)
-            if out:
+            if writer:
                 write_jsonl(mia_path, mia_records)
             stages["mia"] = {"fingerprint": mia_fp, "wall_s": round(time.perf_counter() - t0, 3)}
         build()
@@ -280,14 +290,14 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
             stages["mmlu"] = stage
             log.info("reusing %s", mmlu_path)
         else:
-            from lumebench.eval.mmlu import evaluate_mmlu
-
-            mmlu_result = evaluate_mmlu(model, tokenizer, source=cfg.mmlu, limit=cfg.mmlu_limit,
-                                        engine=cfg.engine, subjects=cfg.mmlu_subjects)
-            if out:
+            mmlu_result = evaluate_mmlu_sharded(model, tokenizer, source=cfg.mmlu, limit=cfg.mmlu_limit,
+                                                engine=cfg.engine, subjects=cfg.mmlu_subjects)
+            if writer:
                 atomic_write_json(mmlu_path, mmlu_result)
             stages["mmlu"] = {"fingerprint": mmlu_fp, "wall_s": round(time.perf_counter() - t0, 3)}
-    return build()
+    res = build()
+    distributed.barrier()  # the files are written before any process goes on
+    return res
 
 
 # --- reading saved files back (lume score) ---------------------------------------------------------

@@ -43,6 +43,7 @@ import zlib
 from typing import Any, Callable, Sequence
 
 from lumebench.data.records import MiaDoc
+from lumebench.distributed import map_sharded
 from lumebench.errors import LumeError
 from lumebench.progress import bar, log
 
@@ -263,12 +264,14 @@ def run_mia(model, tokenizer, members: list[MiaDoc], nonmembers: list[MiaDoc], *
     docs = list(members) + list(nonmembers)
     labels = [1] * len(members) + [0] * len(nonmembers)
     texts = [d.document for d in docs]
-    stats = document_stats(model, tokenizer, texts, batch_size=batch_size, engine=engine, desc="MIA")
+    # several processes: each scores its share of the documents (lumebench.distributed.map_sharded)
+    stats = map_sharded(lambda part: document_stats(model, tokenizer, part, batch_size=batch_size,
+                                                    engine=engine, desc="MIA"), texts)
     ref_nll: list[float | None] = [None] * len(docs)
     if reference is not None:
         ref_model, ref_tok = reference
-        ref_stats = document_stats(ref_model, ref_tok, texts, batch_size=batch_size, engine=engine,
-                                   desc="MIA reference model")
+        ref_stats = map_sharded(lambda part: document_stats(ref_model, ref_tok, part, batch_size=batch_size,
+                                                            engine=engine, desc="MIA reference model"), texts)
         ref_nll = [s["nll"] for s in ref_stats]
 
     records = []

@@ -37,6 +37,8 @@ from typing import Any, ClassVar, Iterator
 import torch
 import torch.nn.functional as F
 
+from lumebench.distributed import global_mean, unwrap
+
 IGNORE = -100
 
 
@@ -92,11 +94,17 @@ def sequence_nll(model, batch: dict[str, torch.Tensor], logits: torch.Tensor | N
 
 
 def mean_nll(model, batch: dict[str, torch.Tensor], logits: torch.Tensor | None = None) -> torch.Tensor:
-    """NLL averaged over every target token of the batch (what ``model(labels=...).loss`` gives)."""
+    """NLL averaged over every target token of the (global) batch (what ``model(labels=...).loss``
+    gives; under data parallelism see :func:`lumebench.distributed.global_mean`)."""
     if logits is None:
         logits = forward_logits(model, batch)
     nll, mask = token_nll(logits, batch["labels"])
-    return nll.sum() / mask.sum().clamp(min=1)
+    return global_mean(nll, mask)
+
+
+def sequence_weights(n_target: torch.Tensor) -> torch.Tensor:
+    """1 for a sequence with target tokens, 0 for the placeholder row of an empty share."""
+    return (n_target > 0).to(torch.float32)
 
 
 def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -105,7 +113,7 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torc
     logp = F.log_softmax(logits[:, :-1, :].float(), dim=-1)[mask]
     logp_ref = F.log_softmax(ref_logits[:, :-1, :].float(), dim=-1)[mask]
     kl = F.kl_div(logp, logp_ref, log_target=True, reduction="none").sum(-1)
-    return kl.mean() if kl.numel() else logits.sum() * 0.0
+    return global_mean(kl) + logits.sum() * 0.0
 
 
 # ----------------------------------------------------------------------------- context
@@ -130,6 +138,7 @@ class UnlearnContext:
     run_dir: Path | None = None
     batch_size: int = 8
     cache: dict[str, Any] = field(default_factory=dict)
+    target_digest: str | None = None  # weights digest of the target (keys the reference-NLL cache)
     _ref_copy: Any = None
 
     def ensure_reference(self) -> None:
@@ -147,13 +156,14 @@ class UnlearnContext:
         """``with ctx.reference() as ref:`` — a model computing the pre-unlearning outputs (no grad)."""
         with torch.no_grad():
             if self.lora:
-                was_training = self.model.training
-                self.model.eval()
+                peft_model = unwrap(self.model)  # DDP's wrapper has no disable_adapter(); FSDP2's module does
+                was_training = peft_model.training
+                peft_model.eval()
                 try:
-                    with self.model.disable_adapter():
-                        yield self.model
+                    with peft_model.disable_adapter():
+                        yield peft_model
                 finally:
-                    self.model.train(was_training)
+                    peft_model.train(was_training)
             else:
                 if self._ref_copy is None:
                     raise RuntimeError("the method needs the reference model: call ctx.ensure_reference() in setup()")
@@ -170,7 +180,9 @@ class UnlearnContext:
         """ℓ_ref for every example of ``split`` (summed target NLL under the reference), computed once.
 
         Saved to ``<run_dir>/reference_nll_<split>.safetensors`` together with a fingerprint of the
-        tokenised examples; a resumed run loads it (the model on disk has already moved by then).
+        tokenised examples and the target's weights digest; a resumed run loads it (the model on disk
+        has already moved by then) only when both match. Under several processes each computes its
+        share of the examples and the values are gathered (the main process writes the file).
         """
         key = f"ref_nll_{split}"
         if key in self.cache:
@@ -182,14 +194,20 @@ class UnlearnContext:
         if path is not None and path.exists():
             from safetensors import safe_open
             with safe_open(str(path), framework="pt") as f:
-                if (f.metadata() or {}).get("examples") == fp:
+                meta = f.metadata() or {}
+                if meta.get("examples") == fp and meta.get("target") == str(self.target_digest):
                     values = f.get_tensor("nll")
         if values is None:
             values = compute_reference_nll(self, examples)
             if path is not None:
                 from safetensors.torch import save_file
-                path.parent.mkdir(parents=True, exist_ok=True)
-                save_file({"nll": values.contiguous()}, str(path), metadata={"examples": fp})
+
+                from lumebench.distributed import main_only
+                with main_only() as writer:
+                    if writer:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        save_file({"nll": values.contiguous()}, str(path),
+                                  metadata={"examples": fp, "target": str(self.target_digest)})
         self.cache[key] = values
         return values
 
@@ -197,21 +215,29 @@ class UnlearnContext:
 def compute_reference_nll(ctx: UnlearnContext, examples: list[Example]) -> torch.Tensor:
     """ℓ_ref[i] for each example, in batches, under ``ctx.reference()`` (or the model itself if the
     reference copy does not exist yet: before training the model *is* the reference)."""
-    out = torch.zeros(len(examples), dtype=torch.float32)
+    from lumebench.distributed import map_sharded
+
     device = next(ctx.model.parameters()).device
-    for start in range(0, len(examples), ctx.batch_size):
-        chunk = examples[start:start + ctx.batch_size]
-        batch = {k: v.to(device) for k, v in collate(chunk, ctx.pad_id).items()}
-        if ctx.lora or ctx._ref_copy is not None:
-            with ctx.reference() as ref:
-                nll, _ = sequence_nll(ref, batch)
-        else:
-            was_training = ctx.model.training
-            ctx.model.eval()
-            with torch.no_grad():
-                nll, _ = sequence_nll(ctx.model, batch)
-            ctx.model.train(was_training)
-        out[[e.index for e in chunk]] = nll.float().cpu()
+
+    def nll_of(part: list[Example]) -> list[float]:
+        values: list[float] = []
+        for start in range(0, len(part), ctx.batch_size):
+            chunk = part[start:start + ctx.batch_size]
+            batch = {k: v.to(device) for k, v in collate(chunk, ctx.pad_id).items()}
+            if ctx.lora or ctx._ref_copy is not None:
+                with ctx.reference() as ref:
+                    nll, _ = sequence_nll(ref, batch)
+            else:
+                was_training = ctx.model.training
+                ctx.model.eval()
+                with torch.no_grad():
+                    nll, _ = sequence_nll(ctx.model, batch)
+                ctx.model.train(was_training)
+            values += nll.float().cpu().tolist()
+        return values
+
+    out = torch.zeros(len(examples), dtype=torch.float32)
+    out[[e.index for e in examples]] = torch.tensor(map_sharded(nll_of, examples), dtype=torch.float32)
     return out
 
 

@@ -99,8 +99,11 @@ def _unlearn(args) -> int:
                      eval_cfg=_eval_config(args))
     final = result.get("final") or {}
     shown = {k: v for k, v in final.items() if isinstance(v, (int, float)) and v is not None}
-    print(json.dumps({"status": result["status"], "steps": result.get("steps"), "final": shown,
-                      "out": str(args.out)}, indent=2))
+    from lumebench import distributed
+
+    if distributed.is_main():
+        print(json.dumps({"status": result["status"], "steps": result.get("steps"), "final": shown,
+                          "out": str(args.out)}, indent=2))
     return 0
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from lumebench.methods.base import Method, mean_nll, sequence_nll
+from lumebench.distributed import global_mean
+from lumebench.methods.base import Method, mean_nll, sequence_nll, sequence_weights
 from lumebench.registry import METHODS
 
 
@@ -30,7 +31,8 @@ class SimNPO(Method):
     def loss(self, ctx, forget, retain):
         ell, n_tok = sequence_nll(ctx.model, forget)
         avg = ell / n_tok.clamp(min=1)
-        forget_loss = -(2.0 / self.hp.beta) * F.logsigmoid(self.hp.beta * avg - self.hp.delta).mean()
+        forget_loss = -(2.0 / self.hp.beta) * global_mean(F.logsigmoid(self.hp.beta * avg - self.hp.delta),
+                                                          sequence_weights(n_tok))
         nll_r = mean_nll(ctx.model, retain)
         return forget_loss + self.hp.alpha * nll_r, {"simnpo": float(forget_loss.detach()),
                                                      "forget_nll": float(avg.mean().detach()),

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lumebench import distributed
 from lumebench.data.records import Benchmark, Row
 from lumebench.errors import LumeError
 from lumebench.io import append_jsonl, atomic_write_json, iter_jsonl, read_json
@@ -79,6 +80,9 @@ class UnlearnConfig:
     lora_r: int = 16
     lora_alpha: int = 64
     lora_dropout: float = 0.0
+    # several processes (torchrun / accelerate launch): "auto" = DDP, "fsdp" = FSDP2 (see TrainConfig)
+    distributed: str = "auto"
+    log_with: str | None = None     # Accelerate trackers for losses, lr and evaluations (None = off)
 
     def selection(self) -> ParamSelection:
         return ParamSelection(layers=self.layers, pattern=self.params, lora=self.lora, lora_r=self.lora_r,
@@ -381,6 +385,8 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
                   "evaluate": evaluate}
     cfg_fp = fingerprint(record_cfg)
     result_path = out_dir / RESULT
+    distributed.init()
+    prev: dict = {}
     if result_path.exists():
         prev = read_json(result_path)
         if prev.get("config_fingerprint") == cfg_fp and prev.get("status", "running") != "running":
@@ -393,6 +399,14 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
 
     seed_everything(cfg.seed)
     model, tokenizer = _load_target(target)
+    from lumebench.eval.evaluate import model_digest
+
+    target_digest = model_digest(model)
+    if prev.get("target_digest") not in (None, target_digest):
+        raise LumeError(f"this run was started from a target with other weights (digest "
+                        f"{prev['target_digest']}, now {target_digest}); its checkpoint and cached "
+                        f"reference values would not match: use another --out or delete it",
+                        path=str(result_path))
     if not cfg.lora and cfg.layers is None and cfg.params is None:
         for key, value in m.default_selection(num_layers(model)).items():
             setattr(cfg, key, value)
@@ -407,7 +421,7 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
         raise LumeError("unlearning needs a non-empty forget set and retain set")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ctx = UnlearnContext(model=model, forget=forget, retain=retain, pad_id=pad_id, lora=cfg.lora,
-                         run_dir=out_dir, batch_size=cfg.batch_size)
+                         run_dir=out_dir, batch_size=cfg.batch_size, target_digest=target_digest)
 
     rbs = cfg.retain_batch_size or cfg.batch_size
     per_epoch = math.ceil(len(forget) / cfg.batch_size)
@@ -421,13 +435,19 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
     meta = run_meta(cfg.seed, record_cfg, benchmark.fingerprint())
     meta.pop("config")  # recorded below, field by field
     state: dict[str, Any] = {"method": method, "help": METHODS.entry(method).help, "target": ident,
+                             "target_digest": target_digest, "processes": distributed.world(),
+                             # examples per optimizer step, whatever the number of processes
+                             "effective_batch": {"forget": cfg.batch_size * cfg.grad_accum,
+                                                 "retain": rbs * cfg.grad_accum},
                              "hyperparameters": asdict(m.hp), "config": cfg.to_dict(),
                              "trainable": cfg.selection().describe(), "n_trainable_tensors": len(trainable),
                              "n_forget_examples": len(forget), "n_retain_examples": len(retain),
                              "steps_per_epoch": math.ceil(per_epoch / cfg.grad_accum),
                              "eval_config": record_cfg["eval"], "config_fingerprint": cfg_fp,
                              "status": "running", **meta}
-    atomic_write_json(result_path, state)
+    with distributed.main_only() as writer:
+        if writer:
+            atomic_write_json(result_path, state)
 
     bench_eval = eval_benchmark(benchmark, cfg.eval_subset, cfg.seed)
     curve = read_curve(out_dir)
@@ -442,7 +462,9 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
         results = _evaluate(model_now, tokenizer, bench_eval, eval_cfg, out_dir / "eval" / f"step_{step:06d}")
         rec = {"epoch": round(step * cfg.grad_accum / per_epoch, 4), "step": step, **summarize(results),
                "results": {k: v for k, v in results.items() if k != "meta"}}
-        append_jsonl(out_dir / CURVE, rec)
+        with distributed.main_only() as writer:
+            if writer:
+                append_jsonl(out_dir / CURVE, rec)
         curve.append(rec)
         done_steps.add(step)
         log.info("evaluation at step %d (epoch %s): %s", step, rec["epoch"],
@@ -463,22 +485,31 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
         return {k: rec[k] for k in ("forget_regurgitation", "retain_regurgitation", "final_score")
                 if rec and isinstance(rec.get(k), (int, float))} or None
 
-    from lumebench.train.loop import TrainConfig, train
+    from lumebench.train.loop import TrainConfig, is_sharded, save_trained, train
 
     tcfg = TrainConfig(lr=cfg.lr, epochs=n_chunks, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                        warmup_ratio=cfg.warmup_ratio, lr_schedule=cfg.lr_schedule,
                        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
                        mixed_precision=cfg.mixed_precision, seed=cfg.seed,
-                       explode_grad_norm=cfg.explode_grad_norm, max_steps=cfg.max_steps)
+                       explode_grad_norm=cfg.explode_grad_norm, max_steps=cfg.max_steps,
+                       distributed=cfg.distributed, log_with=cfg.log_with)
     res = train(model, loss_fn, batches, tcfg, out_dir=out_dir / "train",
                 params=[p for p in model.parameters() if p.requires_grad], on_epoch_end=on_epoch_end)
     ctx.model = model
 
     from lumebench.models.checkpoint import save_checkpoint
 
+    # written by the main process; an FSDP2 model is gathered into one checkpoint first
     if cfg.lora:  # the adapter itself, and the merged model (what is evaluated and submitted)
-        save_checkpoint(model, None, out_dir / "adapter", merge_adapter=False)
-    final_dir = save_checkpoint(model, tokenizer, out_dir / "model")
+        save_trained(model, out_dir / "adapter",
+                     lambda m, d, **kw: save_checkpoint(m, None, d, merge_adapter=False, **kw))
+    if cfg.lora and is_sharded(model):
+        final_dir = out_dir / "adapter"
+        log.warning("FSDP2 + LoRA: only the adapter is written; `lume export %s --out %s` writes the "
+                    "merged model", final_dir, out_dir / "model")
+    else:
+        final_dir = out_dir / "model"
+        save_trained(model, final_dir, lambda m, d, **kw: save_checkpoint(m, tokenizer, d, **kw))
     # after a divergence the loop restored the state at the end of the last good epoch
     good_step = res.steps if not res.diverged else (res.epoch_logs[-1]["step"] if res.epoch_logs else 0)
     status = res.status if not res.status.startswith("completed") else "finished"
@@ -494,6 +525,8 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
         "final": next(({k: v for k, v in r.items() if k != "results"}
                        for r in curve if r["step"] == good_step), None),
     })
-    atomic_write_json(result_path, state)
+    with distributed.main_only() as writer:
+        if writer:
+            atomic_write_json(result_path, state)
     log.info("%s %s after %d steps; results in %s", method, status, res.steps, out_dir)
     return state

@@ -101,14 +101,17 @@ def make_compatible(directory: str | Path) -> list[str]:
     return changed
 
 
-def save_checkpoint(model, tokenizer, directory: str | Path, *, merge_adapter: bool = True) -> Path:
+def save_checkpoint(model, tokenizer, directory: str | Path, *, merge_adapter: bool = True,
+                    state_dict: dict | None = None) -> Path:
     """Write ``model`` (+ ``tokenizer`` when given) into ``directory`` as a safetensors checkpoint
     that transformers 4.45 and 5.x load as the same model. A PEFT model is merged into a copy of
     its base first (a usable model, not an adapter) unless ``merge_adapter=False`` (then its
     adapter is written, as ``save_pretrained`` does). Everything is written into a temporary
     sibling folder first, then each file is renamed into place (a reader never sees a half-written
     file), and weight files of an earlier save that the new one does not have are removed. Other
-    files in ``directory`` (logs, ``target.json``) are left alone."""
+    files in ``directory`` (logs, ``target.json``) are left alone. ``state_dict``: the full weights
+    of a model whose own parameters are sharded (FSDP2, :func:`lumebench.train.loop.full_state_dict`);
+    not with ``merge_adapter``."""
     from transformers.utils import logging as hf_logging
 
     out = Path(directory)
@@ -116,12 +119,18 @@ def save_checkpoint(model, tokenizer, directory: str | Path, *, merge_adapter: b
     tmp = out.parent / f".{out.name}.saving"
     shutil.rmtree(tmp, ignore_errors=True)
     to_save = model
-    if merge_adapter and hasattr(model, "peft_config") and hasattr(model, "merge_and_unload"):
+    is_peft = hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
+    if merge_adapter and is_peft:
+        if state_dict is not None:
+            raise ValueError("save_checkpoint: a sharded PEFT model cannot be merged; save its adapter")
         to_save = _merged_copy(model)
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # transformers' own "Writing model shards" bar
     try:
-        to_save.save_pretrained(tmp, safe_serialization=True)
+        if state_dict is None:
+            to_save.save_pretrained(tmp, safe_serialization=True)
+        else:
+            to_save.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     finally:

@@ -14,6 +14,11 @@ Stages (each logged; the long ones show progress bars with ETA):
    still has the leaderboard of what finished), ``plots/``, ``report.html`` (``lume report RUN_DIR``
    draws them for an interrupted run).
 
+Under a launcher (``torchrun`` / ``accelerate launch``) every process runs this same function: the
+fine-tuning, the unlearning and every evaluation are shared out over the processes, and everything
+else (data generation, config, markers, leaderboard, report) is done by the main process alone while
+the others wait, so no file is written twice.
+
 The resolved config is saved as ``config.yaml`` + ``config.json``; re-running a run folder with a
 *different* config is refused (name the new run differently), so a resumed run never mixes
 settings. ``run.json`` records provenance: versions, machine, data fingerprint, target, timings.
@@ -27,6 +32,7 @@ import os
 import time
 from pathlib import Path
 
+from lumebench import distributed
 from lumebench.errors import LumeError
 from lumebench.io import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, read_json
 from lumebench.progress import log
@@ -68,8 +74,9 @@ def _save_config(run_dir: Path, cfg: RunConfig) -> None:
             raise LumeError(f"this run folder was made with a different config: {d}; "
                             f"use another --name (or delete the folder) to start afresh", path=str(run_dir))
         return
-    atomic_write_json(path, new)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    if distributed.is_main():
+        atomic_write_json(path, new)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
 
 
 # ------------------------------------------------------------------------------------- stages
@@ -83,13 +90,16 @@ def prepare_data(cfg: RunConfig, cache: Path):
         from lumebench.data.generate import generate_benchmark
 
         out = cache / "data" / f"generated-{d.docs_per_task}docs-seed{d.seed}"
-        if not (out / "DONE").exists():
-            log.info("data: generating the offline benchmark (%d documents per task and split, seed %d) into %s",
-                     d.docs_per_task, d.seed, out)
-            generate_benchmark(out, docs_per_task=d.docs_per_task, seed=d.seed)
-            atomic_write_text(out / "DONE", "")
-        else:
-            log.info("data: reusing the generated benchmark in %s", out)
+        with distributed.main_only() as writer:
+            if not writer:
+                pass
+            elif not (out / "DONE").exists():
+                log.info("data: generating the offline benchmark (%d documents per task and split, seed %d) "
+                         "into %s", d.docs_per_task, d.seed, out)
+                generate_benchmark(out, docs_per_task=d.docs_per_task, seed=d.seed)
+                atomic_write_text(out / "DONE", "")
+            else:
+                log.info("data: reusing the generated benchmark in %s", out)
         source = out
     else:
         source = d.source
@@ -143,7 +153,9 @@ def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, 
     log.info("method %s (seed %d): %s unlearning into %s", m.key, seed,
              "resuming" if resumed else "starting", out)
     t0, c0 = time.time(), time.process_time()
-    _share_before(run_dir, m.key, seed)
+    with distributed.main_only() as writer:
+        if writer:
+            _share_before(run_dir, m.key, seed)
     overrides = {**m.overrides, "seed": seed}
     result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora, eval_cfg=ecfg,
                      eval_subset=cfg.eval.subset, eval_every=cfg.eval.every)
@@ -152,7 +164,9 @@ def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, 
               "wall_seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1),
               "resumed": resumed,
               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_json(done, marker)
+    with distributed.main_only() as writer:
+        if writer:
+            atomic_write_json(done, marker)
     log.info("method %s (seed %d): %s in %.0f s", m.key, seed, status, marker["wall_seconds"])
     return marker
 
@@ -203,6 +217,8 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     from lumebench.report.leaderboard import write_leaderboard
 
     t_start = time.time()
+    distributed.init()
+    main = distributed.is_main()
     check_methods(cfg, config_path)
     runs_dir = Path(runs_dir)
     run_dir = runs_dir / cfg.name
@@ -230,7 +246,9 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     target_json = Path(target) / "target.json"
     if target_json.exists():
         prov["target_info"] = read_json(target_json)
-    atomic_write_json(prov_path, prov)
+    prov["processes"] = distributed.world()
+    if main:
+        atomic_write_json(prov_path, prov)
 
     ecfg = eval_config(cfg)
     jobs = [(seed, m) for seed in cfg.seeds for m in cfg.methods]
@@ -240,7 +258,8 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
         t0 = time.time()
         was_done = (method_dir(run_dir, m.key, seed) / DONE).exists()
         markers[f"{m.key}/seed{seed}"] = run_method(cfg, m, seed, target, bench, run_dir, ecfg)
-        write_leaderboard(run_dir)  # an interrupted run still has the leaderboard of what finished
+        if main:
+            write_leaderboard(run_dir)  # an interrupted run still has the leaderboard of what finished
         if not was_done:
             spent.append(time.time() - t0)
         left = len(jobs) - i
@@ -249,6 +268,10 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
                      i, len(jobs), left * (sum(spent) / len(spent)) / 60, sum(spent) / len(spent))
 
     timings["methods"] = clock.lap()
+    if not main:  # the main process writes the report
+        distributed.barrier()
+        log.info("run %s: done in %.0f s (process %d)", cfg.name, time.time() - t_start, distributed.rank())
+        return run_dir
     report = build_report(run_dir)
     timings["report"] = clock.lap()
     prov["methods"] = markers
@@ -261,4 +284,5 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     rel = os.path.relpath(report)
     print(f"\nreport: {report if rel.startswith('..') else rel}")
     log.info("run %s: done in %.0f s", cfg.name, time.time() - t_start)
+    distributed.barrier()
     return run_dir

@@ -102,6 +102,15 @@ class EpochBatches:
 
 
 def causal_lm_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean next-token cross-entropy over the non-padding tokens of the batch."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-    return out.loss, {}
+    """Mean next-token cross-entropy over the labelled tokens of the (global) batch: what
+    ``model(labels=...).loss`` gives with one process, and exactly the same gradient when the batch
+    is shared out over several (:func:`lumebench.distributed.global_mean`)."""
+    import torch.nn.functional as F
+
+    from lumebench.distributed import global_mean
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE
+    nll = F.cross_entropy(logits[:, :-1, :].float().transpose(1, 2), labels.clamp(min=0), reduction="none")
+    return global_mean(nll, mask), {}

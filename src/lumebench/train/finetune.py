@@ -74,6 +74,9 @@ class FinetuneConfig:
         a checkpoint per epoch wrote ~4 GB over a 1,800-step run). The final state is always saved.
     tiny: overrides of :class:`lumebench.models.tiny.TinyConfig` for a ``tiny`` base; default hidden
         192 / MLP 512 (2.6M parameters): as good per epoch as the 256-wide default, cheaper per token.
+    distributed / log_with: how several processes share the work ("auto" = DDP, "fsdp" = FSDP2) and
+        the Accelerate trackers (see :class:`lumebench.train.loop.TrainConfig`); neither is part of
+        the cache key (they do not change what is learned beyond float rounding).
     """
 
     epochs: int = 36
@@ -96,6 +99,8 @@ class FinetuneConfig:
     max_length: int = 1024
     checkpoint_interval_s: float = 30.0
     tiny: dict = field(default_factory=lambda: {"hidden_size": 192, "intermediate_size": 512})
+    distributed: str = "auto"
+    log_with: str | None = None
 
     def resolved(self, base: str) -> "FinetuneConfig":
         """A copy with the base-dependent defaults filled in (what is recorded and cached)."""
@@ -155,8 +160,9 @@ def _base_identity(base: str) -> dict:
 def target_key(base: str, benchmark: Benchmark, cfg: FinetuneConfig) -> str:
     """The cache key: (base, data fingerprint, hyperparameters)."""
     cfg = cfg.resolved(base)
+    config = {k: v for k, v in cfg.to_dict().items() if k not in ("distributed", "log_with")}
     return fingerprint({"format": FORMAT, "base": _base_identity(base), "data": benchmark.fingerprint(),
-                        "config": cfg.to_dict()})
+                        "config": config})
 
 
 def memorisation(results: dict) -> dict:
@@ -205,11 +211,14 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
 
     from lumebench.models import load_model, model_spec_of
     from lumebench.train.batches import EpochBatches, causal_lm_loss
-    from lumebench.train.loop import TrainConfig, train
+    from lumebench.train.loop import TrainConfig, save_trained, train, unsharded
 
     from lumebench.eval.evaluate import check_cells
 
+    from lumebench import distributed
+
     t0 = time.perf_counter()
+    distributed.init()
     check_cells(benchmark.rows, benchmark.source or "the benchmark")  # fail now, not at the first evaluation
     out_dir = Path(out_dir)
     done = read_target(out_dir) if resume else None
@@ -263,15 +272,16 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
         log.info("memorisation after epoch %d: %s%s", n, _fmt(scores), " — target met" if met else "")
         return {**scores, "stop": met, "reason": "memorisation target met" if met else None}
 
-    def save(model_, directory: Path) -> None:
+    def save(model_, directory: Path, state_dict=None) -> None:
         from lumebench.models.checkpoint import save_checkpoint
 
-        save_checkpoint(model_, tokenizer, directory)
+        save_checkpoint(model_, tokenizer, directory, state_dict=state_dict)
 
     tc = TrainConfig(lr=cfg.lr, epochs=epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                      warmup_ratio=cfg.warmup_ratio, lr_schedule=cfg.lr_schedule, weight_decay=cfg.weight_decay,
                      max_grad_norm=cfg.max_grad_norm, mixed_precision=cfg.mixed_precision, seed=cfg.seed,
-                     log_every=max(1, len(batches) * 5), checkpoint_interval_s=cfg.checkpoint_interval_s)
+                     log_every=max(1, len(batches) * 5), checkpoint_interval_s=cfg.checkpoint_interval_s,
+                     distributed=cfg.distributed, log_with=cfg.log_with)
     res = train(model, causal_lm_loss, batches, tc, out_dir=out_dir / "train", save_model=save,
                 on_epoch_end=on_epoch_end, resume=resume)
     if res.diverged:
@@ -284,10 +294,12 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
         scores = {k: last.get(k) for k in ("forget_regurgitation", "forget_knowledge", "retain_regurgitation",
                                            "retain_knowledge", "mia_auc")}
     else:
-        scores = _measure(model, tokenizer, benchmark, None)
+        with unsharded(model):  # FSDP2: every process holds the whole model for its share of the rows
+            scores = _measure(model, tokenizer, benchmark, None)
     met = target_met(scores, cfg)
-    save(model, out_dir)
-    shutil.rmtree(out_dir / "train" / "checkpoint", ignore_errors=True)  # the final model is in out_dir
+    save_trained(model, out_dir, save)  # gathered under FSDP2, written by the main process
+    if distributed.is_main():
+        shutil.rmtree(out_dir / "train" / "checkpoint", ignore_errors=True)  # the final model is in out_dir
     info = {
         "base": str(base),
         "base_spec": spec.to_dict() if spec else None,
@@ -313,7 +325,9 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
         "torch_threads": torch.get_num_threads(),
         "complete": True,
     }
-    atomic_write_json(out_dir / TARGET_JSON, info)
+    with distributed.main_only() as writer:
+        if writer:
+            atomic_write_json(out_dir / TARGET_JSON, info)
     (log.info if met else log.warning)(
         "target %s: %s after %d epochs (%s)%s", out_dir, _fmt(scores), res.epochs_done, res.status,
         "" if met else " — memorisation target NOT met; raise --epochs or --lr")

@@ -34,7 +34,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -84,6 +84,16 @@ class TrainConfig:
         run epochs of ~2 s, where a 30 MB checkpoint per epoch would be most of the I/O; between
         checkpoints the divergence guard rolls back to an in-memory copy taken at the epoch start.
     adam_betas / adam_eps: AdamW moments; (0.9, 0.95) is the usual LM-training choice.
+    distributed: how several processes (``torchrun`` / ``accelerate launch``) share the work: "auto"
+        = "ddp" (every process holds the whole model, gradients are averaged) or "fsdp" (torch FSDP2
+        ``fully_shard``: each process holds 1/N of the parameters, gradients and AdamW state, in fp32;
+        the checkpoint is one shard file per process and resumes on the same number of processes).
+        Either way each process takes its share of every global batch, so the batch size is the
+        global one and 1 and N processes see the same batches. One process: ignored.
+    log_with: Accelerate trackers ("tensorboard", "wandb", "mlflow", ..., comma-separated, or a list
+        of names and ``accelerate.tracking.GeneralTracker`` objects) that receive the training
+        losses, learning rate and the caller's evaluation numbers; None = off. Not recorded in the
+        checkpoint's comparison (a resumed run may log elsewhere).
     """
 
     lr: float = 5e-5
@@ -103,6 +113,8 @@ class TrainConfig:
     checkpoint_interval_s: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.95)
     adam_eps: float = 1e-8
+    distributed: str = "auto"
+    log_with: str | list | None = None
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "linear", "cosine"):
@@ -111,14 +123,23 @@ class TrainConfig:
             raise LumeError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise LumeError("epochs, batch_size and grad_accum must be at least 1")
+        if self.distributed not in ("auto", "ddp", "fsdp"):
+            raise LumeError(f"distributed must be auto, ddp or fsdp, got {self.distributed!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise LumeError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         self.adam_betas = tuple(self.adam_betas)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}  # (asdict would deep-copy trackers)
         d["adam_betas"] = list(self.adam_betas)
+        d["log_with"] = ",".join(_tracker_names(self.log_with)) or None
         return d
+
+
+def _tracker_names(log_with) -> list[str]:
+    items = log_with.split(",") if isinstance(log_with, str) else list(log_with or [])
+    return [i.strip() if isinstance(i, str) else str(getattr(i, "name", type(i).__name__)) for i in items
+            if not isinstance(i, str) or i.strip()]
 
 
 @dataclass
@@ -132,6 +153,7 @@ class TrainResult:
     wall_s: float = 0.0              # total seconds, evaluation and checkpointing included (resumed runs add up)
     tokens: int = 0
     checkpoint: str | None = None    # the last good checkpoint directory
+    skipped_steps: int = 0           # fp16: steps whose gradients overflowed (the GradScaler skipped them)
 
     @property
     def diverged(self) -> bool:
@@ -151,6 +173,15 @@ def resolve_mixed_precision(setting: str) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "no"
+
+
+def step_outcome(grad_norm: float, *, loss_scaling: bool, explode_grad_norm: float) -> str:
+    """What to do with an optimizer step given its gradient norm: "step", "skip" (an fp16 overflow
+    under a GradScaler: the scaler skips the update and lowers its scale, training goes on) or
+    "diverged" (a non-finite norm without loss scaling, or a norm above the divergence guard)."""
+    if not math.isfinite(grad_norm):
+        return "skip" if loss_scaling else "diverged"
+    return "diverged" if grad_norm > explode_grad_norm else "step"
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str) -> Callable[[int], float]:
@@ -193,12 +224,14 @@ def count_tokens(batch: Batch) -> int:
     return 0
 
 
-def default_save_model(model: torch.nn.Module, directory: Path) -> None:
+def default_save_model(model: torch.nn.Module, directory: Path, state_dict: dict | None = None) -> None:
     """The checkpoint writer (:func:`lumebench.models.checkpoint.save_checkpoint`) without a
-    tokenizer; a PEFT model saves its adapter (the loop's checkpoint resumes training from it)."""
+    tokenizer; a PEFT model saves its adapter (the loop's checkpoint resumes training from it).
+    ``state_dict``: the full weights when the model itself is sharded (FSDP2, see
+    :func:`full_state_dict`)."""
     from lumebench.models.checkpoint import save_checkpoint
 
-    save_checkpoint(model, None, directory, merge_adapter=False)
+    save_checkpoint(model, None, directory, merge_adapter=False, state_dict=state_dict)
 
 
 def _param_names(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[str]:
@@ -207,7 +240,14 @@ def _param_names(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> li
 
 
 def _float(x) -> float:
+    if hasattr(x, "full_tensor"):  # a DTensor (FSDP2 gradient norm)
+        x = x.full_tensor()
     return float(x.detach().float().item()) if isinstance(x, torch.Tensor) else float(x)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This process's shard of a DTensor (FSDP2), the tensor itself otherwise."""
+    return t.to_local() if hasattr(t, "to_local") else t
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +260,7 @@ def _optimizer_to_files(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
         meta["state"][str(idx)] = {}
         for k, v in st.items():
             if isinstance(v, torch.Tensor):
-                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous()
+                tensors[f"{idx}.{k}"] = _local(v).detach().cpu().contiguous()
                 meta["state"][str(idx)][k] = "__tensor__"
             else:
                 meta["state"][str(idx)][k] = v
@@ -290,8 +330,9 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
                         path=str(path)) from None
 
 
-def _load_trainable(ckpt: Path, params: list[torch.nn.Parameter], names: list[str]) -> None:
-    tensors = _load_safetensors(ckpt / TRAINABLE)
+def _load_trainable(ckpt: Path, params: list[torch.nn.Parameter], names: list[str],
+                    filename: str = TRAINABLE) -> None:
+    tensors = _load_safetensors(ckpt / filename)
     missing = [n for n in names if n not in tensors]
     if missing:
         raise LumeError(f"checkpoint does not match the model (missing {missing[0]} and "
@@ -299,10 +340,109 @@ def _load_trainable(ckpt: Path, params: list[torch.nn.Parameter], names: list[st
                         path=str(ckpt / TRAINABLE))
     with torch.no_grad():
         for p, n in zip(params, names):
-            if tensors[n].shape != p.shape:
+            local = _local(p)
+            if tensors[n].shape != local.shape:
                 raise LumeError(f"checkpoint tensor {n} has shape {tuple(tensors[n].shape)}, the model "
-                                f"has {tuple(p.shape)}", path=str(ckpt / TRAINABLE))
-            p.copy_(tensors[n].to(p.device, p.dtype))
+                                f"has {tuple(local.shape)}", path=str(ckpt / filename))
+            local.copy_(tensors[n].to(local.device, local.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# several processes: FSDP2 sharding, full weights, master weights
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True when ``fully_shard`` (FSDP2) has sharded the model's parameters."""
+    return any(hasattr(p, "to_local") for p in model.parameters())
+
+
+def fully_shard_model(model: torch.nn.Module, device: torch.device, precision: str) -> None:
+    """FSDP2: shard every decoder layer and then the rest over all processes, in place.
+
+    Parameters stay fp32 (the master weights AdamW updates); with ``precision`` bf16/fp16 the layers
+    compute in that dtype (``MixedPrecisionPolicy``) and gradients are reduced in fp32.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from lumebench import distributed
+
+    mesh = init_device_mesh(device.type, (distributed.world(),))
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    mp = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32) if low else MixedPrecisionPolicy()
+    for p in model.parameters():  # one dtype for every shard: fp32 master weights
+        if p.dtype != torch.float32:
+            p.data = p.data.float()
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    for layer in layers:
+        fully_shard(layer, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+
+
+@contextlib.contextmanager
+def unsharded(model: torch.nn.Module):
+    """Every process holds the whole (FSDP2) model for the duration, so that each can run its own
+    share of an evaluation (different numbers of forward passes, no collective). A no-op otherwise."""
+    mods = [m for m in model.modules() if hasattr(m, "unshard") and hasattr(m, "reshard")]
+    if not mods or not is_sharded(model):
+        yield model
+        return
+    for m in mods:
+        m.set_reshard_after_forward(False)
+        m.unshard()
+    try:
+        yield model
+    finally:
+        for m in mods:
+            m.reshard()
+            m.set_reshard_after_forward(True)
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The full weights of an FSDP2 model on every process (a collective: all processes call it);
+    None for a model that is not sharded (its own ``state_dict`` is already full)."""
+    if not is_sharded(model):
+        return None
+    unique = {n for n, _ in model.named_parameters()}
+    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - unique
+    # a tied weight (lm_head = embeddings) is written once, as save_pretrained does
+    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu()
+            for k, v in model.state_dict().items() if k not in tied}
+
+
+def save_trained(model: torch.nn.Module, directory: Path,
+                 save_model: Callable[..., None] | None = None) -> None:
+    """Write the trained model once, from the main process, with the one writer (``save_model``,
+    default :func:`default_save_model`); an FSDP2 model is gathered first (into one checkpoint)."""
+    from lumebench import distributed
+
+    save_model = save_model or default_save_model
+    full = full_state_dict(model)
+    with distributed.main_only() as writer:
+        if writer:
+            model = distributed.unwrap(model)
+            if full is None:
+                save_model(model, Path(directory))
+            else:
+                save_model(model, Path(directory), state_dict=full)
+
+
+def upcast_master_weights(params: list[torch.nn.Parameter]) -> torch.dtype | None:
+    """fp32 master weights: trainable parameters held in bf16/fp16 are converted to fp32 in place
+    (AdamW updates of ~1e-5 relative size round away in bf16). Returns the low dtype found, if any."""
+    low = next((p.dtype for p in params if p.dtype in (torch.bfloat16, torch.float16)), None)
+    for p in params:
+        if p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+    return low
+
+
+def _start_trackers(accelerator, cfg: "TrainConfig", out_dir: Path) -> bool:
+    if not cfg.log_with:
+        return False
+    accelerator.init_trackers(out_dir.parent.name or "lumebench", config={
+        k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in cfg.to_dict().items()})
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,18 +451,22 @@ def _load_trainable(ckpt: Path, params: list[torch.nn.Parameter], names: list[st
 
 def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int], list[Batch]],
           cfg: TrainConfig, *, out_dir: str | os.PathLike, params: Iterable[torch.nn.Parameter] | None = None,
-          save_model: Callable[[torch.nn.Module, Path], None] | None = None,
+          save_model: Callable[..., None] | None = None,
           on_epoch_end: Callable[[int, int, torch.nn.Module], dict | None] | None = None,
           resume: bool = True) -> TrainResult:
     """Train ``model`` in place; see the module docstring. Returns a :class:`TrainResult`.
 
     ``params``: the parameters to train (default: those with ``requires_grad``). ``save_model(model,
-    dir)`` writes the usable model into each checkpoint (default ``save_pretrained``).
-    ``resume=False`` ignores (and replaces) an existing checkpoint.
+    dir)`` writes the usable model into each checkpoint (default ``save_pretrained``; it also gets
+    ``state_dict=`` the gathered weights of an FSDP2 model). ``resume=False`` ignores (and replaces)
+    an existing checkpoint. ``epoch_batches`` returns the *global* batches: with several processes
+    each takes its share of every batch (:func:`lumebench.distributed.shard_batch`).
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from safetensors.torch import save_file
+
+    from lumebench import distributed
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -334,12 +478,27 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
     names = _param_names(model, params)
 
     precision = resolve_mixed_precision(cfg.mixed_precision)
+    low = upcast_master_weights(params)
+    if low is not None and precision == "no":
+        precision = "bf16" if low == torch.bfloat16 else "fp16"
+    if low is not None:
+        log.info("trainable weights were %s: training fp32 master weights with %s autocast",
+                 str(low).replace("torch.", ""), precision)
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, precision):
         AcceleratorState._reset_state()  # another run in this process used another precision
-    accelerator = Accelerator(mixed_precision=precision)
+    log_with = ([t.strip() for t in cfg.log_with.split(",") if t.strip()] if isinstance(cfg.log_with, str)
+                else list(cfg.log_with or [])) or None
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(),
+                              log_with=log_with, project_dir=str(out_dir) if log_with else None)
     device = accelerator.device
-    if not getattr(model, "hf_device_map", None) and params[0].device != device:
+    world, rank = accelerator.num_processes, accelerator.process_index
+    fsdp = world > 1 and cfg.distributed == "fsdp"
+    if fsdp:
+        fully_shard_model(model, device, precision)
+        by_name = dict(model.named_parameters())
+        params = [by_name[n] for n in names]
+    elif not getattr(model, "hf_device_map", None) and params[0].device != device:
         model.to(device)
 
     n_batches = len(epoch_batches(0))
@@ -358,38 +517,65 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
                                   eps=cfg.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(total_steps, cfg.warmup_ratio, cfg.lr_schedule))
-    train_model = accelerator.prepare_model(model, device_placement=False) if accelerator.num_processes > 1 else model
+    train_model = (accelerator.prepare_model(model, device_placement=False) if world > 1 and not fsdp
+                   else model)
     optimizer = accelerator.prepare_optimizer(optimizer, device_placement=False)
+    opt_params = [p for g in optimizer.param_groups for p in g["params"]]
+    # a sharded checkpoint holds one file per process: trainable.rank<R>.safetensors, ...
+    suffix = f".rank{rank}" if fsdp else ""
+    trainable_file, optimizer_file, rng_file = (f"{TRAINABLE[:-12]}{suffix}.safetensors",
+                                                f"{OPTIMIZER[:-12]}{suffix}.safetensors",
+                                                f"{RNG[:-12]}{suffix}.safetensors")
 
     # ---- fresh start or resume
     cfg_dict = cfg.to_dict()
-    comparable = {k: v for k, v in cfg_dict.items() if k != "log_every"}
+    ignored = ("log_every", "log_with", "distributed")
+    comparable = {k: v for k, v in cfg_dict.items() if k not in ignored}
     step, start_epoch, history, epoch_logs = 0, 0, [], []
-    prior_wall, prior_tokens, prior_train_s = 0.0, 0, 0.0
+    prior_wall, prior_tokens, prior_train_s, skipped = 0.0, 0, 0.0, 0
     ckpt = find_checkpoint(out_dir) if resume and cfg.save_checkpoints else None
     seed_everything(cfg.seed)
     if ckpt is not None:
         st = read_checkpoint_state(ckpt)
-        old = {k: v for k, v in st.get("config", {}).items() if k != "log_every"}
+        old = {k: v for k, v in st.get("config", {}).items() if k not in ignored}
         if old != comparable:
             diff = sorted(k for k in set(old) | set(comparable) if old.get(k) != comparable.get(k))
             raise LumeError(f"the checkpoint was written with other hyperparameters ({', '.join(diff)}); "
                             f"use another output directory or start over (resume=False / --no-resume)",
                             path=str(ckpt))
-        _load_trainable(ckpt, params, names)
-        optimizer.load_state_dict(_optimizer_from_files(_load_safetensors(ckpt / OPTIMIZER), st["optimizer"]))
+        sharded_world = st.get("sharded_world")
+        if sharded_world != (world if fsdp else None):
+            had = f"sharded over {sharded_world} processes" if sharded_world else "not sharded"
+            now = f"sharded over {world} processes" if fsdp else "not sharded"
+            raise LumeError(f"the checkpoint is {had} and this run is {now}; resume it the way it was "
+                            f"started (distributed=fsdp and the same number of processes)", path=str(ckpt))
+        _load_trainable(ckpt, params, names, trainable_file)
+        opt_state = _optimizer_from_files(_load_safetensors(ckpt / optimizer_file), st["optimizer"])
+        for idx, entry in opt_state["state"].items():  # FSDP2: the shards back into DTensors
+            p = opt_params[idx]
+            if hasattr(p, "to_local"):
+                from torch.distributed.tensor import DTensor
+                for k, v in entry.items():
+                    if isinstance(v, torch.Tensor) and v.shape == p.to_local().shape and v.ndim:
+                        entry[k] = DTensor.from_local(v.to(p.device), p.device_mesh, p.placements,
+                                                      shape=p.shape, stride=p.stride(), run_check=False)
+        optimizer.load_state_dict(opt_state)
         scheduler.load_state_dict(st["scheduler"])
-        _set_rng_state(_load_safetensors(ckpt / RNG), st["rng"])
+        rng_meta = st["rng"] if not fsdp else st["rng_per_rank"][rank]
+        _set_rng_state(_load_safetensors(ckpt / rng_file), rng_meta)
         step, start_epoch = st["step"], st["epochs_done"]
         history, epoch_logs = st["history"], st["epoch_logs"]
         prior_wall, prior_tokens, prior_train_s = st["wall_s"], st["tokens"], st["train_s"]
+        skipped = st.get("skipped_steps", 0)
         if st.get("status", "running") != "running":
             log.info("training already finished in %s (%s); nothing to do", ckpt, st["status"])
             return TrainResult(st["status"], step, start_epoch, history, epoch_logs,
-                               prior_tokens / max(prior_train_s, 1e-9), prior_wall, prior_tokens, str(ckpt))
+                               prior_tokens / max(prior_train_s, 1e-9), prior_wall, prior_tokens, str(ckpt),
+                               skipped)
         log.info("resuming from %s: epoch %d, step %d", ckpt, start_epoch, step)
     if accelerator.is_main_process:
         write_jsonl(out_dir / LOG, history)
+    tracking = _start_trackers(accelerator, cfg, out_dir)
 
     tokens, train_s = prior_tokens, prior_train_s
     snapshot: list[torch.Tensor] | None = None  # trainable params at the start of the epoch (until a checkpoint exists)
@@ -402,43 +588,69 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
         if snapshot is not None:  # the start of this epoch (newer than any checkpoint)
             with torch.no_grad():
                 for p, s in zip(params, snapshot):
-                    p.copy_(s)
+                    _local(p).copy_(s)
         elif last_ckpt is not None:
-            _load_trainable(last_ckpt, params, names)
+            _load_trainable(last_ckpt, params, names, trainable_file)
 
     def save_checkpoint(epoch_status: str) -> Path:
-        accelerator.wait_for_everyone()
-        if not accelerator.is_main_process:  # one writer; the other processes hold the same weights
-            return out_dir / CHECKPOINT
         tmp = out_dir / f".{CHECKPOINT}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        unwrapped = accelerator.unwrap_model(train_model)
-        save_model(unwrapped, tmp)
-        save_file({n: p.detach().cpu().contiguous() for n, p in zip(names, params)}, str(tmp / TRAINABLE))
-        opt_tensors, opt_meta = _optimizer_to_files(optimizer.state_dict())
-        save_file(opt_tensors, str(tmp / OPTIMIZER))
+        with distributed.main_only() as writer:
+            if writer:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir()
+        full = full_state_dict(train_model)  # FSDP2: gathered on every process (a collective)
         rng_tensors, rng_meta = _rng_state()
-        save_file(rng_tensors, str(tmp / RNG))
-        atomic_write_json(tmp / STATE_JSON, {
-            "status": epoch_status, "step": step, "epochs_done": epoch + 1, "total_steps": total_steps,
-            "config": cfg_dict, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
-            "rng": rng_meta, "history": history, "epoch_logs": epoch_logs, "tokens": tokens,
-            "train_s": train_s, "wall_s": prior_wall + time.perf_counter() - t_start,
-        })
-        final, old = out_dir / CHECKPOINT, out_dir / (CHECKPOINT + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        if old.exists():
-            shutil.rmtree(old)
+        opt_tensors, opt_meta = _optimizer_to_files(optimizer.state_dict())
+        if fsdp:  # every process writes its shard
+            save_file({n: _local(p).detach().cpu().contiguous() for n, p in zip(names, params)},
+                      str(tmp / trainable_file))
+            save_file(opt_tensors, str(tmp / optimizer_file))
+            save_file(rng_tensors, str(tmp / rng_file))
+        rng_per_rank = distributed.gather([rng_meta]) if fsdp else None
+        final = out_dir / CHECKPOINT
+        with distributed.main_only() as writer:  # one writer; the other processes wait
+            if writer:
+                unwrapped = accelerator.unwrap_model(train_model)
+                if full is None:
+                    save_model(unwrapped, tmp)
+                    save_file({n: p.detach().cpu().contiguous() for n, p in zip(names, params)},
+                              str(tmp / TRAINABLE))
+                    save_file(opt_tensors, str(tmp / OPTIMIZER))
+                    save_file(rng_tensors, str(tmp / RNG))
+                else:
+                    save_model(unwrapped, tmp, state_dict=full)
+                atomic_write_json(tmp / STATE_JSON, {
+                    "status": epoch_status, "step": step, "epochs_done": epoch + 1, "total_steps": total_steps,
+                    "config": cfg_dict, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+                    "rng": rng_meta, "rng_per_rank": rng_per_rank, "sharded_world": world if fsdp else None,
+                    "history": history, "epoch_logs": epoch_logs, "tokens": tokens, "skipped_steps": skipped,
+                    "train_s": train_s, "wall_s": prior_wall + time.perf_counter() - t_start,
+                })
+                old = out_dir / (CHECKPOINT + ".old")
+                if old.exists():
+                    shutil.rmtree(old)
+                if final.exists():
+                    final.rename(old)
+                tmp.rename(final)
+                if old.exists():
+                    shutil.rmtree(old)
         return final
+
+    def reduce_step(values: list[float], n_tokens: int) -> tuple[list[float], int]:
+        """The processes' mean of each value (= the global-batch value) and their total tokens."""
+        if world == 1:
+            return values, n_tokens
+        t = distributed.all_reduce(torch.tensor(values + [float(n_tokens)], dtype=torch.float64, device=device))
+        t[:-1] /= world
+        return t[:-1].tolist(), int(t[-1].item())
 
     log.info("training %d steps (%d epochs x %d steps, %d micro-batches per epoch), lr %g, %s precision, on %s",
              total_steps, cfg.epochs, steps_per_epoch, n_batches, cfg.lr, precision, device)
+    if world > 1:
+        log.info("%d processes (%s): each takes 1/%d of every global batch of %d; effective batch %d x %d "
+                 "accumulation = %d examples per optimizer step", world, "FSDP2" if fsdp else "DDP", world,
+                 cfg.batch_size, cfg.batch_size, cfg.grad_accum, cfg.batch_size * cfg.grad_accum)
     progress = bar(total=total_steps, initial=step, desc="training", unit="step")
     epoch = start_epoch - 1
     try:
@@ -446,7 +658,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
             if step >= total_steps:
                 break
             if not checkpoint_is_fresh:
-                snapshot = [p.detach().clone().cpu() for p in params]
+                snapshot = [_local(p).detach().clone().cpu() for p in params]
             batches = epoch_batches(epoch)
             train_model.train()
             epoch_losses: list[float] = []
@@ -459,13 +671,16 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
                 optimizer.zero_grad(set_to_none=True)
                 step_loss, step_tokens, step_logs = 0.0, 0, {}
                 for i, batch in enumerate(group):
-                    batch = to_device(batch, device)
+                    batch = to_device(distributed.shard_batch(batch), device)
                     # no gradient all-reduce between processes until the last micro-batch of the step
                     sync = accelerator.no_sync(train_model) if i < len(group) - 1 else contextlib.nullcontext()
                     with sync:
                         with accelerator.autocast():
                             loss, logs = loss_fn(train_model, batch)
-                        if not torch.isfinite(loss.detach()).all():
+                        finite = torch.isfinite(loss.detach()).all()
+                        if world > 1:  # every process stops together
+                            finite = distributed.all_reduce(finite.float().to(device), "min") > 0
+                        if not finite:
                             diverged_at = f"loss is {_float(loss)}"
                             break
                         accelerator.backward(loss / len(group))
@@ -474,10 +689,14 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
                     step_tokens += int(logs.pop("tokens", 0) or count_tokens(batch))
                     for k, v in logs.items():
                         step_logs[k] = step_logs.get(k, 0.0) + _float(v) / len(group)
+                skip = False
                 if diverged_at is None:
                     clip = cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
                     grad_norm = _float(accelerator.clip_grad_norm_(params, clip))
-                    if not math.isfinite(grad_norm) or grad_norm > cfg.explode_grad_norm:
+                    outcome = step_outcome(grad_norm, loss_scaling=accelerator.scaler is not None,
+                                           explode_grad_norm=cfg.explode_grad_norm)
+                    skip = outcome == "skip"
+                    if outcome == "diverged":
                         diverged_at = f"gradient norm {grad_norm:.3g} (limit {cfg.explode_grad_norm:g})"
                 if diverged_at is not None:
                     status = f"diverged at step {step + 1}"
@@ -489,17 +708,31 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
                     break
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
-                scheduler.step()
+                if skip or accelerator.optimizer_step_was_skipped:
+                    skipped += 1
+                    log.warning("step %d: fp16 gradient overflow (norm %s); the loss scaler skipped this "
+                                "update and lowered its scale (%d skipped so far)", step + 1, grad_norm, skipped)
+                else:
+                    scheduler.step()
                 step += 1
                 dt = time.perf_counter() - t0
+                keys = sorted(step_logs)
+                vals, step_tokens = reduce_step([step_loss] + [step_logs[k] for k in keys], step_tokens)
+                step_loss, step_logs = vals[0], dict(zip(keys, vals[1:]))
                 train_s += dt
                 tokens += step_tokens
-                rec = {"step": step, "epoch": epoch + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
+                rec = {"step": step, "epoch": epoch + 1, "loss": step_loss, "lr": lr,
+                       "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
                        "tokens": step_tokens, "tokens_per_s": step_tokens / max(dt, 1e-9), **step_logs}
+                if skip:
+                    rec["skipped"] = True
                 history.append(rec)
                 epoch_losses.append(step_loss)
                 if accelerator.is_main_process:
                     append_jsonl(out_dir / LOG, rec)
+                if tracking:
+                    accelerator.log({f"train/{k}": v for k, v in rec.items()
+                                     if isinstance(v, (int, float)) and k != "step"}, step=step)
                 progress.update(1)
                 progress.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens / max(train_s, 1e-9):,.0f}",
                                      epoch=epoch + 1)
@@ -511,11 +744,18 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
                 break
             ep = {"epoch": epoch + 1, "step": step,
                   "loss": sum(epoch_losses) / max(1, len(epoch_losses))}
-            extra = on_epoch_end(epoch, step, accelerator.unwrap_model(train_model)) if on_epoch_end else None
+            extra = None
+            if on_epoch_end:
+                with unsharded(train_model):
+                    extra = on_epoch_end(epoch, step, accelerator.unwrap_model(train_model))
             train_model.train()
             stop = bool(extra and extra.get("stop"))
             if extra:
                 ep.update({k: v for k, v in extra.items() if k != "stop"})
+            if tracking:
+                accelerator.log({f"eval/{k}": v for k, v in ep.items()
+                                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"},
+                                step=step)
             epoch_logs.append(ep)
             if stop:
                 status = f"stopped early at epoch {epoch + 1}" + (f": {extra['reason']}" if extra.get("reason") else "")
@@ -523,6 +763,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
                 status = f"completed (max_steps={cfg.max_steps} reached)"
             done = stop or step >= total_steps or epoch + 1 == cfg.epochs
             due = time.perf_counter() - last_ckpt_time >= cfg.checkpoint_interval_s
+            if world > 1:  # every process takes the same decision (clocks differ)
+                due = distributed.broadcast(due)
             checkpoint_is_fresh = False
             if cfg.save_checkpoints and (done or due):
                 last_ckpt = save_checkpoint(status if done else "running")
@@ -534,10 +776,12 @@ def train(model: torch.nn.Module, loss_fn: LossFn, epoch_batches: Callable[[int]
                 break
     finally:
         progress.close()
+        if tracking:
+            accelerator.end_training()
     wall = prior_wall + time.perf_counter() - t_start
     epochs_done = epoch_logs[-1]["epoch"] if epoch_logs else 0
     result = TrainResult(status, step, epochs_done, history, epoch_logs, tokens / max(train_s, 1e-9), wall,
-                         tokens, str(last_ckpt) if last_ckpt else None)
-    log.info("training %s: %d steps, %d epochs, %s tokens/s, %.1f s", status, step, epochs_done,
-             f"{result.tokens_per_s:,.0f}", wall)
+                         tokens, str(last_ckpt) if last_ckpt else None, skipped)
+    log.info("training %s: %d steps, %d epochs, %s tokens/s, %.1f s%s", status, step, epochs_done,
+             f"{result.tokens_per_s:,.0f}", wall, f", {skipped} fp16 steps skipped" if skipped else "")
     return result
