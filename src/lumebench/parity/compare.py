@@ -141,7 +141,8 @@ def compare(lume_res: dict, lume_gens: list[dict], lume_mmlu: dict | None, offic
     return report
 
 
-_TERM_NAMES = [f"{s} {t} {k}" for s in SPLITS for t in ("Task1", "Task2", "Task3") for k in ("reg", "kno")]
+_TERM_NAMES = [f"term: {s} {t} {k}" + (" (1 − score)" if s == "forget" else "")
+               for s in SPLITS for t in ("Task1", "Task2", "Task3") for k in ("reg", "kno")]
 
 
 def _official_terms(off: dict) -> list[float | None]:
