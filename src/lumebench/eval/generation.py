@@ -326,6 +326,11 @@ def _run_batch(model, tokenizer, rows: list[Row], prompts: list[list[int]], *, m
         logits = model(input_ids=step_input, attention_mask=mask, position_ids=position_ids,
                        use_cache=True, logits_to_keep=1, **{cache_kw: cache}).logits
         next_tok = logits[:, -1, :].float().argmax(-1)
+        if stats is not None and step_input is ids:
+            stats.prefills += 1
+        elif stats is not None:
+            stats.forwards += 1
+            stats.rows_per_forward += len(alive)
         keep = []
         for slot, (i, tok) in enumerate(zip(alive, next_tok.tolist())):
             t = trackers[i]
