@@ -17,8 +17,8 @@ uses — only so that speed comparisons pay the official cost.
   sees exactly the positions and context it sees alone;
 - **continuous batching** (``continuous=True``): finished rows leave the batch (their KV-cache rows
   are dropped, as are cache columns no remaining row needs) and, once a quarter of the slots is
-  free, the next waiting rows are prefilled in one forward and join the running batch (their cache
-  left-padded to its width), so the batch stays full instead of ending in a long tail of a few
+  free, the next waiting rows are prefilled (in buckets of similar prompt length, as MIA documents:
+  padding costs in full on a CPU) and join the running batch (their cache left-padded to its width), so the batch stays full instead of ending in a long tail of a few
   rows. ``continuous=False`` is the static path (one batch from prefill to its last row, kinds not
   mixed), kept as its reference; models whose cache is not plain ``DynamicLayer`` use it;
 - **exact speculative decoding** (``speculative=True``): each forward feeds every row its pending
@@ -71,6 +71,7 @@ from lumebench.data.records import Row
 from lumebench.errors import LumeError
 from lumebench.eval.metrics import (clean_up_tokenization, em_still_possible, rouge_tokens,
                                     rougeL_recall_settled)
+from lumebench.eval.mia import length_buckets, max_padding
 from lumebench.progress import bar, log
 
 Engine = Literal["fast", "reference"]
@@ -658,7 +659,11 @@ class _ContinuousBatch:
             # rows join in groups (one prefill forward, one cache join) once a quarter of the slots is free
             if waiting and (not self.slots or free >= max(1, self.cap // 4) or len(waiting) <= free):
                 before = len(results)
-                self._admit([waiting.popleft() for _ in range(min(free, len(waiting)))], results)
+                group = sorted((waiting.popleft() for _ in range(min(free, len(waiting)))),
+                               key=lambda i: -len(self.prompts[i]))
+                # prefill in buckets of similar prompt length: padding costs in full on a CPU
+                for bucket in length_buckets(group, [len(self.prompts[i]) for i in group], max_padding(self.device)):
+                    self._admit(bucket, results)
                 progress.update(len(results) - before)
             if self.slots:
                 before = len(results)
