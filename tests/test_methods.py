@@ -287,3 +287,13 @@ def test_rmu_steers_the_forget_hidden_states_and_defaults_to_few_mlp_weights(tok
         opt.step()
     assert logs["forget_mse"] < 0.9 * first
     assert logs["retain_mse"] > 0  # the retain states moved away from the frozen reference's
+
+
+def test_no_method_hyperparameter_shadows_a_trainer_setting():
+    """`lume run` passes each seed as the override 'seed': a method hyperparameter of the same name
+    would swallow it and every seed would train the same run."""
+    from lumebench.methods.base import hparam_fields
+    from lumebench.methods.unlearn import TRAIN_KEYS
+
+    for name in METHODS.names():
+        assert not set(hparam_fields(METHODS.get(name))) & TRAIN_KEYS, name

@@ -36,7 +36,7 @@ class IdkDPOHparams:
     beta: float = 0.1    # DPO inverse temperature (TOFU's idk DPO; SPEC.md §4)
     alpha: float = 1.0   # retain NLL weight (TOFU-style gradient-difference regulariser, weight 1)
     gamma: float = 1.0   # weight of the DPO term (1 in the same code bases)
-    seed: int = 0        # which refusal each example gets
+    answer_seed: int = 0  # which refusal each example gets (not "seed": that is the trainer's)
 
 
 @METHODS.register("idk_dpo", help="IdkDPO: DPO preferring an 'I don't know' answer over the forget answer "
@@ -48,7 +48,7 @@ class IdkDPO(Method):
         tok, eos = ctx.tokenizer, ctx.tokenizer.eos_token_id
         out = []
         for e in ctx.forget:
-            answer = random.Random(f"lumebench-idk:{self.hp.seed}:{e.index}").choice(IDK_ANSWERS)
+            answer = random.Random(f"lumebench-idk:{self.hp.answer_seed}:{e.index}").choice(IDK_ANSWERS)
             target = list(tok(" " + answer, add_special_tokens=False)["input_ids"]) + [eos]
             prompt = list(e.ids[:e.n_prompt])
             extra = e.n_target - (len(e.ids) - e.n_prompt)  # prompt tokens in the loss (loss_on="all")

@@ -29,7 +29,7 @@ class RMUHparams:
     layer: int | None = None
     steering_coef: float = 6.5   # c: 6.5 for Zephyr-7B (WMDP); scales with the model's hidden-state norm
     alpha: float = 1200.0        # retain MSE weight (WMDP, Zephyr-7B)
-    seed: int = 0                # seed of the random direction u
+    direction_seed: int = 0      # seed of the random direction u (not "seed": that is the trainer's)
     update: str = r"mlp\.down_proj"  # weights trained in layers L-2..L (WMDP: the MLP output projection)
 
 
@@ -98,7 +98,7 @@ class RMU(Method):
 
         self.layer = self.steered_layer(num_layers(ctx.model))
         hidden = ctx.model.config.hidden_size
-        g = torch.Generator().manual_seed(self.hp.seed)
+        g = torch.Generator().manual_seed(self.hp.direction_seed)
         u = torch.rand(hidden, generator=g)
         self.control = self.hp.steering_coef * u / u.norm()
 
