@@ -306,3 +306,57 @@ def test_new_methods_run_through_lume_run(target, tmp_path, short_bench_dir, cap
     for m in NEW_METHODS:
         assert rows[m]["status"] == "finished" and rows[m]["seeds"] == [0, 1]
         assert rows[m]["metrics"]["task_aggregate"]["n"] == 2
+
+
+def test_sweep_selects_on_validation_rows_only(target, short_bench_dir, tmp_path, capsys):
+    """`lume sweep` twice on data that differ only in their *test* rows (answers garbled): the trial
+    table and the selection are identical, so selection never read a test row; the test runs differ,
+    and every generation of a trial is a validation row, every one of the test run a test row."""
+    import shutil
+
+    import yaml
+    from test_run_mini import _mmlu_sample
+
+    from lumebench.data.loaders import load_benchmark
+    from lumebench.report.sweep import split_validation
+
+    bench = load_benchmark(short_bench_dir)
+    val, test = split_validation(bench, 0.5, 0)
+    val_ids, test_ids = {r.id for r in val.rows}, {r.id for r in test.rows}
+    assert val_ids and test_ids and not val_ids & test_ids and val_ids | test_ids == {r.id for r in bench.rows}
+    garbled = tmp_path / "garbled"
+    shutil.copytree(short_bench_dir, garbled)
+    for split in ("forget", "retain"):
+        rows = [json.loads(x) for x in (garbled / f"{split}.jsonl").read_text().splitlines()]
+        for r in rows:
+            if r["id"] in test_ids:
+                r["output"] = " ".join(reversed(r["output"].split())) + " zz"
+        (garbled / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def run(data, runs, workers):
+        cfg = {"name": "s", "method": "ga", "data": {"source": str(data)},
+               "target": {"model": target, "memorise": False}, "fixed": {"epochs": 1},
+               "params": {"lr": [1e-4, 3e-3]}, "seeds": [0], "workers": workers,
+               "eval": {"max_new_tokens": 16, "mmlu_source": str(_mmlu_sample(tmp_path)), "mmlu_limit": 1}}
+        path = tmp_path / f"{runs}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert lume(["sweep", str(path), "--runs-dir", str(tmp_path / runs)]) == 0
+        out = tmp_path / runs / "s"
+        return out, json.loads((out / "trials.json").read_text()), json.loads((out / "selected.json").read_text())
+
+    a_dir, a_trials, a_sel = run(short_bench_dir, "a", 2)  # trials in 2 processes
+    b_dir, b_trials, b_sel = run(garbled, "b", 1)
+    printed = capsys.readouterr().out
+    assert "| trial | lr | final_score (validation) |" in printed and "selected: trial" in printed
+    assert len(a_trials) == 2 and all(t["score_mean"] is not None for t in a_trials)
+    assert [t["scores"] for t in a_trials] == [t["scores"] for t in b_trials] and a_sel == b_sel
+    sa, sb = (json.loads((d / "sweep.json").read_text()) for d in (a_dir, b_dir))
+    assert sa["validation_fingerprint"] == sb["validation_fingerprint"] and sa["test_fingerprint"] != sb["test_fingerprint"]
+
+    def ids(pattern, root):
+        return {json.loads(x)["id"] for f in root.glob(pattern) for x in f.read_text().splitlines()}
+
+    assert ids("trials/*/seed0/eval/*/generations.jsonl", a_dir) == val_ids
+    assert ids("test/ga/seed0/eval/*/generations.jsonl", a_dir) == test_ids
+    board = json.loads((a_dir / "test" / "leaderboard.json").read_text())
+    assert [r["label"] for r in board["rows"]][1:] == ["ga"]
