@@ -120,12 +120,12 @@ class ZJUKLAB(NPO):
             done.add(step)
 
         evaluate_at(0, 0.0, model)
-        model = self.merge(model, [Path(p["final_model"]) for p in parts])
+        model = self.merge(model, [Path(p["final_model"]).parent / "adapter" for p in parts])
         steps = max(int(p["steps"]) for p in parts)
         evaluate_at(steps, float(cfg.epochs), model)
-        final_dir = out_dir / "model"
-        model.save_pretrained(final_dir, safe_serialization=True)
-        tokenizer.save_pretrained(final_dir)
+        from lumebench.models.checkpoint import save_checkpoint
+
+        final_dir = save_checkpoint(model, tokenizer, out_dir / "model")
         statuses = [p["status"] for p in parts]
         status = "finished" if all(s == "finished" for s in statuses) else \
             "; ".join(f"part {k} {s}" for k, s in enumerate(statuses) if s != "finished")
