@@ -287,3 +287,38 @@ def test_rmu_steers_the_forget_hidden_states_and_defaults_to_few_mlp_weights(tok
         opt.step()
     assert logs["forget_mse"] < 0.9 * first
     assert logs["retain_mse"] > 0  # the retain states moved away from the frozen reference's
+
+
+def test_no_method_hyperparameter_shadows_a_trainer_setting():
+    """`lume run` passes each seed as the override 'seed': a method hyperparameter of the same name
+    would swallow it and every seed would train the same run."""
+    from lumebench.methods.base import hparam_fields
+    from lumebench.methods.unlearn import TRAIN_KEYS
+
+    for name in METHODS.names():
+        assert not set(hparam_fields(METHODS.get(name))) & TRAIN_KEYS, name
+
+
+def test_rmu_reads_the_decoder_layer_output_not_the_final_norm(tok):
+    """hidden_states[L + 1] is layer L's output except for the last layer, where transformers 5 gives
+    the state after the final norm; RMU's hook reads the layer's own output in both cases."""
+    from lumebench.methods.rmu import _hidden
+
+    model = small_model(tok).eval()
+    batch = collate(tokenize_rows(make_rows(), tok), tok.pad_token_id)
+    with torch.no_grad():
+        hs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   output_hidden_states=True).hidden_states
+        assert torch.allclose(_hidden(model, batch, 1), hs[2])
+        last = _hidden(model, batch, 2)  # 3 layers: 0, 1, 2
+        assert torch.allclose(model.model.norm(last), hs[3], atol=1e-5)
+        assert not torch.allclose(last, hs[3], atol=1e-3)
+
+
+def test_sha256_retain_weight_follows_the_published_curve():
+    m = METHODS.get("sha256")()
+    # γ = 0.3·6^ΔL + 0.8 clipped to [1.2, 2.8]
+    assert m.retain_weight(0.0) == pytest.approx(1.2)       # 1.1, clipped up
+    assert m.retain_weight(1.0) == pytest.approx(2.6)
+    assert m.retain_weight(2.0) == pytest.approx(2.8)       # 11.6, clipped down
+    assert m.default_selection(16) == {"layers": "0-5"} and m.default_selection(4) == {"layers": "0-3"}

@@ -102,3 +102,18 @@ def test_official_smollm2_config_reads_the_official_data(lume_data, tmp_path, mo
     assert (len(bench.forget), len(bench.retain)) == (2732, 2734)
     assert (len(bench.mia_members), len(bench.mia_nonmembers)) == (150, 150)
     assert not (tmp_path / "cache").exists()  # nothing generated or copied
+
+
+def test_smollm2_science_config_runs_every_method_with_three_seeds():
+    from lumebench.methods.unlearn import resolve_config
+    from lumebench.registry import METHODS
+    from lumebench.report.config import check_methods
+
+    path = "configs/smollm2-science.yaml"
+    cfg = load_config(path)
+    check_methods(cfg, path)
+    assert cfg.target.model == "smollm2-135m" and len(cfg.seeds) >= 3
+    assert {m.name for m in cfg.methods} == set(METHODS.names())  # every registered method
+    for m in cfg.methods:
+        method, tcfg = resolve_config(m.name, m.overrides, family="literature")
+        assert tcfg.epochs == 5 and tcfg.lora == (m.name in ("atyaephyra", "zjuklab")), m.name

@@ -274,3 +274,27 @@ def _assert_not_blank(png: Path) -> None:
     nonwhite = (img < 0.95).any(axis=-1).mean()
     colours = len(np.unique((img[::4, ::4] * 255).astype(np.uint8).reshape(-1, 3), axis=0))
     assert nonwhite > 0.05 and colours > 50, (nonwhite, colours)
+
+
+def test_leaderboard_counts_seeds_and_marks_differences_within_the_spread():
+    from lumebench.report.leaderboard import Row, Stat, columns, mark_ties, seeds_label, to_markdown
+
+    def row(label, finals):
+        metrics = {k: Stat.of([]) for k, _ in columns()}
+        metrics["final"] = Stat.of(finals)
+        return Row(label, label, "finished", list(range(len(finals))), 1.0, metrics)
+
+    assert seeds_label([0]) == "1 seed (0)" and seeds_label([0, 1, 2]) == "3 seeds (0, 1, 2)"
+    best, close, far = row("a", [0.50, 0.52, 0.54]), row("b", [0.47, 0.50, 0.53]), row("c", [0.30, 0.31, 0.32])
+    rows = [best, close, far]
+    mark_ties(rows)
+    # b: |0.52 - 0.50| = 0.02 <= sqrt(0.02² + 0.03²) = 0.036; c: 0.21 > 0.022
+    assert (best.tied_with_best, close.tied_with_best, far.tied_with_best) == (None, True, False)
+    md = to_markdown(rows)
+    assert "| b | finished | 3 | 0.500 ± 0.030 ≈ |" in md and "| c | finished | 3 | 0.310 ± 0.010 |" in md
+    assert "≈: final score within the seed spread" in md
+    single = [row("a", [0.5]), row("b", [0.4])]
+    mark_ties(single)
+    assert single[1].tied_with_best is None
+    md1 = to_markdown(single)
+    assert "| b | finished | 1 | 0.400 |" in md1 and "1 seed: no spread is known" in md1 and "seeds 0" not in md1

@@ -52,6 +52,19 @@ def bench(bench_dir) -> Benchmark:
 
 
 @pytest.fixture(scope="session")
+def short_bench_dir(bench, bench_dir, tmp_path_factory) -> Path:
+    """The shortened benchmark as files (official jsonl + MIA), for the CLI."""
+    import shutil
+
+    out = tmp_path_factory.getbasetemp() / "unlearn-data-short"
+    out.mkdir()
+    for split in ("forget", "retain"):
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r.to_official()) + "\n" for r in bench.split(split)))
+    shutil.copytree(bench_dir / "mia", out / "mia")
+    return out
+
+
+@pytest.fixture(scope="session")
 def one_thread():
     """Numbers below were measured single-threaded (float sums depend on the thread count)."""
     before = torch.get_num_threads()
@@ -77,6 +90,19 @@ def full_runs(target, bench, tmp_path_factory) -> dict[str, dict]:
     """GA, GD and NPO+retain with the tiny preset (10 epochs), evaluated before and after every epoch."""
     base = tmp_path_factory.getbasetemp() / "unlearn-runs"
     return {m: unlearn(target, bench, m, base / m, eval_cfg=EVAL) for m in ("ga", "gd", "npo_rt")}
+
+
+@pytest.fixture(scope="session")
+def seed_runs(full_runs, target, bench, tmp_path_factory) -> dict[str, list[dict]]:
+    """GA, GD and NPO+retain at seeds 0, 1, 2 (seed 0 is ``full_runs``; seeds 1, 2 evaluate only before
+    and after, to keep CI short: the training does not depend on the evaluation schedule)."""
+    import math
+
+    base = tmp_path_factory.getbasetemp() / "unlearn-seeds"
+    steps = 10 * math.ceil(len(bench.forget) / 8)  # the tiny preset: 10 epochs of batch 8
+    return {m: [full_runs[m]] + [unlearn(target, bench, m, base / m / f"seed{s}", eval_cfg=EVAL,
+                                         overrides={"seed": s, "eval_every": steps}) for s in (1, 2)]
+            for m in ("ga", "gd", "npo_rt")}
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -212,3 +238,161 @@ def test_cli_unlearn_and_methods(target, bench_dir, tmp_path, capsys):
     gens = (tmp_path / "run" / "eval" / "step_000000" / "generations.jsonl").read_text().splitlines()
     assert {json.loads(g)["split"] for g in gens} == {"forget", "retain"}
     assert len({json.loads(g)["id"] for g in gens}) < 40  # a subset: 3 documents per split
+
+
+# ----------------------------------------------------------------------------- methods II (issue 12)
+
+NEW_METHODS = ("ails_ntua", "zjuklab", "atyaephyra", "sha256", "idk_dpo", "undial", "task_vector", "rmu")
+
+
+@pytest.mark.parametrize("method", NEW_METHODS)
+def test_new_methods_run_through_lume_unlearn(method, target, short_bench_dir, tmp_path, capsys):
+    """Each method through the CLI (2 epochs): finished, its recipe applied,
+    and the forget set moved (regurgitation below the target's)."""
+    out = tmp_path / method
+    assert lume(["unlearn", "--method", method, "--target", target, "--data", str(short_bench_dir), "--out", str(out),
+                 "--epochs", "2", "--max-new-tokens", "48"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    rec = json.loads((out / "unlearn.json").read_text())
+    assert printed["status"] == rec["status"] == "finished"
+    assert [c["epoch"] for c in rec["curve"]][0] == 0.0 and rec["curve"][-1]["epoch"] == 2.0
+    cls = METHODS.get(method)
+    defaults = dataclasses.asdict(cls.Hparams())
+    tiny = {k: v for k, v in cls.preset_defaults.get("tiny", {}).items() if k in defaults}
+    assert rec["hyperparameters"] == {**defaults, **tiny}
+    cfg = rec["config"]
+    if method in ("atyaephyra", "zjuklab"):
+        assert cfg["lora"]  # LoRA is the recipe, under every preset
+    if method == "atyaephyra":
+        assert (cfg["lora_r"], cfg["lora_alpha"]) == (5, 5) and (out / "adapter" / "adapter_model.safetensors").exists()
+    if method == "sha256":
+        assert rec["trainable"] == "layers 0-1"  # 0-5 clipped to the 2-layer target
+    if method == "zjuklab":
+        parts = [json.loads((out / "parts" / f"part{k}" / "unlearn.json").read_text()) for k in (0, 1)]
+        assert [p["hyperparameters"]["part"] for p in parts] == [0, 1] and all(p["config"]["lora"] for p in parts)
+        assert (out / "model" / "model.safetensors").exists() and not (out / "parts" / "part0" / "curve.jsonl").exists()
+    assert rec["final"]["forget_regurgitation"] < rec["curve"][0]["forget_regurgitation"], rec["final"]
+
+
+def test_ails_ntua_schedule_is_sequential_chunks_with_cyclic_retain(bench, tmp_path):
+    from lumebench.methods.ails_ntua import ChunkSchedule
+    from lumebench.methods.base import Example
+
+    forget = [Example((1, 2, 3), 1, i) for i in range(70)]
+    retain = [Example((4, 5, 6), 1, i) for i in range(30)]
+    plan = ChunkSchedule(forget, retain, batch_size=4, retain_per_batch=28, chunk_size=32, epochs=3, pad_id=0, seed=0)
+    assert [len(c) for c in plan.chunks] == [32, 32, 6] and plan.steps == [8, 8, 2]
+    assert plan.per_epoch == 18 and plan.total == 54
+    seen = [plan.batch(k)["forget"]["index"].tolist() for k in range(plan.total)]
+    # chunk 0 three times, then chunk 1 three times, then chunk 2: sequential, each example `epochs` times
+    first = sorted(i for b in seen[:24] for i in b)
+    assert first == sorted(plan.chunks[0] * 3)
+    assert sorted(i for b in seen for i in b) == sorted(list(range(70)) * 3)
+    r = [plan.batch(k)["retain"]["index"].tolist() for k in range(3)]
+    assert all(len(x) == 28 for x in r)  # retain:forget = 7
+    flat = [i for x in r for i in x]
+    assert flat[:30] == flat[30:60] or sorted(flat[:30]) == list(range(30))  # one cycle covers the retain set
+
+
+def test_task_vector_with_alpha_zero_leaves_the_target(target, bench, tmp_path):
+    r = unlearn(target, bench, "task_vector", tmp_path, eval_cfg=EVAL, overrides={"epochs": 1, "alpha": 0.0})
+    w, w0 = _weights(tmp_path / "model"), _weights(Path(target))
+    assert all(torch.equal(w[k], w0[k]) for k in w)  # θ0 − 0·(θ − θ0) = θ0 although θ was trained
+    ckpt = _weights(tmp_path / "train" / "checkpoint")
+    assert any(not torch.equal(ckpt[k], w0[k]) for k in ckpt if k in w0)
+    assert r["final"]["forget_regurgitation"] == r["curve"][0]["forget_regurgitation"]
+
+
+def test_new_methods_run_through_lume_run(target, tmp_path, short_bench_dir, capsys):
+    """One `lume run` over every new method (1 epoch, 2 seeds): the leaderboard has a row each, mean ± std."""
+    import yaml
+
+    cfg = {"name": "winners", "data": {"source": str(short_bench_dir)}, "target": {"model": target, "memorise": False},
+           "methods": [{"name": m, "overrides": {"epochs": 1}} for m in NEW_METHODS],
+           "eval": {"max_new_tokens": 8, "mmlu": False, "subset": 3}, "seeds": [0, 1], "threads": 1}
+    path = tmp_path / "winners.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert lume(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    board = json.loads((tmp_path / "runs" / "winners" / "leaderboard.json").read_text())
+    rows = {r["label"]: r for r in board["rows"]}
+    assert set(NEW_METHODS) <= set(rows)
+    for m in NEW_METHODS:
+        assert rows[m]["status"] == "finished" and rows[m]["seeds"] == [0, 1]
+        assert rows[m]["metrics"]["task_aggregate"]["n"] == 2
+
+
+def test_sweep_selects_on_validation_rows_only(target, short_bench_dir, tmp_path, capsys):
+    """`lume sweep` twice on data that differ only in their *test* rows (answers garbled): the trial
+    table and the selection are identical, so selection never read a test row; the test runs differ,
+    and every generation of a trial is a validation row, every one of the test run a test row."""
+    import shutil
+
+    import yaml
+    from test_run_mini import _mmlu_sample
+
+    from lumebench.data.loaders import load_benchmark
+    from lumebench.report.sweep import split_validation
+
+    bench = load_benchmark(short_bench_dir)
+    val, test = split_validation(bench, 0.5, 0)
+    val_ids, test_ids = {r.id for r in val.rows}, {r.id for r in test.rows}
+    assert val_ids and test_ids and not val_ids & test_ids and val_ids | test_ids == {r.id for r in bench.rows}
+    garbled = tmp_path / "garbled"
+    shutil.copytree(short_bench_dir, garbled)
+    for split in ("forget", "retain"):
+        rows = [json.loads(x) for x in (garbled / f"{split}.jsonl").read_text().splitlines()]
+        for r in rows:
+            if r["id"] in test_ids:
+                r["output"] = " ".join(reversed(r["output"].split())) + " zz"
+        (garbled / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def run(data, runs, workers):
+        cfg = {"name": "s", "method": "ga", "data": {"source": str(data)},
+               "target": {"model": target, "memorise": False}, "fixed": {"epochs": 1},
+               "params": {"lr": [1e-4, 3e-3]}, "seeds": [0], "workers": workers,
+               "eval": {"max_new_tokens": 16, "mmlu_source": str(_mmlu_sample(tmp_path)), "mmlu_limit": 1}}
+        path = tmp_path / f"{runs}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert lume(["sweep", str(path), "--runs-dir", str(tmp_path / runs)]) == 0
+        out = tmp_path / runs / "s"
+        return out, json.loads((out / "trials.json").read_text()), json.loads((out / "selected.json").read_text())
+
+    a_dir, a_trials, a_sel = run(short_bench_dir, "a", 2)  # trials in 2 processes
+    b_dir, b_trials, b_sel = run(garbled, "b", 1)
+    printed = capsys.readouterr().out
+    assert "| trial | lr | final_score (validation) |" in printed and "selected: trial" in printed
+    assert len(a_trials) == 2 and all(t["score_mean"] is not None for t in a_trials)
+    assert [t["scores"] for t in a_trials] == [t["scores"] for t in b_trials] and a_sel == b_sel
+    sa, sb = (json.loads((d / "sweep.json").read_text()) for d in (a_dir, b_dir))
+    assert sa["validation_fingerprint"] == sb["validation_fingerprint"] and sa["test_fingerprint"] != sb["test_fingerprint"]
+
+    def ids(pattern, root):
+        return {json.loads(x)["id"] for f in root.glob(pattern) for x in f.read_text().splitlines()}
+
+    assert ids("trials/*/seed0/eval/*/generations.jsonl", a_dir) == val_ids
+    assert ids("test/ga/seed0/eval/*/generations.jsonl", a_dir) == test_ids
+    board = json.loads((a_dir / "test" / "leaderboard.json").read_text())
+    assert [r["label"] for r in board["rows"]][1:] == ["ga"]
+
+
+def test_paper_findings_hold_across_seeds(seed_runs):
+    """The LUME paper's findings as numbers over 3 seeds: at a similar forget level, GA destroys the
+    retain set, GD and NPO + retain NLL keep more of it by more than the seed spread, and no method
+    forgets cleanly (each loses retain regurgitation beyond its spread)."""
+    from lumebench.report.leaderboard import Stat, within_spread
+
+    keys = ("forget_regurgitation", "retain_regurgitation", "retain_knowledge")
+    st = {m: {k: Stat.of(r["final"][k] for r in rs) for k in keys} for m, rs in seed_runs.items()}
+    for m, rs in seed_runs.items():
+        assert [r["seed"] for r in rs] == [0, 1, 2] and all(r["status"] == "finished" for r in rs), m
+        assert len({r["final"]["retain_regurgitation"] for r in rs}) > 1, m  # the seeds do differ
+    before = seed_runs["ga"][0]["curve"][0]["retain_regurgitation"]
+    for m in st:
+        assert max(st[m]["forget_regurgitation"].values) < 0.15, (m, st[m])  # a similar forget level
+        rr = st[m]["retain_regurgitation"]
+        assert before - rr.mean > 2 * rr.std, (m, rr)  # no method forgets cleanly
+    ga = st["ga"]["retain_regurgitation"]
+    assert max(ga.values) < 0.1  # GA takes the retain set down with it, on every seed
+    for m in ("gd", "npo_rt"):
+        kept = st[m]["retain_regurgitation"]
+        assert kept.mean - ga.mean > 0.2 and within_spread(kept, ga) is False, (m, kept, ga)

@@ -51,6 +51,7 @@ class Example:
     ids: tuple[int, ...]
     n_target: int
     index: int  # position in its split's example list (key of cached reference values)
+    n_prompt: int | None = None  # tokens of the prompt (``tokenizer(input)``), whatever ``loss_on`` says
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
@@ -136,6 +137,7 @@ class UnlearnContext:
     pad_id: int
     lora: bool = False
     run_dir: Path | None = None
+    tokenizer: Any = None
     batch_size: int = 8
     cache: dict[str, Any] = field(default_factory=dict)
     target_digest: str | None = None  # weights digest of the target (keys the reference-NLL cache)
@@ -261,6 +263,12 @@ class Method:
     needs_reference_model: ClassVar[bool] = False
     #: trainer settings of the method's published recipe, applied with the "literature" preset
     trainer_defaults: ClassVar[dict] = {}
+    #: settings that *are* the method (LoRA, its rank, ``loss_on``, ...), applied under every preset
+    #: (the user's overrides still win); e.g. Atyaephyra is LoRA rank 5 by definition
+    recipe: ClassVar[dict] = {}
+    #: per-preset settings (trainer settings and/or hyperparameters) where the literature numbers are
+    #: for 7B models and do nothing on the tiny target, e.g. ``{"tiny": {"lr": 3e-2, "steering_coef": 20}}``
+    preset_defaults: ClassVar[dict[str, dict]] = {}
 
     def default_selection(self, n_layers: int) -> dict:
         """Which weights to train when the user chose none (``{"layers": .., "params": ..}``; {} = all)."""
@@ -277,6 +285,26 @@ class Method:
 
     def loss(self, ctx: UnlearnContext, forget: dict, retain: dict) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
+
+    # Optional hooks (the defaults are what every plain loss-based method wants).
+
+    def schedule(self, forget: list[Example], retain: list[Example], *, batch_size: int, retain_batch_size: int,
+                 pad_id: int, seed: int, epochs: int):
+        """A custom order of (forget, retain) micro-batches, or None for the trainer's paired epochs.
+
+        Returns an object like :class:`lumebench.methods.unlearn.PairedBatches` minus ``chunk`` and
+        ``__call__``: ``.per_epoch`` (micro-batches that count as one epoch for evaluation),
+        ``.total`` and ``.batch(k) -> {"forget": ..., "retain": ...}`` for global micro-batch ``k``.
+        """
+        return None
+
+    @contextlib.contextmanager
+    def evaluated(self, ctx: UnlearnContext) -> Iterator[Any]:
+        """The model to evaluate / save, as a context (task vectors evaluate θ0 − α(θ − θ0))."""
+        yield ctx.model
+
+    def finalize(self, ctx: UnlearnContext) -> None:
+        """Turn the trained model into the unlearned one in place, before it is saved (default: nothing)."""
 
 
 def hparam_fields(cls: type) -> dict[str, Any]:

@@ -117,6 +117,11 @@ def _methods(args) -> int:
         fields = dataclasses.fields(e.obj.Hparams)
         hp = ", ".join(f"{f.name}={f.default}" for f in fields) or "no hyperparameters"
         print(f"{e.name:8s} {e.help}\n{'':8s}   {hp}")
+        for what, values in (("recipe (every preset)", e.obj.recipe),
+                             ("literature preset", e.obj.trainer_defaults),
+                             *((f"{k} preset", v) for k, v in e.obj.preset_defaults.items())):
+            if values:
+                print(f"{'':8s}   {what}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     trainer = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(UnlearnConfig))
     print(f"\ntrainer settings (every method; --set KEY=VALUE): {trainer}")
     for name, preset in PRESETS.items():

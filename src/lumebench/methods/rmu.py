@@ -29,13 +29,42 @@ class RMUHparams:
     layer: int | None = None
     steering_coef: float = 6.5   # c: 6.5 for Zephyr-7B (WMDP); scales with the model's hidden-state norm
     alpha: float = 1200.0        # retain MSE weight (WMDP, Zephyr-7B)
-    seed: int = 0                # seed of the random direction u
+    direction_seed: int = 0      # seed of the random direction u (not "seed": that is the trainer's)
+    update: str = r"mlp\.down_proj"  # weights trained in layers L-2..L (WMDP: the MLP output projection)
+
+
+def decoder_layer(model, layer: int):
+    """The ``layer``-th decoder block (``*.layers.<layer>``) of a model, a PeftModel or a DDP wrapper."""
+    for name, module in model.named_modules():
+        if name.endswith(f"layers.{layer}") and name.split(".")[-2] == "layers":
+            return module
+    raise ValueError(f"the model has no decoder layer {layer}")
 
 
 def _hidden(model, batch, layer: int) -> torch.Tensor:
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                output_hidden_states=True)
-    return out.hidden_states[layer + 1]  # [0] is the embedding output
+    """The output of decoder layer ``layer`` (the residual stream after it), read by a forward hook.
+
+    Not ``output_hidden_states``: in transformers 5 its last entry is taken *after* the final norm, so
+    steering the last layer through it would steer the normed state, not the layer's output.
+    """
+    seen = []
+
+    def hook(_module, _inputs, output):
+        seen.append(output[0] if isinstance(output, tuple) else output)
+        raise _Reached  # the layers above and the LM head are not needed
+
+    handle = decoder_layer(model, layer).register_forward_hook(hook)
+    try:
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    return seen[-1]
+
+
+class _Reached(Exception):
+    """Raised by the hook once the steered layer has run."""
 
 
 def _masked_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -49,6 +78,11 @@ class RMU(Method):
     needs_reference_model = True
     #: published recipe (Zephyr-7B): lr 5e-5, batches of 4 (used with the literature preset)
     trainer_defaults: ClassVar[dict] = {"lr": 5e-5, "batch_size": 4}
+    #: the tiny target (hidden 128-256, residual norms ~10x Zephyr's per dimension): c 6.5 / α 1200 /
+    #: lr 1e-3 on down_proj leave it untouched (forget regurgitation 1.00 -> 1.00 after 10 epochs).
+    #: Measured on the test target (2 layers, 10 epochs): c 50, α 100, lr 3e-2 on the steered layers'
+    #: whole MLP takes forget regurgitation 1.00 -> 0.21 with retain regurgitation 0.94 -> 0.94.
+    preset_defaults: ClassVar[dict] = {"tiny": {"lr": 3e-2, "steering_coef": 50.0, "alpha": 100.0, "update": "mlp"}}
 
     def steered_layer(self, n_layers: int) -> int:
         layer = self.hp.layer if self.hp.layer is not None else round(7 / 32 * n_layers)
@@ -56,7 +90,7 @@ class RMU(Method):
 
     def default_selection(self, n_layers: int) -> dict:
         layer = self.steered_layer(n_layers)
-        return {"layers": f"{max(0, layer - 2)}-{layer}", "params": r"mlp\.down_proj"}
+        return {"layers": f"{max(0, layer - 2)}-{layer}", "params": self.hp.update}
 
     def setup(self, ctx):
         super().setup(ctx)
@@ -64,7 +98,7 @@ class RMU(Method):
 
         self.layer = self.steered_layer(num_layers(ctx.model))
         hidden = ctx.model.config.hidden_size
-        g = torch.Generator().manual_seed(self.hp.seed)
+        g = torch.Generator().manual_seed(self.hp.direction_seed)
         u = torch.rand(hidden, generator=g)
         self.control = self.hp.steering_coef * u / u.norm()
 

@@ -173,7 +173,11 @@ def resolve_config(method_name: str, overrides: dict, *, family: str = "literatu
     values = {**PRESETS[preset], "preset": preset}
     if preset == "literature":
         values.update(cls.trainer_defaults)
-    if tr_over.get("lora") and "lr" not in tr_over:
+    hp_preset, tr_preset = split_overrides(method_name, cls.preset_defaults.get(preset, {}))
+    values.update(tr_preset)
+    values.update(cls.recipe)  # what defines the method (LoRA, its rank, loss_on, ...), every preset
+    lr_given = "lr" in tr_over or "lr" in tr_preset or (preset == "literature" and "lr" in cls.trainer_defaults)
+    if tr_over.get("lora", values.get("lora")) and not lr_given:
         values["lr"] = values.get("lr", UnlearnConfig.lr) * LORA_LR_FACTOR
     values.update(tr_over)
     values["preset"] = preset
@@ -182,7 +186,7 @@ def resolve_config(method_name: str, overrides: dict, *, family: str = "literatu
         raise LumeError(f"loss_on must be 'target' or 'all', got {cfg.loss_on!r}")
     if not (cfg.eval_every == "epoch" or (isinstance(cfg.eval_every, int) and cfg.eval_every > 0)):
         raise LumeError(f"eval_every must be 'epoch' or a positive number of steps, got {cfg.eval_every!r}")
-    method = cls(cls.Hparams(**_coerce(cls.Hparams, hp_over)))
+    method = cls(cls.Hparams(**_coerce(cls.Hparams, {**hp_preset, **hp_over})))
     return method, cfg
 
 
@@ -199,7 +203,7 @@ def tokenize_rows(rows: list[Row], tokenizer, *, max_length: int = 1024, loss_on
         target = target[:max_length - 1]
         prompt = prompt[-(max_length - len(target)):]
         n_target = len(target) if loss_on == "target" else len(prompt) + len(target) - 1
-        out.append(Example(tuple(prompt + target), n_target, i))
+        out.append(Example(tuple(prompt + target), n_target, i, n_prompt=len(prompt)))
     return out
 
 
@@ -241,11 +245,26 @@ class PairedBatches:
             out.append(self.retain[idx[j]])
         return out
 
+    def batch(self, k: int) -> dict:
+        return {"forget": collate(self._forget_batch(k), self.pad_id),
+                "retain": collate(self._retain_batch(k), self.pad_id)}
+
     def __call__(self, chunk_index: int) -> list[dict]:
         start = chunk_index * self.chunk
-        ks = range(start, min(start + self.chunk, self.total))
-        return [{"forget": collate(self._forget_batch(k), self.pad_id),
-                 "retain": collate(self._retain_batch(k), self.pad_id)} for k in ks]
+        return [self.batch(k) for k in range(start, min(start + self.chunk, self.total))]
+
+
+@dataclass
+class PlannedBatches:
+    """A method's own micro-batch order (:meth:`Method.schedule`) cut into the loop's chunks."""
+
+    plan: Any
+    total: int
+    chunk: int
+
+    def __call__(self, chunk_index: int) -> list[dict]:
+        start = chunk_index * self.chunk
+        return [self.plan.batch(k) for k in range(start, min(start + self.chunk, self.total))]
 
 
 def eval_benchmark(benchmark: Benchmark, n_docs: int | None, seed: int) -> Benchmark:
@@ -380,6 +399,9 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
         overrides.setdefault("eval_every", eval_every)
     ident, family = _target_identity(target)
     m, cfg = resolve_config(method, overrides, family=family)
+    if getattr(m, "composite", False):  # e.g. zjuklab: several normal runs, then a merge
+        return m.unlearn_composite(target, benchmark, method, out_dir, overrides=overrides,
+                                   eval_cfg=eval_cfg, evaluate=evaluate)
     record_cfg = {"method": method, "hyperparameters": asdict(m.hp), "config": cfg.to_dict(),
                   "target": ident, "data": benchmark.fingerprint(), "eval": _eval_cfg_dict(eval_cfg),
                   "evaluate": evaluate}
@@ -421,15 +443,19 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
         raise LumeError("unlearning needs a non-empty forget set and retain set")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ctx = UnlearnContext(model=model, forget=forget, retain=retain, pad_id=pad_id, lora=cfg.lora,
-                         run_dir=out_dir, batch_size=cfg.batch_size, target_digest=target_digest)
+                         run_dir=out_dir, batch_size=cfg.batch_size, target_digest=target_digest,
+                         tokenizer=tokenizer)
 
     rbs = cfg.retain_batch_size or cfg.batch_size
-    per_epoch = math.ceil(len(forget) / cfg.batch_size)
-    total = per_epoch * cfg.epochs
+    plan = m.schedule(forget, retain, batch_size=cfg.batch_size, retain_batch_size=rbs, pad_id=pad_id,
+                      seed=cfg.seed, epochs=cfg.epochs)
+    per_epoch = plan.per_epoch if plan is not None else math.ceil(len(forget) / cfg.batch_size)
+    total = plan.total if plan is not None else per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps * cfg.grad_accum)
     chunk = per_epoch if cfg.eval_every == "epoch" else cfg.eval_every * cfg.grad_accum
-    batches = PairedBatches(forget, retain, cfg.batch_size, rbs, pad_id, cfg.seed, total, chunk)
+    batches = (PairedBatches(forget, retain, cfg.batch_size, rbs, pad_id, cfg.seed, total, chunk)
+               if plan is None else PlannedBatches(plan, total, chunk))
     n_chunks = math.ceil(total / chunk)
 
     meta = run_meta(cfg.seed, record_cfg, benchmark.fingerprint())
@@ -459,7 +485,9 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
         if step in done_steps:
             rec = next(r for r in curve if r["step"] == step)
             return rec
-        results = _evaluate(model_now, tokenizer, bench_eval, eval_cfg, out_dir / "eval" / f"step_{step:06d}")
+        ctx.model = model_now
+        with m.evaluated(ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
+            results = _evaluate(shown, tokenizer, bench_eval, eval_cfg, out_dir / "eval" / f"step_{step:06d}")
         rec = {"epoch": round(step * cfg.grad_accum / per_epoch, 4), "step": step, **summarize(results),
                "results": {k: v for k, v in results.items() if k != "meta"}}
         with distributed.main_only() as writer:
@@ -496,6 +524,7 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
     res = train(model, loss_fn, batches, tcfg, out_dir=out_dir / "train",
                 params=[p for p in model.parameters() if p.requires_grad], on_epoch_end=on_epoch_end)
     ctx.model = model
+    m.finalize(ctx)
 
     from lumebench.models.checkpoint import save_checkpoint
 

@@ -28,6 +28,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", help="with method folders: where to write the leaderboard and report")
     r.set_defaults(handler=_report)
 
+    w = sub.add_parser("sweep", help="search a method's hyperparameters (grid or random) on validation rows, "
+                                     "then evaluate the selected setting on the test rows",
+                       description="Run every hyperparameter setting of SWEEP.yaml as a normal, resumable "
+                                   "unlearning run on the validation rows (the SemEval validation parts, or "
+                                   "a held-out half of generated documents), in parallel processes; select "
+                                   "the best final score; evaluate the selected setting on the test rows. "
+                                   "Writes RUNS_DIR/<name>/trials.md, selected.json and test/leaderboard.md. "
+                                   "See lumebench.report.sweep for the file format.")
+    w.add_argument("config", help="sweep config (.yaml)")
+    w.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    w.set_defaults(handler=_sweep)
+
+
+def _sweep(args) -> int:
+    from lumebench.report.sweep import load_sweep_config, sweep
+
+    sweep(load_sweep_config(args.config), runs_dir=args.runs_dir)
+    return 0
+
 
 def _run(args) -> int:
     from lumebench.report.config import load_config, to_yaml

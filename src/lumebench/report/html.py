@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lumebench.errors import LumeError
 from lumebench.io import atomic_write_text, read_json
-from lumebench.report.leaderboard import Row, build_leaderboard, columns, write_leaderboard
+from lumebench.report.leaderboard import (Row, build_leaderboard, cell_text, columns, seed_notes, seeds_label,
+                                          write_leaderboard)
 from lumebench.report.plots import make_plots
 from lumebench.report.results import MethodRun, collect
 
@@ -102,12 +103,8 @@ def _leaderboard_table(rows: list[Row]) -> str:
     for r in rows:
         cls = "target" if r.method == "target" else ("diverged" if r.status == "diverged" else "")
         cells = [r.label, r.status, _f(r.epochs, 2).rstrip("0").rstrip(".") if r.epochs else "0",
-                 ", ".join(str(s) for s in r.seeds if s is not None) or "—"]
-        for k, _ in cols:
-            cell = r.metrics[k].fmt()
-            if k == "mmlu" and r.mmlu_partial and r.metrics[k].mean is not None:
-                cell += "*"
-            cells.append(cell)
+                 seeds_label(r.seeds)]
+        cells += [cell_text(r, k) for k, _ in cols]
         body.append(f'<tr class="{cls}">' + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     return f'<div class="scroll"><table id="leaderboard"><tr>{head}</tr>{"".join(body)}</table></div>'
 
@@ -192,8 +189,7 @@ def render_html(run_dir: Path, rows: list[Row], plots: list[Path], runs: list[Me
     if diverged:
         notes.append("Diverged (stopped by the loss guard): " + ", ".join(diverged)
                      + "; their numbers are from the last evaluation.")
-    if any(len(r.seeds) > 1 for r in rows):
-        notes.append("With several seeds a cell shows mean ± sample standard deviation.")
+    notes += seed_notes(rows)
     notes_html = "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>lumebench report: {_e(name)}</title>

@@ -5,7 +5,9 @@ terms), MIA score (``1 - 2|AUC - 0.5|``) and the AUC itself, utility (MMLU; mark
 measured on a per-subject sample, i.e. partial), then the six forget and six retain terms as raw
 means: on forget rows lower is better (forgotten), on retain rows higher is better (kept).
 
-With several seeds a cell is ``mean ± std`` (sample standard deviation over the seeds). A method's
+With several seeds a cell is ``mean ± std`` (sample standard deviation over the seeds), and a final
+score within the seed spread of the best method's (``|Δ| ≤ √(s₁² + s₂²)``) is marked ``≈``: that
+difference is not a finding. With one seed there is no spread, and the table says so. A method's
 status is ``finished`` or ``diverged`` (as ``unlearn.json`` says); a diverged method's numbers are
 those of its last evaluation.
 
@@ -60,11 +62,38 @@ class Row:
     mmlu_partial: bool = False
     hyperparameters: dict = field(default_factory=dict)
     status_detail: list[str] = field(default_factory=list)
+    #: final score within the seed spread of the best method's (None: no spread to compare, or the best)
+    tied_with_best: bool | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["metrics"] = {k: asdict(v) for k, v in self.metrics.items()}
         return d
+
+
+def seeds_label(seeds) -> str:
+    """``"1 seed (0)"``, ``"3 seeds (0, 1, 2)"``."""
+    s = [x for x in seeds if x is not None]
+    if not s:
+        return "—"
+    return f"{len(s)} seed{'' if len(s) == 1 else 's'} ({', '.join(str(x) for x in s)})"
+
+
+def within_spread(a: Stat, b: Stat) -> bool | None:
+    """True when ``|mean_a − mean_b| ≤ √(s_a² + s_b²)``; None when either has fewer than two seeds."""
+    if a.mean is None or b.mean is None or a.std is None or b.std is None:
+        return None
+    return abs(a.mean - b.mean) <= (a.std ** 2 + b.std ** 2) ** 0.5
+
+
+def mark_ties(rows: list["Row"], key: str = "final") -> None:
+    """Set ``tied_with_best`` on every method row (the target row is not a method)."""
+    methods = [r for r in rows if r.method != "target" and r.metrics[key].mean is not None]
+    if not methods:
+        return
+    best = max(methods, key=lambda r: r.metrics[key].mean)
+    for r in methods:
+        r.tied_with_best = None if r is best else within_spread(r.metrics[key], best.metrics[key])
 
 
 def _stats(results: list[dict]) -> dict[str, Stat]:
@@ -100,6 +129,7 @@ def build_leaderboard(sources) -> list[Row]:
                         any(r.partial(r.final) for r in done),
                         dict(done[0].info.get("hyperparameters") or {}),
                         [r.status_detail for r in rs]))
+    mark_ties(rows)
     return rows
 
 
@@ -114,24 +144,45 @@ def columns() -> list[tuple[str, str]]:
 
 def to_markdown(rows: list[Row]) -> str:
     cols = columns()
-    head = ["method", "status"] + [h for _, h in cols]
+    head = ["method", "status", "seeds"] + [h for _, h in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.label, r.status]
+        cells = [r.label, r.status, str(len([s for s in r.seeds if s is not None]) or "—")]
         for k, _ in cols:
-            cell = r.metrics[k].fmt()
-            if k == "mmlu" and r.mmlu_partial and r.metrics[k].mean is not None:
-                cell += "*"
-            cells.append(cell)
+            cells.append(cell_text(r, k))
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "final = mean(task aggregate, MMLU, MIA score) (official aggregate-score); "
              "F/R = forget/retain, T1-T3 = tasks, reg = regurgitation (ROUGE-L recall), "
              "kno = knowledge (exact match); ↓ lower is better, ↑ higher is better."]
     if any(r.mmlu_partial for r in rows):
         notes.append("* MMLU measured on a per-subject sample (partial), not the full test set.")
-    if any(len(r.seeds) > 1 for r in rows):
-        notes.append("Cells with several seeds: mean ± sample standard deviation.")
+    notes += seed_notes(rows)
     return "\n".join(lines + notes) + "\n"
+
+
+def cell_text(r: Row, key: str) -> str:
+    """One leaderboard cell: ``mean ± std``, ``*`` for partial MMLU, ``≈`` for a final score tied with the best."""
+    cell = r.metrics[key].fmt()
+    if key == "mmlu" and r.mmlu_partial and r.metrics[key].mean is not None:
+        cell += "*"
+    if key == "final" and r.tied_with_best:
+        cell += " ≈"
+    return cell
+
+
+def seed_notes(rows: list[Row]) -> list[str]:
+    """What the seeds allow one to conclude (shared by the markdown and the HTML report)."""
+    n = [len([s for s in r.seeds if s is not None]) for r in rows if r.method != "target"]
+    if not n:
+        return []
+    if max(n) <= 1:
+        return ["1 seed: no spread is known, so differences between methods are not findings "
+                "(run several seeds, e.g. `seeds: [0, 1, 2]`)."]
+    notes = ["Cells with several seeds: mean ± sample standard deviation over the seeds."]
+    if any(r.tied_with_best for r in rows):
+        notes.append("≈: final score within the seed spread of the best method's (|Δ| ≤ √(s₁² + s₂²)): "
+                     "not distinguishable from it.")
+    return notes
 
 
 def write_leaderboard(run_dir: str | Path, rows: list[Row] | None = None) -> tuple[Path, Path]:

@@ -1,0 +1,366 @@
+"""``lume sweep SWEEP.yaml``: a grid or random search over one method's hyperparameters, selected on
+validation rows only, then evaluated once on the test rows.
+
+    name: npo-sweep
+    method: npo
+    data: {source: generated, docs_per_task: 6, seed: 0}
+    target: {model: tiny}
+    fixed: {epochs: 5}                 # every trial
+    search: grid                       # or random (then `trials: N`, `seed: S`)
+    params:
+      beta: [0.05, 0.1, 0.5]           # grid values / random choices
+      lr: {log_uniform: [1.0e-4, 1.0e-2]}   # random only; also {uniform: [a, b]}
+    seeds: [0]                         # unlearning seeds of every trial (and of the test run)
+
+Honest selection:
+
+- **Which rows.** Official SemEval parquet data: trials use the ``validation`` parts, the test run
+  the ``train`` parts. Generated data: the documents of each (split, task) are shuffled (seeded) and
+  ``validation_fraction`` of them are held out for selection; the target memorises both halves (it
+  is built on the whole benchmark), trials unlearn and score only the validation half, the selected
+  setting unlearns and is scored only on the test half. MIA members go with their document; the
+  other MIA documents are split in the same proportion. Other local data without a SemEval
+  validation part (e.g. the official jsonl files) is split the same way.
+- **What is compared.** Each trial's final score (official ``aggregate-score``; ``select_on``
+  may name another summary key) after its last epoch, averaged over ``seeds``; the best mean wins
+  (ties: the first trial). The test rows never enter a trial: a trial is given the validation
+  benchmark object only.
+
+Outputs in ``<runs_dir>/<name>/``: ``trials/<k>/seed<s>/`` (each a normal, resumable ``unlearn`` run),
+``trials.md`` / ``trials.json`` (the table), ``selected.json``, ``test/<method>/seed<s>/`` with the
+test run and its ``leaderboard.md``. Trials run in parallel processes (``workers``; default: the
+CPU cores divided by ``threads``); rerunning resumes: finished trials are read back, not redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import random
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lumebench.data.records import Benchmark
+from lumebench.errors import LumeError
+from lumebench.io import atomic_write_json, atomic_write_text
+from lumebench.progress import log
+from lumebench.report.config import (NAME_RE, DataConfig, EvalSettings, TargetConfig, _build, _Where)
+
+
+@dataclass
+class SweepConfig:
+    """A hyperparameter search (see the module docstring).
+
+    method / lora: the method searched, and whether it trains a LoRA adapter.
+    data / target / eval: as in ``lume run`` (``configs/default.yaml``).
+    validation_fraction: generated data only: share of the documents of each task and split held out
+        for selection (at least one document each side).
+    fixed: overrides of every trial (method hyperparameters or trainer settings).
+    search: ``grid`` (every combination of ``params`` lists) or ``random`` (``trials`` draws).
+    params: name -> list of values, or (random) ``{uniform: [a, b]}`` / ``{log_uniform: [a, b]}``.
+    trials / seed: random search: how many settings, and the seed that draws them.
+    seeds: unlearning seeds of every trial and of the final test run.
+    select_on: the summary key compared (``final_score``; e.g. ``task_aggregate`` without MMLU).
+    workers: trial processes at once (None: CPU cores // threads); threads: torch threads each.
+    """
+
+    name: str = "sweep"
+    method: str = "npo"
+    lora: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    validation_fraction: float = 0.5
+    fixed: dict = field(default_factory=dict)
+    search: str = "grid"
+    params: dict = field(default_factory=dict)
+    trials: int = 8
+    seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0])
+    select_on: str = "final_score"
+    workers: int | None = None
+    threads: int = 1
+
+
+def load_sweep_config(path: str | Path) -> SweepConfig:
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LumeError("sweep config not found", path=str(path)) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise LumeError(f"cannot parse: {' '.join(str(e).split())}", path=str(path),
+                        line=None if line is None else line + 1) from None
+    where = _Where(str(path), text, True)
+    cfg = _build(SweepConfig, data, [], where)
+    from lumebench.registry import METHODS
+
+    if not NAME_RE.match(cfg.name):
+        raise where.error("a sweep name is letters, digits, '_', '-', '.', '+' (it names a folder)", ["name"])
+    if cfg.method not in METHODS:
+        raise where.error(f"unknown method {cfg.method!r}; known: {', '.join(METHODS.names())}", ["method"])
+    if cfg.search not in ("grid", "random"):
+        raise where.error("expected 'grid' or 'random'", ["search"])
+    if not cfg.params:
+        raise where.error("nothing to search: give at least one hyperparameter with its values", ["params"])
+    for name, spec in cfg.params.items():
+        ok = (isinstance(spec, list) and spec) or (
+            cfg.search == "random" and isinstance(spec, dict) and len(spec) == 1
+            and next(iter(spec)) in ("uniform", "log_uniform")
+            and isinstance(next(iter(spec.values())), list) and len(next(iter(spec.values()))) == 2)
+        if not ok:
+            raise where.error("expected a non-empty list of values" + (
+                ", or {uniform: [a, b]} / {log_uniform: [a, b]}" if cfg.search == "random" else ""), ["params", name])
+    from lumebench.methods.unlearn import split_overrides
+
+    try:
+        split_overrides(cfg.method, {**cfg.fixed, **{k: None for k in cfg.params}})
+    except LumeError as e:
+        raise where.error(str(e), ["params"]) from None
+    if not 0 < cfg.validation_fraction < 1:
+        raise where.error("expected a number between 0 and 1", ["validation_fraction"])
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise where.error("seeds must be a non-empty list of distinct integers", ["seeds"])
+    return cfg
+
+
+# ----------------------------------------------------------------------------- settings
+
+def trial_settings(cfg: SweepConfig) -> list[dict]:
+    """The hyperparameter settings tried, in order (grid: every combination; random: seeded draws)."""
+    names = list(cfg.params)
+    if cfg.search == "grid":
+        return [dict(zip(names, combo)) for combo in itertools.product(*(cfg.params[n] for n in names))]
+    rng = random.Random(f"lumebench-sweep:{cfg.seed}")
+    out = []
+    for _ in range(cfg.trials):
+        s = {}
+        for n in names:
+            spec = cfg.params[n]
+            if isinstance(spec, list):
+                s[n] = rng.choice(spec)
+            elif "uniform" in spec:
+                a, b = spec["uniform"]
+                s[n] = rng.uniform(a, b)
+            else:
+                a, b = spec["log_uniform"]
+                s[n] = math.exp(rng.uniform(math.log(a), math.log(b)))
+        out.append(s)
+    return out
+
+
+# ----------------------------------------------------------------------------- validation / test rows
+
+def split_validation(bench: Benchmark, fraction: float, seed: int) -> tuple[Benchmark, Benchmark]:
+    """(validation, test): per split and task, a seeded ``fraction`` of the documents (≥ 1 each side)."""
+    val_docs: set[str] = set()
+    for split in ("forget", "retain"):
+        by_task: dict[str, list[str]] = {}
+        for r in bench.split(split):
+            if r.doc_id not in by_task.setdefault(r.task, []):
+                by_task[r.task].append(r.doc_id)
+        for task, ids in sorted(by_task.items()):
+            ids = sorted(ids)
+            if len(ids) < 2:
+                raise LumeError(f"{split} {task} has {len(ids)} document(s): a held-out validation split needs "
+                                f"at least 2 per task and split (raise data.docs_per_task)")
+            random.Random(f"lumebench-sweep-split:{seed}:{split}:{task}").shuffle(ids)
+            k = min(len(ids) - 1, max(1, round(fraction * len(ids))))
+            val_docs.update(ids[:k])
+    val = _subset(bench, val_docs, fraction, seed, keep=True)
+    test = _subset(bench, val_docs, fraction, seed, keep=False)
+    return val, test
+
+
+def _subset(bench: Benchmark, val_docs: set[str], fraction: float, seed: int, *, keep: bool) -> Benchmark:
+    forget_docs = {r.doc_id for r in bench.forget}
+
+    def side(docs, kind):
+        # a member that is a forget document goes with it; the others are split in the same proportion
+        others = sorted(d.id for d in docs if d.id not in forget_docs)
+        random.Random(f"lumebench-sweep-mia:{seed}:{kind}").shuffle(others)
+        val_others = set(others[:max(1, round(fraction * len(others)))] if others else [])
+        return [d for d in docs if ((d.id in val_docs) if d.id in forget_docs else (d.id in val_others)) == keep]
+
+    pick = (lambda r: (r.doc_id in val_docs) == keep)
+    return Benchmark([r for r in bench.forget if pick(r)], [r for r in bench.retain if pick(r)],
+                     side(bench.mia_members, "member"), side(bench.mia_nonmembers, "nonmember"),
+                     f"{bench.source} ({'validation' if keep else 'test'})")
+
+
+def validation_and_test(cfg: SweepConfig, cache: Path) -> tuple[Benchmark, Benchmark, Benchmark]:
+    """(benchmark the target memorises, validation rows, test rows)."""
+    from lumebench.report.run import prepare_data
+
+    source = Path(str(cfg.data.source)).expanduser()
+    semeval = cfg.data.source != "generated" and source.is_dir() and any(source.rglob("*_validation-*.parquet"))
+    if semeval:
+        from lumebench.data.loaders import load_benchmark
+
+        whole = load_benchmark(source, mia=cfg.data.mia)
+        val = load_benchmark(source, mia=cfg.data.mia, which=("validation",))
+        test = load_benchmark(source, mia=cfg.data.mia, which=("train",))
+        log.info("sweep: official data: selection on the SemEval validation parts (%d rows), test on the "
+                 "train parts (%d rows)", len(val.rows), len(test.rows))
+        return whole, val, test
+    whole = prepare_data(RunConfigLike(cfg), cache)
+    val, test = split_validation(whole, cfg.validation_fraction, cfg.data.seed)
+    log.info("sweep: %s data: %d documents held out for selection (validation), %d test documents",
+             "generated" if cfg.data.source == "generated" else "local", len({r.doc_id for r in val.rows}),
+             len({r.doc_id for r in test.rows}))
+    return whole, val, test
+
+
+@dataclass
+class RunConfigLike:
+    """What :func:`lumebench.report.run.prepare_data` / ``prepare_target`` read of a run config."""
+
+    sweep: SweepConfig
+
+    @property
+    def data(self):
+        return self.sweep.data
+
+    @property
+    def target(self):
+        return self.sweep.target
+
+    @property
+    def eval(self):
+        return self.sweep.eval
+
+
+# ----------------------------------------------------------------------------- trials
+
+def run_trial(job: dict) -> dict:
+    """One (setting, seed) on the validation rows: a normal resumable ``unlearn`` run (process entry point)."""
+    import torch
+
+    from lumebench.methods.unlearn import unlearn
+    from lumebench.progress import setup_logging
+
+    if os.environ.get("LUMEBENCH_SWEEP_CHILD"):
+        setup_logging()
+    torch.set_num_threads(job["threads"])
+    r = unlearn(job["target"], job["bench"], job["method"], job["out"], overrides=job["overrides"],
+                lora=job["lora"], eval_cfg=job["eval_cfg"], eval_subset=job["eval_subset"], eval_every=job["eval_every"])
+    return {"trial": job["trial"], "seed": job["seed"], "status": r["status"], "final": r.get("final") or {},
+            "out": str(job["out"])}
+
+
+def _run_jobs(jobs: list[dict], workers: int) -> list[dict]:
+    if workers <= 1 or len(jobs) <= 1:
+        return [run_trial(j) for j in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    os.environ["LUMEBENCH_SWEEP_CHILD"] = "1"
+    out = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_trial, j) for j in jobs]
+        for f in as_completed(futures):
+            res = f.result()
+            log.info("sweep: trial %d seed %d %s (%s %s)", res["trial"], res["seed"], res["status"],
+                     jobs[0]["select_on"], res["final"].get(jobs[0]["select_on"]))
+            out.append(res)
+    os.environ.pop("LUMEBENCH_SWEEP_CHILD", None)
+    return sorted(out, key=lambda r: (r["trial"], r["seed"]))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def trials_table(cfg: SweepConfig, settings: list[dict], results: list[dict]) -> tuple[list[dict], str]:
+    rows = []
+    for k, s in enumerate(settings):
+        rs = [r for r in results if r["trial"] == k]
+        vals = [r["final"].get(cfg.select_on) for r in rs]
+        vals = [v for v in vals if isinstance(v, (int, float))]
+        rows.append({"trial": k, "setting": s, "status": sorted({r["status"] for r in rs}),
+                     "score_mean": statistics.fmean(vals) if vals else None,
+                     "score_std": statistics.stdev(vals) if len(vals) > 1 else None,
+                     "scores": vals,
+                     **{f"{key}_mean": _mean([r["final"].get(key) for r in rs])
+                        for key in ("forget_regurgitation", "retain_regurgitation", "task_aggregate", "mia_auc")}})
+    names = list(cfg.params)
+    head = ["trial"] + names + [f"{cfg.select_on} (validation)", "F reg", "R reg", "task agg", "MIA AUC", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        score = "—" if r["score_mean"] is None else f"{r['score_mean']:.3f}" + (
+            "" if r["score_std"] is None else f" ± {r['score_std']:.3f}")
+        lines.append("| " + " | ".join([str(r["trial"])] + [_fmt(r["setting"][n]) for n in names] + [score] + [
+            "—" if r[f"{k}_mean"] is None else f"{r[f'{k}_mean']:.3f}"
+            for k in ("forget_regurgitation", "retain_regurgitation", "task_aggregate", "mia_auc")]
+            + ["/".join(r["status"])]) + " |")
+    return rows, "\n".join(lines) + "\n"
+
+
+def _mean(values) -> float | None:
+    v = [x for x in values if isinstance(x, (int, float))]
+    return statistics.fmean(v) if v else None
+
+
+def select(rows: list[dict]) -> dict:
+    """The trial with the best mean validation score (the first on a tie); an error if none has one."""
+    scored = [r for r in rows if r["score_mean"] is not None]
+    if not scored:
+        raise LumeError("no trial has a validation score to select on (is MIA/MMLU off? set select_on, "
+                        "e.g. task_aggregate)")
+    return max(scored, key=lambda r: (r["score_mean"], -r["trial"]))
+
+
+def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
+    """Run (or resume) the sweep; returns its folder."""
+    from lumebench.report.leaderboard import write_leaderboard
+    from lumebench.report.run import eval_config, prepare_target
+
+    out = Path(runs_dir) / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(runs_dir) / ".cache"
+    whole, val, test = validation_and_test(cfg, cache)
+    target = prepare_target(RunConfigLike(cfg), whole, cache)
+    ecfg = eval_config(RunConfigLike(cfg))
+    settings = trial_settings(cfg)
+    atomic_write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "settings": settings,
+                                           "validation_fingerprint": val.fingerprint(),
+                                           "test_fingerprint": test.fingerprint(), "target": str(target)})
+    cores = os.cpu_count() or 1
+    workers = cfg.workers or max(1, cores // max(1, cfg.threads))
+    jobs = [{"trial": k, "seed": seed, "target": target, "bench": val, "method": cfg.method, "lora": cfg.lora,
+             "out": out / "trials" / str(k) / f"seed{seed}", "overrides": {**cfg.fixed, **s, "seed": seed},
+             "eval_cfg": ecfg, "eval_subset": cfg.eval.subset, "eval_every": cfg.eval.every,
+             "threads": cfg.threads, "select_on": cfg.select_on}
+            for k, s in enumerate(settings) for seed in cfg.seeds]
+    log.info("sweep %s: %d settings x %d seed(s) of %s on the validation rows, %d process(es)", cfg.name,
+             len(settings), len(cfg.seeds), cfg.method, min(workers, len(jobs)))
+    results = _run_jobs(jobs, min(workers, len(jobs)))
+    rows, table = trials_table(cfg, settings, results)
+    atomic_write_json(out / "trials.json", rows)
+    atomic_write_text(out / "trials.md", table)
+    best = select(rows)
+    atomic_write_json(out / "selected.json", {"trial": best["trial"], "setting": best["setting"],
+                                              "validation_score": best["score_mean"], "select_on": cfg.select_on})
+    log.info("sweep %s: selected trial %d %s (validation %s %.3f); evaluating it on the test rows", cfg.name,
+             best["trial"], json.dumps(best["setting"]), cfg.select_on, best["score_mean"])
+    test_jobs = [{**j, "bench": test, "trial": best["trial"], "out": out / "test" / cfg.method / f"seed{j['seed']}"}
+                 for j in jobs if j["trial"] == best["trial"]]
+    _run_jobs(test_jobs, min(workers, len(test_jobs)))
+    write_leaderboard(out / "test")
+    print(table, end="")
+    print(f"\nselected: trial {best['trial']} {json.dumps(best['setting'])} "
+          f"(validation {cfg.select_on} {best['score_mean']:.3f})")
+    print((out / "test" / "leaderboard.md").read_text(encoding="utf-8"), end="")
+    return out
