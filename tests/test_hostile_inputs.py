@@ -303,6 +303,21 @@ CASES = [
         lambda m: [p.unlink() for p in m.glob("tokenizer*")]), "'--model'"),
     Case("unlearn target with truncated weights", _model_dir(_truncate("model.safetensors"), cmd="unlearn"),
          "'target'"),
+    Case("model dir with only pytorch_model.bin (a pickle)", _model_dir(
+        lambda m: (m / "model.safetensors").rename(m / "pytorch_model.bin")), "'--model'"),
+    Case("model dir asking for remote code", _model_dir(lambda m: (m / "config.json").write_text(json.dumps(
+        {**json.loads((m / "config.json").read_text()), "auto_map": {"AutoModelForCausalLM": "evil.Model"}}))),
+        "'auto_map'"),
+    Case("unlearn target with only a pickle", _model_dir(
+        lambda m: (m / "model.safetensors").rename(m / "pytorch_model.bin"), cmd="unlearn"), "'target'"),
+    Case("export --out is a file", _args("export", "{model}", "--out", "{file}"), "--out"),
+    Case("export model missing", _args("export", "/no/such/model", "--out", "{tmp}/x"), "'model'"),
+    Case("parity --per-split -1", _args("parity", "--model", "{model}", "--data", "{data}", "--out", "{tmp}/p",
+                                        "--per-split", "-1"), "--per-split"),
+    Case("parity --threads 0", _args("parity", "--model", "{model}", "--data", "{data}", "--out", "{tmp}/p",
+                                     "--threads", "0"), "--threads"),
+    Case("parity --out below a file", _args("parity", "--model", "{model}", "--data", "{data}", "--out",
+                                            "{file}/p"), "--out"),
     Case("eval --model a non-gguf file", _args("eval", "--model", "{file}", "--data", "{data}", "--out", "{tmp}/o"),
          "'--model'"),
     # --- data files ------------------------------------------------------------------------------
@@ -338,7 +353,7 @@ CASES = [
     Case("score: gold is a number", _bad_gens(_set_first("gold", 123)), "'gold'"),
     Case("score: unknown kind", _bad_gens(_set_first("kind", "mc")), "'kind'"),
     Case("score: unknown split", _bad_gens(_set_first("split", "test")), "'split'"),
-    Case("score: a cell missing", _bad_gens(lambda rows: [r for r in rows if r["kind"] != "qa"]), "cells"),
+    Case("score: generated is null", _bad_gens(_set_first("generated", None)), "'generated'"),
     Case("score: not UTF-8", _bad_gens(raw=b"\xc3\x28\n"), "UTF-8"),
     Case("score: generations is a directory", _args("score", "{folder}"), "directory"),
     Case("score: empty file", _bad_gens(raw=b"\n"), "no generations"),
@@ -466,7 +481,7 @@ def test_bad_input_is_one_line_and_exit_2(case, env, tmp_path, capsys, monkeypat
 def test_the_suite_covers_every_command_with_at_least_60_cases():
     assert len(CASES) >= 60
     commands = {c.name.split()[0].rstrip(":") for c in CASES}
-    for cmd in ("finetune", "unlearn", "eval", "data", "score", "config", "report", "run"):
+    for cmd in ("finetune", "unlearn", "eval", "data", "score", "config", "report", "run", "parity", "export"):
         assert cmd in commands, cmd
 
 
