@@ -191,8 +191,10 @@ def output_lock(directory: str | os.PathLike):
     """Hold ``<directory>/.lume.lock`` while writing into ``directory``; a second process that asks for
     the same folder gets a one-line refusal at once instead of interleaving its files with ours. The
     lock is an OS file lock, released when the process ends in any way (a ``kill -9`` included), so a
-    crash never leaves a stale lock behind."""
+    crash never leaves a stale lock behind. A folder the lock had to create is removed again when
+    nothing else was written into it (an input error found after the checks at the border)."""
     directory = Path(directory)
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     lock_path = directory / ".lume.lock"
     try:
@@ -210,6 +212,14 @@ def output_lock(directory: str | os.PathLike):
                             "to finish or choose another output folder", path=str(directory)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            # a folder this lock created and nothing else wrote into (an error before any result):
+            # leave no trace of it
+            if created and [p.name for p in directory.iterdir()] == [lock_path.name]:
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()
+                    directory.rmdir()
     finally:
         os.close(fd)
