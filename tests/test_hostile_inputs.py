@@ -245,6 +245,7 @@ CASES = [
     Case("unlearn --set warmup_ratio=2", _unlearn("--set", "warmup_ratio=2"), "'warmup_ratio'"),
     Case("unlearn --set lr=inf", _unlearn("--set", "lr=inf"), "'lr'"),
     Case("unlearn --set loss_on=no", _unlearn("--set", "loss_on=no"), "'loss_on'"),
+    Case("unlearn --set distributed=zero3", _unlearn("--set", "distributed=zero3"), "'distributed'"),
     Case("unlearn --set typo", _unlearn("--set", "bta=0.5"), "'bta'"),
     Case("unlearn --set without =", _unlearn("--set", "beta"), "--set"),
     Case("unlearn --params '['", _unlearn("--params", "["), "'params'"),

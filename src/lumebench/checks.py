@@ -318,6 +318,7 @@ TRAINING_RANGES: dict[str, Callable[..., Any]] = {
     "lr_schedule": lambda v, k: choice(v, k, ("constant", "linear", "cosine")),
     "mixed_precision": lambda v, k: choice(v, k, ("auto", "no", "bf16", "fp16")),
     "eval_every": _epoch_or_positive,
+    "distributed": lambda v, k: choice(v, k, ("auto", "ddp", "fsdp")),
 }
 
 
