@@ -65,15 +65,6 @@ def short_bench_dir(bench, bench_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def one_thread():
-    """Numbers below were measured single-threaded (float sums depend on the thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
 def target(bench, tmp_path_factory, one_thread) -> str:
     from lumebench.train.finetune import FinetuneConfig, build_target
 

@@ -21,7 +21,13 @@ class LumeError(Exception):
         prefix = ", ".join(where)
         text = f"{prefix}: {message}" if prefix else message
         super().__init__(" ".join(text.split("\n")))
-        self.path, self.line, self.field = path, line, field
+        self.message, self.path, self.line, self.field = message, path, line, field
+
+    def with_field(self, field: str) -> "LumeError":
+        """The same error naming ``field`` (when it names none yet)."""
+        if self.field is not None:
+            return self
+        return type(self)(self.message, path=self.path, line=self.line, field=field)
 
 
 class DataError(LumeError):

@@ -1,24 +1,65 @@
-"""Result files: atomic writes (temp file + rename), append-as-produced jsonl, strict jsonl reading."""
+"""Result files: atomic writes (temp file + rename), append-as-produced jsonl, strict reading, and a
+lock that keeps two processes from writing into the same output folder.
+
+- Every write goes to a temporary file in the same folder, is fsynced, then renamed over the target:
+  a reader (or a resumed run after a crash) sees the old file or the whole new one, never half.
+  Files get the usual permissions (0666 minus the umask, e.g. 0644), not ``mkstemp``'s 0600. The
+  temporary file of a writer that died mid-write is removed by the next write of the same file.
+- JSON has no NaN or infinity: a non-finite number is written as ``null`` (strict JSON readers
+  reject ``NaN``), never as ``NaN``.
+- Readers turn every way a file can be unreadable (missing, a directory, not UTF-8, malformed, the
+  wrong JSON type) into one :class:`~lumebench.errors.DataError` line.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
+import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from lumebench.errors import DataError
+from lumebench.errors import DataError, LumeError
+from lumebench.faults import fault
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+def _tmp_path(path: Path) -> Path:
+    """``.<name>.<pid>-<random>.tmp`` beside ``path`` (the pid tells a crashed writer's leftovers)."""
+    return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporary files of ``path`` left by a writer that died mid-write (its pid is gone)."""
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = p.name[len(path.name) + 2:].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        except OSError:
+            pass  # alive under another user: not ours to touch
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+    The file gets the usual permissions (0666 minus the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _tmp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            half = len(data) // 2
+            f.write(data[:half])
+            f.flush()
+            fault(f"write:{path.name}")  # the fault tests crash here, with half a temporary file
+            f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -26,17 +67,49 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _remove_leftovers(path)
     return path
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN / infinity replaced by None (JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kw) -> str:
+    """Strict JSON text: a non-finite number becomes ``null``."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, **kw)
+    except ValueError:
+        return json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False, **kw)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    return atomic_write_text(path, dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
     """Atomically write a whole jsonl file (one JSON object per line)."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    text = "".join(dumps(r) + "\n" for r in records)
     return atomic_write_text(path, text)
+
+
+def atomic_save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> Path:
+    """``safetensors.torch.save_file`` made atomic (temporary file + rename)."""
+    from safetensors.torch import save
+
+    return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
@@ -44,7 +117,7 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.write(dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -55,12 +128,7 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False
     ``tolerate_truncated_tail`` skips a broken *last* line (a run killed mid-append) instead of failing.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except FileNotFoundError:
-        raise DataError("file not found", path=str(path)) from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text ({e.reason})", path=str(path)) from None
+    lines = read_text(path).split("\n")
     last = max((i for i, l in enumerate(lines) if l.strip()), default=-1)
     for i, line in enumerate(lines):
         if not line.strip():
@@ -76,14 +144,38 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False
         yield i + 1, obj
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of a file; missing, a directory, unreadable or not UTF-8 -> one line."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError("file not found", path=str(path)) from None
+    except IsADirectoryError:
+        raise DataError("is a directory, not a file", path=str(path)) from None
+    except PermissionError:
+        raise DataError("no permission to read it", path=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
+    except OSError as e:
+        raise DataError(f"cannot read it ({e.strerror or e})", path=str(path)) from None
+
+
+_JSON_TYPES = {dict: "a JSON object", list: "a JSON list"}
+
+
+def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
+    """Parse a JSON file; ``expect=dict`` (or ``list``) also checks the top-level type."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"malformed JSON ({e.msg})", path=str(path), line=e.lineno) from None
+    if expect is not None and not isinstance(obj, expect):
+        got = "null" if obj is None else type(obj).__name__
+        raise DataError(f"expected {_JSON_TYPES.get(expect, expect.__name__)}, got {got}", path=str(path))
+    return obj
 
 
 def inside(base: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -92,3 +184,42 @@ def inside(base: str | os.PathLike, path: str | os.PathLike) -> Path:
     if p != base_r and base_r not in p.parents:
         raise DataError(f"refusing to write outside the output directory {base_r}", path=str(p))
     return p
+
+
+@contextlib.contextmanager
+def output_lock(directory: str | os.PathLike):
+    """Hold ``<directory>/.lume.lock`` while writing into ``directory``; a second process that asks for
+    the same folder gets a one-line refusal at once instead of interleaving its files with ours. The
+    lock is an OS file lock, released when the process ends in any way (a ``kill -9`` included), so a
+    crash never leaves a stale lock behind. A folder the lock had to create is removed again when
+    nothing else was written into it (an input error found after the checks at the border)."""
+    directory = Path(directory)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    lock_path = directory / ".lume.lock"
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            raise LumeError(f"another lume process (pid {other}) is writing into this folder; wait for it "
+                            "to finish or choose another output folder", path=str(directory)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            # a folder this lock created and nothing else wrote into (an error before any result):
+            # leave no trace of it
+            if created and [p.name for p in directory.iterdir()] == [lock_path.name]:
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()
+                    directory.rmdir()
+    finally:
+        os.close(fd)

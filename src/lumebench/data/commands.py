@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from lumebench.checks import arg, positive_int, seed
+
 SOURCE_HELP = ("a directory holding forget.jsonl + retain.jsonl (official LUME layout, optional mia/) "
                "or the SemEval {forget,retain}_{train,validation}-*.parquet files; a single .jsonl or "
                ".parquet file whose rows carry a 'split' field; or, online, 'lume' "
@@ -46,9 +48,9 @@ def register(subparsers) -> None:
                     "files. Forget and retain each get N documents per task; MIA members are the "
                     "forget Task3 documents, non-members N further Task3 documents.")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
-    p.add_argument("--docs-per-task", type=int, default=20, metavar="N",
+    p.add_argument("--docs-per-task", type=arg(positive_int), default=20, metavar="N",
                    help="documents per task in each split (default: 20)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--seed", type=arg(seed), default=0, metavar="S", help="random seed (default: 0)")
     p.set_defaults(handler=_generate)
 
     p = sub.add_parser(
@@ -85,11 +87,15 @@ def _validate(args) -> int:
 
 
 def _generate(args) -> int:
+    from lumebench.checks import output_dir
     from lumebench.data.generate import generate_benchmark
     from lumebench.data.loaders import load_benchmark
+    from lumebench.io import output_lock
     from lumebench.progress import log
 
-    out = generate_benchmark(args.out, docs_per_task=args.docs_per_task, seed=args.seed)
+    output_dir(args.out, "--out")
+    with output_lock(args.out):
+        out = generate_benchmark(args.out, docs_per_task=args.docs_per_task, seed=args.seed)
     bench = load_benchmark(out)  # the written files must load back and validate
     log.info("wrote %s: %s", out, _summary(bench))
     return 0

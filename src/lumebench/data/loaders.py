@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from lumebench.data.records import SPLITS, Benchmark, MiaDoc, Row
-from lumebench.data.validate import (Where, check_mia, check_no_leak, check_split, mia_from_record,
-                                     row_from_record)
+from lumebench.data.validate import (Where, check_mia, check_mia_disjoint, check_no_leak, check_split,
+                                     mia_from_record, row_from_record)
 from lumebench.errors import DataError, LumeError
 from lumebench.io import iter_jsonl
 
@@ -102,7 +102,9 @@ def load_mia(path: str | Path) -> tuple[list[MiaDoc], list[MiaDoc]]:
     d = _mia_dir(path) if path.is_dir() else None
     if d is None:
         raise DataError("no MIA files here (expected member.jsonl and nonmember.jsonl)", path=str(path))
-    return _load_mia_file(d / "member.jsonl"), _load_mia_file(d / "nonmember.jsonl")
+    members, nonmembers = _load_mia_file(d / "member.jsonl"), _load_mia_file(d / "nonmember.jsonl")
+    check_mia_disjoint(members, str(d / "member.jsonl"), nonmembers, str(d / "nonmember.jsonl"))
+    return members, nonmembers
 
 
 # --------------------------------------------------------------------------------- layouts

@@ -24,7 +24,7 @@ DOC_ID_PATTERNS = {
     "Task2": re.compile(_UUID),
     "Task3": re.compile(r"[0-9]+"),
 }
-ID_RE = re.compile(rf'^(?P<doc>"{_UUID}"|{_UUID}|[0-9]+)(?P<kind>sc|qa)(?P<n>[0-9])$')
+ID_RE = re.compile(rf'^(?P<doc>"{_UUID}"|{_UUID}|[0-9]+)(?P<kind>sc|qa)(?P<n>[0-9])\Z')
 
 
 class IdError(ValueError):

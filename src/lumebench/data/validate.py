@@ -46,6 +46,10 @@ def row_from_record(obj: dict, where: Where, split: str | None) -> Row:
         if not isinstance(obj[name], str):
             raise DataError(f"must be a string, got {_type_name(obj[name])}",
                             path=where.path, line=where.line, field=name)
+    for name in ("input", "output"):
+        if not obj[name].strip():
+            raise DataError("is empty (a prompt and its gold text need words; the model cannot be asked "
+                            "or scored on nothing)", path=where.path, line=where.line, field=name)
     task = obj["task"]
     if task not in TASKS:
         raise DataError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})",
@@ -125,6 +129,9 @@ def mia_from_record(obj: dict, where: Where) -> MiaDoc:
     if not isinstance(obj["document"], str):
         raise DataError(f"must be a string, got {_type_name(obj['document'])}",
                         path=where.path, line=where.line, field="document")
+    if not obj["document"].strip():
+        raise DataError("is empty (the attack scores a document's loss)", path=where.path, line=where.line,
+                        field="document")
     return MiaDoc(str(doc_id), obj["document"])
 
 
@@ -132,3 +139,16 @@ def check_mia(docs: list[MiaDoc], wheres: list[Where], path: str) -> None:
     if not docs:
         raise DataError("no MIA documents (empty file)", path=path)
     check_unique_ids([d.id for d in docs], wheres)
+
+
+def check_mia_disjoint(members: list[MiaDoc], member_path: str, nonmembers: list[MiaDoc],
+                       nonmember_path: str) -> None:
+    """A document cannot be both a member and a non-member (same id or same text in both files)."""
+    ids = {d.id: i for i, d in enumerate(members)}
+    texts = {d.document: i for i, d in enumerate(members)}
+    for j, d in enumerate(nonmembers):
+        for key, seen, what in ((d.id, ids, "id"), (d.document, texts, "document")):
+            if key in seen:
+                raise DataError(f"the same {what} is a member ({member_path}, document {seen[key] + 1}) "
+                                "and a non-member; the attack's two sides must not overlap",
+                                path=nonmember_path, field=what)

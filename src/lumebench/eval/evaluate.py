@@ -23,6 +23,7 @@ fingerprint is read back instead of recomputed.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +34,7 @@ from lumebench import distributed
 from lumebench.data.records import SPLITS, TASKS, Benchmark, Row
 from lumebench.errors import DataError, LumeError
 from lumebench.eval import metrics
+from lumebench.faults import fault
 from lumebench.io import atomic_write_json, iter_jsonl, read_json, write_jsonl
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
@@ -160,7 +162,7 @@ def _previous_meta(out: Path | None) -> dict:
     if out is None or not (out / "results.json").exists():
         return {}
     try:
-        meta = read_json(out / "results.json").get("meta")
+        meta = read_json(out / "results.json", expect=dict).get("meta")
     except LumeError:
         return {}
     return meta if isinstance(meta, dict) else {}
@@ -254,6 +256,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
         log.info("no rows for %s: those terms and the 12-term task aggregate are left empty",
                  ", ".join(missing))
     build()
+    fault("eval:after-generation")
 
     # 2. MIA ---------------------------------------------------------------------------------------
     if cfg.mia and benchmark.has_mia():
@@ -276,6 +279,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
                 write_jsonl(mia_path, mia_records)
             stages["mia"] = {"fingerprint": mia_fp, "wall_s": round(time.perf_counter() - t0, 3)}
         build()
+        fault("eval:after-mia")
     elif cfg.mia:
         log.info("no MIA member/non-member documents: MIA score and final score are left empty")
 
@@ -286,7 +290,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
         mmlu_path = out / "mmlu.json" if out else None
         t0 = time.perf_counter()
         if (stage := _reuse(mmlu_path, prev, "mmlu", mmlu_fp)) is not None:
-            mmlu_result = read_json(mmlu_path)
+            mmlu_result = read_json(mmlu_path, expect=dict)
             stages["mmlu"] = stage
             log.info("reusing %s", mmlu_path)
         else:
@@ -306,6 +310,7 @@ def read_generations(path: str | Path) -> list[dict]:
     """Read ``generations.jsonl`` strictly: every field the metrics need, with the right type
     (gold and generated must be JSON strings — an SSN written as a number would lose its zeros)."""
     records = []
+    first_line: dict[tuple[str, str], int] = {}
     for line, obj in iter_jsonl(path):
         for f in GENERATION_FIELDS:
             if f not in obj:
@@ -318,6 +323,11 @@ def read_generations(path: str | Path) -> list[dict]:
         if obj["split"] not in SPLITS:
             raise DataError(f"split must be forget or retain, got {obj['split']!r}", path=str(path),
                             line=line, field="split")
+        key = (obj["split"], obj["id"])
+        if key in first_line:  # counted twice, it would weigh twice in every mean
+            raise DataError(f"duplicate row {obj['id']!r} in {obj['split']} (first on line {first_line[key]})",
+                            path=str(path), line=line, field="id")
+        first_line[key] = line
         records.append(obj)
     if not records:
         raise DataError("no generations in the file", path=str(path))
@@ -333,11 +343,20 @@ def read_mia(path: str | Path) -> dict:
         for f in ("member", "nll"):
             if f not in obj:
                 raise DataError("missing field", path=str(path), line=line, field=f)
-        if not isinstance(obj["nll"], (int, float)) or isinstance(obj["nll"], bool):
-            raise DataError("expected a number", path=str(path), line=line, field="nll")
+        if not isinstance(obj["nll"], (int, float)) or isinstance(obj["nll"], bool) or not math.isfinite(obj["nll"]):
+            raise DataError(f"expected a finite number, got {obj['nll']!r}", path=str(path), line=line, field="nll")
+        if obj["member"] not in (True, False, 0, 1):
+            raise DataError(f"expected true or false, got {obj['member']!r}", path=str(path), line=line,
+                            field="member")
         labels.append(int(bool(obj["member"])))
         scores.append(-float(obj["nll"]))
-        for k, v in (obj.get("scores") or {}).items():
+        scores_obj = obj.get("scores") or {}
+        if not isinstance(scores_obj, dict):
+            raise DataError("expected an object of attack scores", path=str(path), line=line, field="scores")
+        for k, v in scores_obj.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise DataError(f"expected a finite number, got {v!r}", path=str(path), line=line,
+                                field=f"scores.{k}")
             attack_scores.setdefault(k, []).append(v)
     if len(set(labels)) < 2:
         raise DataError("needs both member and non-member documents", path=str(path), field="member")
@@ -358,10 +377,14 @@ def score_files(generations: str | Path, *, mia: str | Path | None = None,
     mia_summary = read_mia(mia) if mia else None
     mmlu_avg = None
     if mmlu:
-        m = read_json(mmlu)
-        if not isinstance(m, dict) or not isinstance(m.get("average_acc"), (int, float)):
-            raise DataError("missing number", path=str(mmlu), field="average_acc")
-        mmlu_avg = float(m["average_acc"])
+        from lumebench.checks import probability
+
+        m = read_json(mmlu, expect=dict)
+        if "average_acc" not in m:
+            raise DataError("missing field", path=str(mmlu), field="average_acc")
+        if isinstance(m["average_acc"], (str, bool)):
+            raise DataError(f"expected a number, got {m['average_acc']!r}", path=str(mmlu), field="average_acc")
+        mmlu_avg = probability(m["average_acc"], "average_acc", path=str(mmlu))  # an accuracy, in [0, 1]
     res = metrics.aggregate(records, mia_auc=None if mia_summary is None else mia_summary["mia_loss_acc"],
                             mmlu_average=mmlu_avg)
     return res

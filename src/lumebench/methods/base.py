@@ -194,24 +194,41 @@ class UnlearnContext:
         path = self.run_dir / f"reference_nll_{split}.safetensors" if self.run_dir else None
         values = None
         if path is not None and path.exists():
-            from safetensors import safe_open
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("examples") == fp and meta.get("target") == str(self.target_digest):
-                    values = f.get_tensor("nll")
+            values = _read_reference_cache(path, {"examples": fp, "target": str(self.target_digest)},
+                                           len(examples))
         if values is None:
             values = compute_reference_nll(self, examples)
             if path is not None:
-                from safetensors.torch import save_file
-
                 from lumebench.distributed import main_only
+                from lumebench.io import atomic_save_safetensors
                 with main_only() as writer:
                     if writer:
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        save_file({"nll": values.contiguous()}, str(path),
-                                  metadata={"examples": fp, "target": str(self.target_digest)})
+                        atomic_save_safetensors(path, {"nll": values.contiguous()},
+                                                metadata={"examples": fp, "target": str(self.target_digest)})
         self.cache[key] = values
         return values
+
+
+def _read_reference_cache(path: Path, expected: dict, n: int) -> torch.Tensor | None:
+    """The cached ℓ_ref when ``path`` holds it for these examples and this target (its metadata
+    equals ``expected``); None (recompute) when it was made for others or cannot be read (a file cut
+    short by a crash, or damaged)."""
+    from safetensors import safe_open
+
+    from lumebench.progress import log
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if any(meta.get(k) != v for k, v in expected.items()):
+                return None
+            values = f.get_tensor("nll")
+    except Exception as e:  # safetensors raises several types for a truncated or corrupt file
+        log.warning("the reference cache %s is unreadable (%s); computing it again", path, type(e).__name__)
+        return None
+    if tuple(values.shape) != (n,) or not torch.isfinite(values).all():
+        log.warning("the reference cache %s does not fit these examples; computing it again", path)
+        return None
+    return values
 
 
 def compute_reference_nll(ctx: UnlearnContext, examples: list[Example]) -> torch.Tensor:

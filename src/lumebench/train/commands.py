@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from lumebench.checks import arg, positive_float, positive_int, seed
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -18,16 +20,16 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, metavar="D", help="benchmark directory or file (see `lume data`)")
     p.add_argument("--out", required=True, metavar="DIR", help="target directory to write")
     p.add_argument("--mia", metavar="DIR", default=None, help="MIA member/non-member directory, if not in --data")
-    p.add_argument("--epochs", type=int, help="most epochs (default 36; stops earlier once memorised)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 5e-3 for tiny, 1e-4 otherwise)")
-    p.add_argument("--batch-size", type=int, help="examples per step (default 8)")
-    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (default 1)")
-    p.add_argument("--seed", type=int, help="seed of the model, the batch order and the tiny tokenizer (default 0)")
-    p.add_argument("--eval-every", type=int, help="check memorisation every this many epochs (default 4)")
-    p.add_argument("--eval-from", type=int, help="first epoch to check memorisation at (default 32)")
+    p.add_argument("--epochs", type=arg(positive_int), help="most epochs (default 36; stops earlier once memorised)")
+    p.add_argument("--lr", type=arg(positive_float), help="peak learning rate (default 5e-3 for tiny, 1e-4 otherwise)")
+    p.add_argument("--batch-size", type=arg(positive_int), help="examples per step (default 8)")
+    p.add_argument("--grad-accum", type=arg(positive_int), help="micro-batches per optimizer step (default 1)")
+    p.add_argument("--seed", type=arg(seed), help="seed of the model, the batch order and the tiny tokenizer (default 0)")
+    p.add_argument("--eval-every", type=arg(positive_int), help="check memorisation every this many epochs (default 4)")
+    p.add_argument("--eval-from", type=arg(positive_int), help="first epoch to check memorisation at (default 32)")
     p.add_argument("--no-early-stop", action="store_true", help="train all epochs even once memorised")
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left in --out and start over")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; use 1 on a machine shared with other jobs, where extra threads spin and slow everything down)")
+    p.add_argument("--threads", type=arg(positive_int), help="CPU threads for torch (default: torch's choice; use 1 on a machine shared with other jobs, where extra threads spin and slow everything down)")
     p.set_defaults(handler=run_finetune)
 
     m = sub.add_parser("models", help="list the named base models",
@@ -38,6 +40,16 @@ def register(sub) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    from lumebench.checks import model, output_dir
+    from lumebench.io import output_lock
+
+    output_dir(args.out, "--out")
+    model(args.model, "--model")  # an unknown name or missing path: one line before anything loads
+    with output_lock(args.out):
+        return _finetune(args)
+
+
+def _finetune(args: argparse.Namespace) -> int:
     import torch
 
     from lumebench.data.loaders import load_benchmark

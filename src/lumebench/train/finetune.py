@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
+from lumebench.faults import fault
 from lumebench.io import atomic_write_json, read_json
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
@@ -115,6 +116,22 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_settings(values: dict) -> dict:
+    """Fine-tuning settings by name (a run config's ``target.finetune``): unknown names, wrong types
+    and out-of-range values are one-line errors naming the setting."""
+    from lumebench import checks
+
+    ranges = {**checks.TRAINING_RANGES, "eval_every": checks.positive_int, "eval_from": checks.positive_int,
+              "eval_rows": checks.positive_int, "target_regurgitation": checks.probability,
+              "target_knowledge": checks.probability, "target_mia_auc": checks.probability,
+              "checkpoint_interval_s": lambda v, k: checks.finite_float(v, k, minimum=0.0)}
+    names = {f.name for f in fields(FinetuneConfig)}
+    for k in values:
+        if k not in names:
+            raise LumeError(f"unknown fine-tuning setting; known: {', '.join(sorted(names))}", field=k)
+    return checks.check_fields(FinetuneConfig, values, ranges)
 
 
 def _tiny_config(cfg: FinetuneConfig):
@@ -298,8 +315,7 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
             scores = _measure(model, tokenizer, benchmark, None)
     met = target_met(scores, cfg)
     save_trained(model, out_dir, save)  # gathered under FSDP2, written by the main process
-    if distributed.is_main():
-        shutil.rmtree(out_dir / "train" / "checkpoint", ignore_errors=True)  # the final model is in out_dir
+    fault("finetune:after-model-save")  # the fault tests crash here: model saved, no target.json yet
     info = {
         "base": str(base),
         "base_spec": spec.to_dict() if spec else None,
@@ -328,6 +344,9 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
     with distributed.main_only() as writer:
         if writer:
             atomic_write_json(out_dir / TARGET_JSON, info)
+            # only now that target.json exists is the checkpoint redundant (a crash before this line
+            # resumes from it: the loop finds the finished state and training is not redone)
+            shutil.rmtree(out_dir / "train" / "checkpoint", ignore_errors=True)
     (log.info if met else log.warning)(
         "target %s: %s after %d epochs (%s)%s", out_dir, _fmt(scores), res.epochs_done, res.status,
         "" if met else " — memorisation target NOT met; raise --epochs or --lr")
@@ -364,5 +383,8 @@ def build_target(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = N
     if read_target(out) is not None:
         log.info("using the cached target %s", out)
         return out
-    finetune(str(base), benchmark, cfg, out)
+    from lumebench.io import output_lock
+
+    with output_lock(out):  # two runs building the same target: the second is refused, not interleaved
+        finetune(str(base), benchmark, cfg, out)
     return out
