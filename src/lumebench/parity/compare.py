@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lumebench.data.records import SPLITS, Benchmark
+from lumebench.eval import metrics
 from lumebench.io import atomic_write_json
 from lumebench.progress import log
 
@@ -113,15 +114,15 @@ def compare(lume_res: dict, lume_gens: list[dict], lume_mmlu: dict | None, offic
                      "same_score": _same(mine, theirs), "stop_reason": rec.get("stop_reason")})
     off = official.get("results") or {}
     terms = []
-    official_terms = _official_terms(off)
+    off_sets = _official_sets(off)
+    official_terms = metrics.task_terms(off_sets)  # mapped by task: the official list drops absent tasks
     for name, a, b in zip(_TERM_NAMES, lume_res["aggregated-terms"], official_terms):
         terms.append({"term": name, "lumebench": a, "official": b, "same": _same(a, b)})
     overall = []
     for split in SPLITS:
         for key in ("overall-regurgitation-score", "overall-knowledge-score"):
             a = (lume_res.get(f"{split}-set") or {}).get(key)
-            b = (off.get(f"{split}-set") or {}).get(key)
-            b = None if b is not None and b != b else b  # the official's NaN = no rows
+            b = off_sets[f"{split}-set"].get(key)
             overall.append({"term": f"{split} {key}", "lumebench": a, "official": b, "same": _same(a, b)})
     hm = {"lumebench": lume_res["harmonic-mean-task-aggregate"], "official": off.get("harmonic-mean-task-aggregate")}
     hm["same"] = _same(hm["lumebench"], hm["official"]) if all(t is not None for t in official_terms) else \
@@ -145,19 +146,17 @@ _TERM_NAMES = [f"term: {s} {t} {k}" + (" (1 − score)" if s == "forget" else ""
                for s in SPLITS for t in ("Task1", "Task2", "Task3") for k in ("reg", "kno")]
 
 
-def _official_terms(off: dict) -> list[float | None]:
-    """The official 12 terms by name (its list leaves out absent tasks, so map by task)."""
-    out = []
-    for split in SPLITS:
-        block = off.get(f"{split}-set") or {}
-        for task in ("Task1", "Task2", "Task3"):
-            for key in ("regurgitation-score", "knowledge-score"):
-                v = (block.get(task) or {}).get(key)
-                if v is None or v != v:  # absent task, or NaN (no rows of that kind)
-                    out.append(None)
-                else:
-                    out.append(1 - v if split == "forget" else v)
-    return out
+def _none_for_nan(v):
+    """The official script's NaN (a mean over no rows) is lumebench's None."""
+    return None if v is None or v != v else v
+
+
+def _official_sets(off: dict) -> dict:
+    """The official ``forget-set``/``retain-set`` blocks with NaN read as None."""
+    return {f"{s}-set": {k: ({kk: _none_for_nan(vv) for kk, vv in v.items()} if isinstance(v, dict)
+                             else _none_for_nan(v))
+                         for k, v in (off.get(f"{s}-set") or {}).items()}
+            for s in SPLITS}
 
 
 def ok(report: dict) -> bool:
