@@ -181,6 +181,54 @@ def test_lumebench_checkpoint_loads_in_transformers_4_45_with_identical_logits(o
     assert (wrong["logits_0"] - ref).abs().max() > 1e-5  # (the correct checkpoint: exactly 0 above)
 
 
+def test_bf16_load_gives_the_official_bf16_logits(official_python, tmp_path):
+    # the official script loads bf16 with from_pretrained(torch_dtype=bf16), which keeps RoPE's
+    # inv_freq buffer in float32; load_model must too (a plain model.to(bf16) rounds it)
+    from safetensors.torch import load_file
+
+    from lumebench.models import load_model
+
+    model, tok = _tiny()
+    save_checkpoint(model, tok, tmp_path / "ckpt")
+    texts = [" ".join(PROBES[:3]) * 3, PROBES[0]]
+    from lumebench.parity.official_env import run_official
+
+    got = run_official({"checkpoint": str(tmp_path / "ckpt"), "dtype": "bfloat16", "probe": texts}, tmp_path / "run")
+    official = load_file(str(tmp_path / "run" / "official" / "probe.safetensors"))
+    mine, _ = load_model(str(tmp_path / "ckpt"), dtype="bfloat16", device="cpu")
+    assert next(mine.parameters()).dtype == torch.bfloat16
+    assert mine.model.rotary_emb.inv_freq.dtype == torch.float32
+    plain, _ = load_model(str(tmp_path / "ckpt"), dtype="float32", device="cpu")
+    plain.to(torch.bfloat16)  # the control: inv_freq rounded to bf16
+    assert plain.model.rotary_emb.inv_freq.dtype == torch.bfloat16
+    with torch.no_grad():
+        for i, text in enumerate(texts):
+            ids = torch.tensor([got["probe_ids"][i]])
+            assert torch.equal(official[f"logits_{i}"], mine(ids).logits[0].float())  # bit-identical
+        ids = torch.tensor([got["probe_ids"][0]])
+        assert not torch.equal(official["logits_0"], plain(ids).logits[0].float())
+
+
+def test_fast_engines_run_one_at_a_time_in_bf16_on_cpu():
+    from lumebench.data.records import Row
+    from lumebench.eval.generation import GenerationStats, generate
+    from lumebench.eval.mia import one_at_a_time
+
+    model, tok = _tiny()
+    assert not one_at_a_time(model)
+    rows = [Row.from_fields(f"{i}qa0", "Task3", "forget", text, "Paris") for i, text in enumerate(PROBES[:3])]
+    fp32 = GenerationStats()
+    generate(model, tok, rows, max_new_tokens=6, early_exit=False, stats=fp32)
+    assert fp32.rows_per_forward > fp32.forwards  # batched in fp32
+    model.to(torch.bfloat16)
+    assert one_at_a_time(model)
+    low = GenerationStats()
+    fast = generate(model, tok, rows, max_new_tokens=6, early_exit=False, stats=low)
+    assert low.rows_per_forward == low.forwards and low.prefills == len(rows) and low.draft_proposed == 0
+    ref = generate(model, tok, rows, engine="reference", max_new_tokens=6)
+    assert [g.token_ids for g in fast] == [g.token_ids for g in ref]
+
+
 def test_pandas_na_list_and_csv_round_trip_match_the_official_pandas(official_python, tmp_path):
     import random
 

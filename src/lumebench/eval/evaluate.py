@@ -185,6 +185,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
 
     Under several processes (``torchrun``) the rows, MIA documents and MMLU questions are shared out
     (:mod:`lumebench.eval.sharding`); the main process scores them and writes the files."""
+    from lumebench.eval.mia import model_device, one_at_a_time
     from lumebench.eval.sharding import evaluate_mmlu_sharded, generate_sharded
 
     distributed.init()
@@ -196,12 +197,16 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
     digest = model_digest(model)
     meta = run_meta(seed=seed, config=asdict(cfg), data_fingerprint=benchmark.fingerprint())
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    if dtype in ("bfloat16", "float16"):
-        log.warning("%s: low-precision arithmetic here (transformers 5) rounds differently from the "
-                    "official environment's (transformers 4.45), so near-tie tokens can differ (measured "
-                    "on SmolLM2-135M bf16: 24 of 60 rows with the fast engine, 10 of 20 with the "
-                    "reference engine); fp32 is bit-exact. `lume parity --dtype bf16` shows the official "
-                    "bf16 numbers next to these", dtype)
+    if dtype in ("bfloat16", "float16") and cfg.engine == "fast":
+        if one_at_a_time(model):
+            log.info("%s on a CPU: the fast engine runs one row, MIA document and MMLU question at a "
+                     "time (batched low-precision attention rounds differently from the official "
+                     "one-at-a-time protocol); only its early exits remain", dtype)
+        else:
+            log.warning("%s on %s: the fast engine's batches and drafts can change the last bits of "
+                        "low-precision attention, so near-tie tokens may differ from the official "
+                        "one-prompt-at-a-time run (on a CPU they do); --engine reference is that run",
+                        dtype, model_device(model).type)
     meta.update({"model": model_name, "model_digest": digest, "n_rows": len(rows),
                  "n_rows_benchmark": len(benchmark.rows), "dtype": dtype,
                  "official_dtype": dtype == "bfloat16",  # the official script loads bf16 everywhere

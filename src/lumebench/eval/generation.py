@@ -54,7 +54,10 @@ uses — only so that speed comparisons pay the official cost.
 
 Greedy argmax ties resolve to the lowest id in both engines (``torch.argmax``). Batched float
 arithmetic can differ from batch-1 arithmetic in the last bits; a near-tie flip is possible in
-principle with real checkpoints (the tests check token identity on a tiny model).
+principle with real checkpoints (the tests check token identity on a tiny model). In bf16/fp16 on a
+CPU it happens (the attention's output depends on padding and on the number of query tokens), so
+there the fast engine runs one row at a time without drafts, keeping only its early exits
+(:func:`lumebench.eval.mia.one_at_a_time`): token for token the official bf16 ``generate``.
 
 Decoding (both engines): only the new tokens, ``skip_special_tokens=True,
 clean_up_tokenization_spaces=False``, then the transformers-4 clean-up applied explicitly
@@ -71,7 +74,7 @@ from lumebench.data.records import Row
 from lumebench.errors import LumeError
 from lumebench.eval.metrics import (clean_up_tokenization, em_still_possible, rouge_tokens,
                                     rougeL_recall_settled)
-from lumebench.eval.mia import length_buckets, max_padding
+from lumebench.eval.mia import length_buckets, max_padding, one_at_a_time
 from lumebench.progress import bar, log
 
 Engine = Literal["fast", "reference"]
@@ -680,6 +683,10 @@ def _generate_fast(model, tokenizer, rows, max_new_tokens, batch_size, early_exi
     import torch
 
     _check_plain_greedy(model)
+    if one_at_a_time(model):
+        # bf16/fp16 on a CPU: padding and draft columns change the attention's last bits (see
+        # one_at_a_time); one row per forward and one token per step, as the official generate
+        batch_size, speculative = 1, False
     stats = stats if stats is not None else GenerationStats()
     eos = eos_ids(model, tokenizer)
     sc_exit = not has_byte_fallback(tokenizer)  # once per call: it serialises the tokenizer

@@ -71,6 +71,27 @@ def model_device(model):
         return torch.device("cpu")
 
 
+def one_at_a_time(model) -> bool:
+    """True when the fast engines must run one sequence at a time, as the official protocol does:
+    the model computes in bf16/fp16 on a CPU.
+
+    There, linear layers give every row the same bits whatever the batch, but the attention kernel
+    (``scaled_dot_product_attention``) does not: padding (a longer, masked key length) or several
+    query tokens per forward (speculative drafts, a cached MMLU prefix) change the last bits of its
+    bf16 output (SmolLM2-135M: a 22-token prompt left-padded to 184 changes layer 0's attention
+    output by up to 1e-3; two tokens in one forward change layer 13's by 2e-7), and at SmolLM2's
+    many near-ties that changes greedy tokens (2 of the first 8 sample rows batched, 0 of them one
+    row at a time). In float32 the batched engines give the official numbers, so nothing changes
+    there. GPUs keep their batches (not measured here)."""
+    import torch
+
+    try:
+        p = next(model.parameters())
+    except StopIteration:  # pragma: no cover - a model without parameters
+        return False
+    return p.device.type == "cpu" and p.dtype in (torch.bfloat16, torch.float16)
+
+
 def is_oom(err: BaseException) -> bool:
     """True for CUDA / CPU out-of-memory errors (the only errors batch halving may absorb)."""
     import torch
@@ -216,7 +237,9 @@ def document_stats(model, tokenizer, texts: Sequence[str], *, batch_size: int | 
             else:
                 order = sorted(range(len(texts)), key=lambda j: -len(encoded[j][0]))
                 pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-                if batch_size == "auto":
+                if one_at_a_time(model):
+                    start = 1  # one document, no padding: the bits of the official batch-1 forward
+                elif batch_size == "auto":
                     vocab = int(getattr(model.config, "vocab_size", None) or 50_000)
                     longest = len(encoded[order[0]][0]) if order else 1
                     row = longest * vocab * 4  # float32 logits of one document

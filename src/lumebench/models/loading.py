@@ -83,10 +83,30 @@ def _finish(model, tokenizer, device, dtype):
     to 256 new tokens there (one rule: :func:`lumebench.eval.generation.eos_ids`)."""
     tokenizer = finish_tokenizer(tokenizer)
     if not getattr(model, "hf_device_map", None):
-        model.to(device=device, dtype=dtype)
+        cast_model(model, device=device, dtype=dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return model, tokenizer
+
+
+def cast_model(model, *, device, dtype):
+    """``model.to(device, dtype)`` that leaves the dtype of non-persistent buffers alone.
+
+    Non-persistent buffers are not weights: the model computes them when it is built (RoPE's
+    ``inv_freq``, always float32 in Llama-type models). ``from_pretrained(dtype=bf16)`` keeps them
+    as built, and so did the official SemEval evaluation (transformers 4.45,
+    ``from_pretrained(torch_dtype=bf16)``, no ``.to(dtype)``). A plain ``model.to(dtype=bf16)``
+    rounds ``inv_freq`` to bf16, which changes RoPE's cos/sin by up to 0.25 within SmolLM2's first
+    184 positions, every layer's output after the first attention, and many bf16 generations (it
+    was the cause of lumebench's bf16 runs differing from the official bf16 ones); fp32 is
+    unaffected (nothing is cast)."""
+    kept = [(module, name, buf) for module in model.modules()
+            for name, buf in module._buffers.items()
+            if buf is not None and name in module._non_persistent_buffers_set and buf.is_floating_point()]
+    model.to(device=device, dtype=dtype)
+    for module, name, buf in kept:
+        module._buffers[name] = buf.to(device=device)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
