@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         base, tok = load_model(args.target)
     else:
         from lumebench.models.tiny import build_model, build_tokenizer
-        from lumebench.train.finetune import benchmark_texts
+        from lumebench.pipeline.target import benchmark_texts
         tok = build_tokenizer(benchmark_texts(bench))
         base = build_model(tok)
     forget, retain = tokenize_rows(bench.forget, tok), tokenize_rows(bench.retain, tok)

@@ -86,8 +86,8 @@ def run(job: dict) -> dict:
                                     evaluate=job.get("evaluate", True))
         return {"state": state, "world": distributed.world()}
     if job["kind"] == "run":
-        from lumebench.report.config import load_config
-        from lumebench.report.run import run as lume_run
+        from lumebench.pipeline.config import load_config
+        from lumebench.pipeline.run import run as lume_run
 
         cfg_path = out.parent / f"{out.name}.json"
         run_dir = lume_run(load_config(cfg_path), runs_dir=out)

@@ -57,7 +57,7 @@ def make_data(out: Path) -> Path:
 
 def finetune(data: str, out: str) -> dict:
     from lumebench.data.loaders import load_benchmark
-    from lumebench.train.finetune import FinetuneConfig, finetune as ft
+    from lumebench.pipeline.target import FinetuneConfig, finetune as ft
 
     return ft("tiny", load_benchmark(data), FinetuneConfig(**FINETUNE), out)
 

@@ -14,7 +14,7 @@ from lumebench.data.loaders import load_benchmark
 from lumebench.data.records import SPLITS, TASKS, Benchmark
 from lumebench.io import write_jsonl
 from lumebench.models import load_model
-from lumebench.train.finetune import (FinetuneConfig, build_target, finetune, read_target, target_key,
+from lumebench.pipeline.target import (FinetuneConfig, build_target, finetune, read_target, target_key,
                                       target_met, training_examples)
 
 SMALL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 512}
@@ -32,7 +32,7 @@ def bench(lume_data) -> Benchmark:
 
 def test_training_examples_cover_every_document_and_qa_pair(bench):
     from lumebench.models.tiny import build_tokenizer
-    from lumebench.train.finetune import benchmark_texts
+    from lumebench.pipeline.target import benchmark_texts
 
     tok = build_tokenizer(benchmark_texts(bench), 512)
     ex = training_examples(tok, bench, 1024)
@@ -104,7 +104,7 @@ def test_lume_finetune_cli(bench, tmp_path, capsys):
     write_jsonl(data / "retain.jsonl", [r.to_official() for r in bench.retain])
     # a base given as a local model directory (here a small untrained tiny model)
     from lumebench.models.tiny import TinyConfig, build_model, build_tokenizer
-    from lumebench.train.finetune import benchmark_texts
+    from lumebench.pipeline.target import benchmark_texts
 
     tok = build_tokenizer(benchmark_texts(bench), 512)
     base = tmp_path / "base"

@@ -207,7 +207,7 @@ def small_target(tmp_path_factory):
     """A tiny target fine-tuned (``lume finetune``'s ``build_target``) on a generated benchmark."""
     from lumebench.data.generate import generate_benchmark
     from lumebench.data.loaders import load_benchmark
-    from lumebench.train.finetune import FinetuneConfig, build_target
+    from lumebench.pipeline.target import FinetuneConfig, build_target
 
     base = tmp_path_factory.mktemp("parity")
     data = generate_benchmark(base / "data", docs_per_task=2, seed=0)

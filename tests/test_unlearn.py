@@ -66,7 +66,7 @@ def short_bench_dir(bench, bench_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def target(bench, tmp_path_factory, one_thread) -> str:
-    from lumebench.train.finetune import FinetuneConfig, build_target
+    from lumebench.pipeline.target import FinetuneConfig, build_target
 
     cfg = FinetuneConfig(epochs=40, min_steps=0, eval_from=40, tiny=TINY, mixed_precision="no")
     path = build_target("tiny", bench, cfg, cache_dir=tmp_path_factory.getbasetemp() / "unlearn-targets")
@@ -322,7 +322,7 @@ def test_sweep_selects_on_validation_rows_only(target, short_bench_dir, tmp_path
     from test_run_mini import _mmlu_sample
 
     from lumebench.data.loaders import load_benchmark
-    from lumebench.report.sweep import split_validation
+    from lumebench.pipeline.sweep import split_validation
 
     bench = load_benchmark(short_bench_dir)
     val, test = split_validation(bench, 0.5, 0)

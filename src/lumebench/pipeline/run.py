@@ -37,7 +37,7 @@ from lumebench.faults import fault
 from lumebench.io import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, read_json
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
-from lumebench.report.config import RunConfig, check_methods, to_yaml
+from lumebench.pipeline.config import RunConfig, to_yaml
 
 DONE = "done.json"
 
@@ -117,9 +117,9 @@ def prepare_target(cfg: RunConfig, bench, cache: Path) -> str:
     if not t.memorise:
         log.info("target: using %s as it is (memorise: false)", t.model)
         return t.model
-    from lumebench.train.finetune import FinetuneConfig, build_target, check_settings
+    from lumebench.pipeline.target import FinetuneConfig, build_target, check_settings
 
-    ft = FinetuneConfig(**check_settings(t.finetune))  # checked at load too (report.config.check_methods)
+    ft = FinetuneConfig(**check_settings(t.finetune))  # checked at load too
     log.info("target: building (or reusing) the memorised %s target", t.model)
     path = build_target(t.model, bench, ft, cache / "targets")
     log.info("target: %s", path)
@@ -215,7 +215,6 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     t_start = time.time()
     distributed.init()
     main = distributed.is_main()
-    check_methods(cfg, config_path)
     runs_dir = Path(runs_dir)
     run_dir = runs_dir / cfg.name
     cache = runs_dir / ".cache"
