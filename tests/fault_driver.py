@@ -59,7 +59,7 @@ def finetune(data: str, out: str) -> dict:
     from lumebench.data.loaders import load_benchmark
     from lumebench.pipeline.target import FinetuneConfig, finetune as ft
 
-    return ft("tiny", load_benchmark(data), FinetuneConfig(**FINETUNE), out)
+    return ft("tiny", load_benchmark(data), FinetuneConfig.for_base("tiny", FINETUNE), out)
 
 
 def unlearn(target: str, data: str, out: str, method: str = "npo") -> dict:

@@ -116,12 +116,12 @@ def test_print_config_round_trips(tmp_path, capsys):
 
 
 def test_official_smollm2_config_reads_the_official_data(lume_data, tmp_path, monkeypatch):
-    from lumebench.pipeline.run import prepare_data
+    from lumebench.pipeline.data import prepare_data
 
     monkeypatch.chdir(CONFIGS.parent)  # relative data paths are relative to where `lume run` runs
     cfg = load_config(CONFIGS / "official-smollm2.yaml")
     assert Path(cfg.data.source).resolve() == (lume_data / "official").resolve()
-    bench = prepare_data(cfg, tmp_path / "cache")
+    bench = prepare_data(cfg.data, tmp_path / "cache")
     assert (len(bench.forget), len(bench.retain)) == (2732, 2734)
     assert (len(bench.mia_members), len(bench.mia_nonmembers)) == (150, 150)
     assert not (tmp_path / "cache").exists()  # nothing generated or copied

@@ -68,7 +68,8 @@ def short_bench_dir(bench, bench_dir, tmp_path_factory) -> Path:
 def target(bench, tmp_path_factory, one_thread) -> str:
     from lumebench.pipeline.target import FinetuneConfig, build_target
 
-    cfg = FinetuneConfig(epochs=40, min_steps=0, eval_from=40, tiny=TINY, mixed_precision="no")
+    cfg = FinetuneConfig.for_base("tiny", {"epochs": 40, "min_steps": 0, "eval_from": 40, "tiny": TINY,
+                                            "mixed_precision": "no"})
     path = build_target("tiny", bench, cfg, cache_dir=tmp_path_factory.getbasetemp() / "unlearn-targets")
     info = json.loads((path / "target.json").read_text())
     mem = info["memorisation"]

@@ -58,7 +58,7 @@ def _finetune(args: argparse.Namespace) -> int:
     overrides = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                  "grad_accum": args.grad_accum, "seed": args.seed, "eval_every": args.eval_every,
                  "eval_from": args.eval_from}
-    cfg = FinetuneConfig(**{k: v for k, v in overrides.items() if v is not None})
+    cfg = FinetuneConfig.for_base(args.model, {k: v for k, v in overrides.items() if v is not None})
     if args.no_early_stop:
         cfg.target_regurgitation = cfg.target_knowledge = float("inf")
     info = finetune(args.model, bench, cfg, args.out, resume=not args.no_resume)

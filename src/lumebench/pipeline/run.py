@@ -38,6 +38,8 @@ from lumebench.io import append_jsonl, atomic_write_json, atomic_write_text, ite
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
 from lumebench.pipeline.config import RunConfig, to_yaml
+from lumebench.pipeline.data import prepare_data
+from lumebench.pipeline.target import prepare_target
 
 DONE = "done.json"
 
@@ -81,56 +83,11 @@ def _save_config(run_dir: Path, cfg: RunConfig) -> None:
 
 # ------------------------------------------------------------------------------------- stages
 
-def prepare_data(cfg: RunConfig, cache: Path):
-    """The benchmark (generated into the cache once, or loaded from the configured source)."""
-    from lumebench.data.loaders import load_benchmark
-
-    d = cfg.data
-    if d.source == "generated":
-        from lumebench.data.generate import generate_benchmark
-
-        out = cache / "data" / f"generated-{d.docs_per_task}docs-seed{d.seed}"
-        with distributed.main_only() as writer:
-            if not writer:
-                pass
-            elif not (out / "DONE").exists():
-                log.info("data: generating the offline benchmark (%d documents per task and split, seed %d) "
-                         "into %s", d.docs_per_task, d.seed, out)
-                generate_benchmark(out, docs_per_task=d.docs_per_task, seed=d.seed)
-                atomic_write_text(out / "DONE", "")
-            else:
-                log.info("data: reusing the generated benchmark in %s", out)
-        source = out
-    else:
-        source = d.source
-        log.info("data: loading %s", source)
-    bench = load_benchmark(source, mia=d.mia)
-    log.info("data: %d forget rows, %d retain rows, %d + %d MIA documents (fingerprint %s)",
-             len(bench.forget), len(bench.retain), len(bench.mia_members), len(bench.mia_nonmembers),
-             bench.fingerprint())
-    return bench
-
-
-def prepare_target(cfg: RunConfig, bench, cache: Path) -> str:
-    """A path (or model spec) of the memorised target."""
-    t = cfg.target
-    if not t.memorise:
-        log.info("target: using %s as it is (memorise: false)", t.model)
-        return t.model
-    from lumebench.pipeline.target import FinetuneConfig, build_target, check_settings
-
-    ft = FinetuneConfig(**check_settings(t.finetune))  # checked at load too
-    log.info("target: building (or reusing) the memorised %s target", t.model)
-    path = build_target(t.model, bench, ft, cache / "targets")
-    log.info("target: %s", path)
-    return str(path)
-
-
-def eval_config(cfg: RunConfig):
-    """The evaluation settings as :class:`lumebench.eval.evaluate.EvalConfig`."""
+def eval_config(e):
+    """Evaluation settings ``e`` (:class:`lumebench.pipeline.config.EvalSettings`) as
+    :class:`lumebench.eval.evaluate.EvalConfig`."""
     from lumebench.eval.evaluate import EvalConfig
 
-    e = cfg.eval
     return EvalConfig(engine=e.engine, max_new_tokens=e.max_new_tokens, mia=e.mia,
                       mmlu=e.mmlu_source if e.mmlu else None, mmlu_limit=e.mmlu_limit)
 
@@ -227,13 +184,13 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     prov = read_json(prov_path, expect=dict) if prov_path.exists() else {}
     timings: dict[str, dict] = {}
     clock = _Clock()
-    bench = prepare_data(cfg, cache)
+    bench = prepare_data(cfg.data, cache)
     timings["data"] = clock.lap()
     fp = bench.fingerprint()
     if prov.get("data_fingerprint") not in (None, fp):
         raise LumeError(f"the data changed since this run started (fingerprint {prov['data_fingerprint']} "
                         f"-> {fp}); use another --name", path=str(run_dir))
-    target = prepare_target(cfg, bench, cache)
+    target = prepare_target(cfg.target, bench, cache)
     timings["target"] = clock.lap()
     meta = prov.get("meta") or run_meta(seed=cfg.seeds[0], config=cfg.to_dict(), data_fingerprint=fp)
     prov.update({"name": cfg.name, "seeds": cfg.seeds, "data_fingerprint": fp, "data_source": bench.source,
@@ -245,7 +202,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     if main:
         atomic_write_json(prov_path, prov)
 
-    ecfg = eval_config(cfg)
+    ecfg = eval_config(cfg.eval)
     jobs = [(seed, m) for seed in cfg.seeds for m in cfg.methods]
     markers, spent = {}, []
     for i, (seed, m) in enumerate(jobs, 1):

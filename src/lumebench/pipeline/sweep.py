@@ -190,7 +190,7 @@ def _subset(bench: Benchmark, val_docs: set[str], fraction: float, seed: int, *,
 
 def validation_and_test(cfg: SweepConfig, cache: Path) -> tuple[Benchmark, Benchmark, Benchmark]:
     """(benchmark the target memorises, validation rows, test rows)."""
-    from lumebench.pipeline.run import prepare_data
+    from lumebench.pipeline.data import prepare_data
 
     source = Path(str(cfg.data.source)).expanduser()
     semeval = cfg.data.source != "generated" and source.is_dir() and any(source.rglob("*_validation-*.parquet"))
@@ -203,31 +203,12 @@ def validation_and_test(cfg: SweepConfig, cache: Path) -> tuple[Benchmark, Bench
         log.info("sweep: official data: selection on the SemEval validation parts (%d rows), test on the "
                  "train parts (%d rows)", len(val.rows), len(test.rows))
         return whole, val, test
-    whole = prepare_data(RunConfigLike(cfg), cache)
+    whole = prepare_data(cfg.data, cache)
     val, test = split_validation(whole, cfg.validation_fraction, cfg.data.seed)
     log.info("sweep: %s data: %d documents held out for selection (validation), %d test documents",
              "generated" if cfg.data.source == "generated" else "local", len({r.doc_id for r in val.rows}),
              len({r.doc_id for r in test.rows}))
     return whole, val, test
-
-
-@dataclass
-class RunConfigLike:
-    """What :func:`lumebench.pipeline.run.prepare_data` / ``prepare_target`` read of a run config."""
-
-    sweep: SweepConfig
-
-    @property
-    def data(self):
-        return self.sweep.data
-
-    @property
-    def target(self):
-        return self.sweep.target
-
-    @property
-    def eval(self):
-        return self.sweep.eval
 
 
 # ----------------------------------------------------------------------------- trials
@@ -315,14 +296,15 @@ def select(rows: list[dict]) -> dict:
 def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     """Run (or resume) the sweep; returns its folder."""
     from lumebench.report.leaderboard import write_leaderboard
-    from lumebench.pipeline.run import eval_config, prepare_target
+    from lumebench.pipeline.run import eval_config
+    from lumebench.pipeline.target import prepare_target
 
     out = Path(runs_dir) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(runs_dir) / ".cache"
     whole, val, test = validation_and_test(cfg, cache)
-    target = prepare_target(RunConfigLike(cfg), whole, cache)
-    ecfg = eval_config(RunConfigLike(cfg))
+    target = prepare_target(cfg.target, whole, cache)
+    ecfg = eval_config(cfg.eval)
     settings = trial_settings(cfg)
     atomic_write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "settings": settings,
                                            "validation_fingerprint": val.fingerprint(),
