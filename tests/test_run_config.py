@@ -128,7 +128,7 @@ def test_official_smollm2_config_reads_the_official_data(lume_data, tmp_path, mo
 
 
 def test_smollm2_science_config_runs_every_method_with_three_seeds():
-    from lumebench.methods.unlearn import resolve_config
+    from lumebench.pipeline.unlearn_config import resolve_config
     from lumebench.registry import METHODS
 
     path = "configs/smollm2-science.yaml"
@@ -136,5 +136,5 @@ def test_smollm2_science_config_runs_every_method_with_three_seeds():
     assert cfg.target.model == "smollm2-135m" and len(cfg.seeds) >= 3
     assert {m.name for m in cfg.methods} == set(METHODS.names())  # every registered method
     for m in cfg.methods:
-        method, tcfg = resolve_config(m.name, m.overrides, family="literature")
-        assert tcfg.epochs == 5 and tcfg.lora == (m.name in ("atyaephyra", "zjuklab")), m.name
+        method, cfg_m = resolve_config(m.name, m.overrides, family="literature")
+        assert cfg_m.train.epochs == 5 and cfg_m.lora == (m.name in ("atyaephyra", "zjuklab")), m.name

@@ -20,8 +20,8 @@ from lumebench.cli import main as lume
 from lumebench.data.records import Benchmark
 from lumebench.eval.evaluate import EvalConfig
 from lumebench.io import iter_jsonl
-from lumebench.methods import unlearn as unlearn_mod
-from lumebench.methods.unlearn import unlearn
+from lumebench.pipeline import unlearn as unlearn_mod
+from lumebench.pipeline.unlearn import unlearn
 from lumebench.registry import METHODS
 
 EVAL = EvalConfig(max_new_tokens=48)

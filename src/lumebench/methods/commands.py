@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _methods(args) -> int:
     import dataclasses
 
-    from lumebench.methods.unlearn import PRESETS, UnlearnConfig
+    from lumebench.pipeline.unlearn_config import PRESETS, UnlearnConfig
     from lumebench.registry import METHODS
 
     for e in METHODS.entries():

@@ -102,7 +102,7 @@ def _register_unlearn(sub) -> None:
 
 def parse_sets(items: list[str]) -> dict:
     from lumebench.errors import LumeError
-    from lumebench.methods.unlearn import parse_value
+    from lumebench.pipeline.unlearn_config import parse_value
 
     out = {}
     for item in items:
@@ -148,7 +148,7 @@ def _unlearn(args) -> int:
     import json
 
     from lumebench.data.loaders import load_benchmark
-    from lumebench.methods.unlearn import resolve_config, unlearn
+    from lumebench.pipeline.unlearn import resolve_config, unlearn
 
     from lumebench.checks import mmlu_source, model, naming, output_dir
     from lumebench.io import output_lock

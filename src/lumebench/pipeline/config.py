@@ -192,7 +192,7 @@ def check_registered(cfg: RunConfig, where: FieldLocator) -> None:
     resolve."""
     from lumebench import checks
     from lumebench.pipeline.target import check_settings
-    from lumebench.methods.unlearn import resolve_config
+    from lumebench.pipeline.unlearn_config import resolve_config
     from lumebench.registry import METHODS
 
     for i, m in enumerate(cfg.methods):

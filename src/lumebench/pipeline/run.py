@@ -6,10 +6,10 @@ Stages (each logged; the long ones show progress bars with ETA):
    ``<runs_dir>/.cache/data/`` (reused when already there);
 2. **target** — fine-tune the base model until it memorises forget + retain (``build_target``,
    cached by content in ``<runs_dir>/.cache/targets/``), unless the model already is a target;
-3. **methods** — for every seed and method, :func:`lumebench.methods.unlearn.unlearn` into
-   ``<run>/methods/<label>/seed<k>/`` (evaluating before unlearning and after every epoch); a
-   ``done.json`` marker is written when a method ends, and a method with a marker is never rerun.
-   A method interrupted mid-way resumes through ``unlearn``'s own checkpoints and its curve;
+3. **methods** — for every seed and method, :func:`lumebench.pipeline.unlearn.unlearn` into
+   ``<run>/methods/<label>/seed<k>/`` (evaluating before unlearning and after every epoch): each is
+   a :class:`~lumebench.pipeline.step.Step` whose ``done.json`` marker makes a rerun reuse it; a
+   method interrupted mid-way resumes through the training loop's checkpoint and its curve;
 4. **report** — ``leaderboard.md``/``.json`` (rewritten after every method, so an interrupted run
    still has the leaderboard of what finished), ``plots/``, ``report.html`` (``lume report RUN_DIR``
    draws them for an interrupted run).
@@ -39,9 +39,9 @@ from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
 from lumebench.pipeline.config import RunConfig, to_yaml
 from lumebench.pipeline.data import prepare_data
+from lumebench.pipeline.step import MARKER
 from lumebench.pipeline.target import prepare_target
 
-DONE = "done.json"
 
 
 def method_dir(run_dir: Path, label: str, seed: int) -> Path:
@@ -93,34 +93,27 @@ def eval_config(e):
 
 
 def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, ecfg) -> dict:
-    """Run one method at one seed unless its done marker exists; returns the marker's content."""
-    from lumebench.methods.unlearn import unlearn
+    """Run one method at one seed: the unlearning :class:`~lumebench.pipeline.step.Step` in its folder
+    (reused when done, resumed when interrupted); returns the run's record of it."""
+    from lumebench.pipeline.unlearn import unlearn
 
     out = method_dir(run_dir, m.key, seed)
-    done = out / DONE
-    if done.exists():
-        log.info("method %s (seed %d): already finished, kept as it is", m.key, seed)
-        return read_json(done, expect=dict)
-    resumed = (out / "curve.jsonl").exists()
-    log.info("method %s (seed %d): %s unlearning into %s", m.key, seed,
-             "resuming" if resumed else "starting", out)
-    t0, c0 = time.time(), time.process_time()
-    with distributed.main_only() as writer:
-        if writer:
-            _share_before(run_dir, m.key, seed)
-    overrides = {**m.overrides, "seed": seed}
-    result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora, eval_cfg=ecfg,
-                     eval_subset=cfg.eval.subset, eval_every=cfg.eval.every)
-    status = str((result or {}).get("status", "finished"))
-    marker = {"method": m.name, "label": m.key, "seed": seed, "status": status,
-              "wall_seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1),
-              "resumed": resumed,
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    with distributed.main_only() as writer:
-        if writer:
-            atomic_write_json(done, marker)
-    fault("run:after-method")
-    log.info("method %s (seed %d): %s in %.0f s", m.key, seed, status, marker["wall_seconds"])
+    was_done = (out / MARKER).exists()
+    if not was_done:
+        log.info("method %s (seed %d): %s unlearning into %s", m.key, seed,
+                 "resuming" if (out / "curve.jsonl").exists() else "starting", out)
+        with distributed.main_only() as writer:
+            if writer:
+                _share_before(run_dir, m.key, seed)
+    result = unlearn(target, bench, m.name, out, overrides={**m.overrides, "seed": seed}, lora=m.lora,
+                     eval_cfg=ecfg, eval_subset=cfg.eval.subset, eval_every=cfg.eval.every)
+    rec = read_json(out / MARKER, expect=dict) if (out / MARKER).exists() else {}
+    marker = {"method": m.name, "label": m.key, "seed": seed, "status": str(result.get("status", "finished")),
+              "wall_seconds": rec.get("wall_s"), "cpu_seconds": rec.get("cpu_s"), "resumed": rec.get("resumed"),
+              "finished_at": rec.get("completed_at")}
+    if not was_done:
+        fault("run:after-method")
+        log.info("method %s (seed %d): %s in %.0f s", m.key, seed, marker["status"], marker["wall_seconds"] or 0)
     return marker
 
 
@@ -208,7 +201,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     for i, (seed, m) in enumerate(jobs, 1):
         log.info("[%d/%d] %s, seed %d", i, len(jobs), m.key, seed)
         t0 = time.time()
-        was_done = (method_dir(run_dir, m.key, seed) / DONE).exists()
+        was_done = (method_dir(run_dir, m.key, seed) / MARKER).exists()
         markers[f"{m.key}/seed{seed}"] = run_method(cfg, m, seed, target, bench, run_dir, ecfg)
         if main:
             write_leaderboard(run_dir)  # an interrupted run still has the leaderboard of what finished

@@ -111,7 +111,7 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         if not ok:
             raise where.error("expected a non-empty list of values" + (
                 ", or {uniform: [a, b]} / {log_uniform: [a, b]}" if cfg.search == "random" else ""), ["params", name])
-    from lumebench.methods.unlearn import split_overrides
+    from lumebench.pipeline.unlearn_config import split_overrides
 
     try:
         split_overrides(cfg.method, {**cfg.fixed, **{k: None for k in cfg.params}})
@@ -217,7 +217,7 @@ def run_trial(job: dict) -> dict:
     """One (setting, seed) on the validation rows: a normal resumable ``unlearn`` run (process entry point)."""
     import torch
 
-    from lumebench.methods.unlearn import unlearn
+    from lumebench.pipeline.unlearn import unlearn
     from lumebench.progress import setup_logging
 
     if os.environ.get("LUMEBENCH_SWEEP_CHILD"):
