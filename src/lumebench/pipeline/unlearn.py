@@ -148,7 +148,10 @@ def unlearn_step(target, benchmark: Benchmark, method: str, out_dir, overrides: 
     and the evaluation settings."""
     ident, family = _target_identity(target)
     m, cfg = resolve_config(method, overrides, family=family)
-    key = {"method": method, "hyperparameters": asdict(m.hp), "config": cfg.to_dict(), "target": ident,
+    # a built target is known by its target.json (content), not where it lies: a run folder moved or
+    # copied with its cache keeps its finished steps
+    target_key = {"target.json": ident["target.json"]} if "target.json" in ident else ident
+    key = {"method": method, "hyperparameters": asdict(m.hp), "config": cfg.to_dict(), "target": target_key,
            "data": benchmark.fingerprint(), "eval": _eval_cfg_dict(eval_cfg), "evaluate": evaluate}
     return Step(Path(out_dir), key, what=f"unlearning with {method}"), m, cfg, ident
 
