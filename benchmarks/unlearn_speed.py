@@ -46,7 +46,7 @@ class NPORecomputed(NPO):
 
 def run_once(method, model, forget, retain, pad_id, steps, batch_size, out_dir) -> dict:
     from lumebench.methods.base import UnlearnContext
-    from lumebench.methods.unlearn import PairedBatches
+    from lumebench.methods.data import PairedBatches
     from lumebench.train.loop import TrainConfig, train
 
     ctx = UnlearnContext(model=model, forget=forget, retain=retain, pad_id=pad_id, batch_size=batch_size)
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from lumebench.data.loaders import load_benchmark
-    from lumebench.methods.unlearn import tokenize_rows
+    from lumebench.methods.data import tokenize_rows
 
     tmp = Path(tempfile.mkdtemp(prefix="lume-unlearn-speed-"))
     if args.data:
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         base, tok = load_model(args.target)
     else:
         from lumebench.models.tiny import build_model, build_tokenizer
-        from lumebench.train.finetune import benchmark_texts
+        from lumebench.pipeline.target import benchmark_texts
         tok = build_tokenizer(benchmark_texts(bench))
         base = build_model(tok)
     forget, retain = tokenize_rows(bench.forget, tok), tokenize_rows(bench.retain, tok)

@@ -5,7 +5,7 @@ with one process. Every process runs the same job; the main process writes ``res
 Jobs (``job["kind"]``; a file may hold several as ``{"jobs": [...]}``):
 - ``eval``: :func:`lumebench.eval.evaluate.evaluate` of a small random tiny model (generation, MIA,
   MMLU) into ``out``;
-- ``unlearn``: :func:`lumebench.methods.unlearn.unlearn` of the saved tiny target with the given
+- ``unlearn``: :func:`lumebench.pipeline.unlearn.unlearn` of the saved tiny target with the given
   overrides (``distributed``: ddp / fsdp); ``die_after_evaluations`` kills the main process (exit
   code 3, like a crash) right after it has written that many evaluations to ``curve.jsonl``;
 - ``run``: ``lume run`` of the config ``<out>.json`` into the runs folder ``out``.
@@ -67,7 +67,7 @@ def run(job: dict) -> dict:
         res = evaluate(model, tok, bench, EvalConfig(**EVAL), out_dir=out)
         return {"results": {k: v for k, v in res.items() if k != "meta"}, "world": distributed.world()}
     if job["kind"] == "unlearn":
-        from lumebench.methods import unlearn as unlearn_mod
+        from lumebench.pipeline import unlearn as unlearn_mod
 
         die = job.get("die_after_evaluations")
         if die:
@@ -86,8 +86,8 @@ def run(job: dict) -> dict:
                                     evaluate=job.get("evaluate", True))
         return {"state": state, "world": distributed.world()}
     if job["kind"] == "run":
-        from lumebench.report.config import load_config
-        from lumebench.report.run import run as lume_run
+        from lumebench.pipeline.config import load_config
+        from lumebench.pipeline.run import run as lume_run
 
         cfg_path = out.parent / f"{out.name}.json"
         run_dir = lume_run(load_config(cfg_path), runs_dir=out)

@@ -57,15 +57,15 @@ def make_data(out: Path) -> Path:
 
 def finetune(data: str, out: str) -> dict:
     from lumebench.data.loaders import load_benchmark
-    from lumebench.train.finetune import FinetuneConfig, finetune as ft
+    from lumebench.pipeline.target import FinetuneConfig, finetune as ft
 
-    return ft("tiny", load_benchmark(data), FinetuneConfig(**FINETUNE), out)
+    return ft("tiny", load_benchmark(data), FinetuneConfig.for_base("tiny", FINETUNE), out)
 
 
 def unlearn(target: str, data: str, out: str, method: str = "npo") -> dict:
     from lumebench.data.loaders import load_benchmark
     from lumebench.eval.evaluate import EvalConfig
-    from lumebench.methods.unlearn import unlearn as ul
+    from lumebench.pipeline.unlearn import unlearn as ul
 
     return ul(target, load_benchmark(data), method, out, overrides=dict(UNLEARN),
               eval_cfg=EvalConfig(max_new_tokens=8))

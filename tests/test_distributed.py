@@ -204,6 +204,6 @@ def test_lume_run_under_a_launcher_writes_every_file_once(two_process_runs):
     assert steps == [0, 3]  # the evaluation before unlearning and after the epoch, each once
     log = (method / "train" / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(l)["step"] for l in log] == [1, 2, 3]
-    assert json.loads((method / "done.json").read_text())["status"] == "finished"
+    assert json.loads((method / "done.json").read_text())["result"]["status"] == "finished"  # the step marker
     board = (run_dir / "leaderboard.md").read_text()
     assert board.count("| ga |") == 1 and (run_dir / "report.html").is_file()

@@ -14,11 +14,12 @@ from lumebench.data.loaders import load_benchmark
 from lumebench.data.records import SPLITS, TASKS, Benchmark
 from lumebench.io import write_jsonl
 from lumebench.models import load_model
-from lumebench.train.finetune import (FinetuneConfig, build_target, finetune, read_target, target_key,
+from lumebench.pipeline.step import Step
+from lumebench.pipeline.target import (FinetuneConfig, build_target, finetune, target_key,
                                       target_met, training_examples)
 
 SMALL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 512}
-CFG = FinetuneConfig(epochs=2, min_steps=0, eval_from=2, batch_size=8, tiny=SMALL)
+CFG = {"epochs": 2, "min_steps": 0, "eval_from": 2, "batch_size": 8, "tiny": SMALL}  # settings by name
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def bench(lume_data) -> Benchmark:
 
 def test_training_examples_cover_every_document_and_qa_pair(bench):
     from lumebench.models.tiny import build_tokenizer
-    from lumebench.train.finetune import benchmark_texts
+    from lumebench.pipeline.target import benchmark_texts
 
     tok = build_tokenizer(benchmark_texts(bench), 512)
     ex = training_examples(tok, bench, 1024)
@@ -47,7 +48,8 @@ def test_build_target_writes_target_json_and_is_cached(bench, tmp_path):
     t = time.perf_counter()
     path = build_target("tiny", bench, CFG, tmp_path)
     first_s = time.perf_counter() - t
-    info = read_target(path)
+    info = json.loads((path / "target.json").read_text())
+    assert Step(path, None).record()["key"] == info["key"]  # the step's marker: done with this key
     assert info["base"] == "tiny" and info["data_fingerprint"] == bench.fingerprint()
     assert info["hyperparameters"]["lr"] == 5e-3  # the tiny default, resolved and recorded
     assert info["seed"] == 0 and "torch" in info["meta"]["versions"]
@@ -74,10 +76,10 @@ def test_build_target_writes_target_json_and_is_cached(bench, tmp_path):
 
 def test_cache_key_follows_data_and_hyperparameters(bench):
     key = target_key("tiny", bench, CFG)
-    assert target_key("tiny", bench, dataclasses.replace(CFG)) == key
-    assert target_key("tiny", bench, dataclasses.replace(CFG, lr=5e-3)) == key  # the resolved default
-    assert target_key("tiny", bench, dataclasses.replace(CFG, lr=1e-3)) != key
-    assert target_key("tiny", bench, dataclasses.replace(CFG, seed=1)) != key
+    assert target_key("tiny", bench, dict(CFG)) == key
+    assert target_key("tiny", bench, {**CFG, "lr": 5e-3}) == key  # the resolved default
+    assert target_key("tiny", bench, {**CFG, "lr": 1e-3}) != key
+    assert target_key("tiny", bench, {**CFG, "seed": 1}) != key
     assert target_key("smollm2-135m", bench, CFG) != key
     r = bench.forget[-1]
     changed = Benchmark(bench.forget[:-1] + [dataclasses.replace(r, output=r.output + "!")], bench.retain,
@@ -90,7 +92,7 @@ def test_cache_key_follows_data_and_hyperparameters(bench):
 def test_target_met_needs_both_splits_and_mia():
     good = {"forget_regurgitation": 0.95, "forget_knowledge": 0.92, "retain_regurgitation": 0.91,
             "retain_knowledge": 1.0, "mia_auc": 0.97}
-    cfg = FinetuneConfig()
+    cfg = FinetuneConfig.for_base("tiny")
     assert target_met(good, cfg)
     assert not target_met({**good, "retain_knowledge": 0.89}, cfg)
     assert not target_met({**good, "mia_auc": 0.6}, cfg)
@@ -104,7 +106,7 @@ def test_lume_finetune_cli(bench, tmp_path, capsys):
     write_jsonl(data / "retain.jsonl", [r.to_official() for r in bench.retain])
     # a base given as a local model directory (here a small untrained tiny model)
     from lumebench.models.tiny import TinyConfig, build_model, build_tokenizer
-    from lumebench.train.finetune import benchmark_texts
+    from lumebench.pipeline.target import benchmark_texts
 
     tok = build_tokenizer(benchmark_texts(bench), 512)
     base = tmp_path / "base"
@@ -134,5 +136,5 @@ def test_lume_finetune_again_into_the_same_dir_returns_the_finished_target(bench
     assert again["key"] == first["key"] and again["steps"] == first["steps"]
     assert (out / "train" / "train_log.jsonl").stat().st_mtime_ns == log_mtime  # not retrained
     # other hyperparameters in the same directory do train (into a fresh run)
-    changed = finetune("tiny", bench, dataclasses.replace(CFG, epochs=3, eval_from=3), out, resume=False)
+    changed = finetune("tiny", bench, {**CFG, "epochs": 3, "eval_from": 3}, out, resume=False)
     assert changed["key"] != first["key"] and changed["epochs"] == 3

@@ -40,7 +40,7 @@ def env(tmp_path_factory) -> dict[str, Path]:
     from lumebench.eval.generation import Generation
     from lumebench.io import atomic_write_json, write_jsonl
     from lumebench.models.tiny import TinyConfig, build_model, build_tokenizer
-    from lumebench.train.finetune import benchmark_texts
+    from lumebench.pipeline.target import benchmark_texts
 
     root = tmp_path_factory.mktemp("hostile")
     data = generate_benchmark(root / "data", docs_per_task=1, seed=0)
@@ -524,7 +524,7 @@ def test_an_unexpected_error_is_one_line_with_the_log_file_and_debug_shows_the_t
 # ------------------------------------------------------------------------------------- what is not an error
 
 def test_yaml_reads_1e_4_as_the_number_it_looks_like(tmp_path):
-    from lumebench.report.config import load_config
+    from lumebench.pipeline.config import load_config
 
     p = tmp_path / "c.yaml"
     p.write_text("methods:\n  - {name: ga, overrides: {lr: 1e-4}}\n")

@@ -13,7 +13,8 @@ from lumebench.errors import LumeError
 from lumebench.methods.base import (UnlearnContext, collate, kl_to_reference, mean_nll, sequence_nll)
 from lumebench.methods.npo import npo_loss
 from lumebench.methods.params import ParamSelection, apply_selection, parse_layers
-from lumebench.methods.unlearn import PairedBatches, parse_value, resolve_config, tokenize_rows
+from lumebench.methods.data import PairedBatches, tokenize_rows
+from lumebench.pipeline.unlearn_config import parse_value, resolve_config
 from lumebench.models.tiny import TinyConfig, build_model, build_tokenizer
 from lumebench.registry import METHODS
 
@@ -234,11 +235,11 @@ def test_overrides_parse_and_unknown_keys_fail_in_one_line():
     assert parse_value("1e-4") == 1e-4 and parse_value("cosine") == "cosine" and parse_value("none") is None
     method, cfg = resolve_config("npo_rt", {"beta": 1, "alpha": 0.5, "lr": 2e-4, "epochs": 3})
     assert method.hp.beta == 1.0 and isinstance(method.hp.beta, float) and method.hp.alpha == 0.5
-    assert cfg.lr == 2e-4 and cfg.epochs == 3 and cfg.preset == "literature" and cfg.batch_size == 32
+    assert cfg.train.lr == 2e-4 and cfg.train.epochs == 3 and cfg.preset == "literature" and cfg.train.batch_size == 32
     _, tiny = resolve_config("ga", {}, family="tiny")
-    assert tiny.lr == 1e-3 and tiny.batch_size == 8
+    assert tiny.train.lr == 1e-3 and tiny.train.batch_size == 8
     _, lora = resolve_config("ga", {"lora": True})
-    assert lora.lr == pytest.approx(1e-4)  # LoRA: 10x the full fine-tuning lr unless given
+    assert lora.train.lr == pytest.approx(1e-4)  # LoRA: 10x the full fine-tuning lr unless given
     with pytest.raises(LumeError) as e:
         resolve_config("npo", {"gamma": 2})
     msg = str(e.value)
@@ -267,7 +268,7 @@ def test_paired_batches_are_seeded_cover_the_data_and_cycle_retain(tok):
 
 def test_rmu_steers_the_forget_hidden_states_and_defaults_to_few_mlp_weights(tok):
     method, cfg = resolve_config("rmu", {"alpha": 1.0})
-    assert (cfg.lr, cfg.batch_size) == (5e-5, 4)  # the published recipe under the literature preset
+    assert (cfg.train.lr, cfg.train.batch_size) == (5e-5, 4)  # the published recipe under the literature preset
     assert method.default_selection(32) == {"layers": "5-7", "params": r"mlp\.down_proj"}
     sel = method.default_selection(3)
     model, names = apply_selection(small_model(tok), ParamSelection(layers=sel["layers"], pattern=sel["params"]))
@@ -293,7 +294,7 @@ def test_no_method_hyperparameter_shadows_a_trainer_setting():
     """`lume run` passes each seed as the override 'seed': a method hyperparameter of the same name
     would swallow it and every seed would train the same run."""
     from lumebench.methods.base import hparam_fields
-    from lumebench.methods.unlearn import TRAIN_KEYS
+    from lumebench.pipeline.unlearn_config import TRAIN_KEYS
 
     for name in METHODS.names():
         assert not set(hparam_fields(METHODS.get(name))) & TRAIN_KEYS, name

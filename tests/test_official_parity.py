@@ -255,13 +255,13 @@ def small_target(tmp_path_factory):
     """A tiny target fine-tuned (``lume finetune``'s ``build_target``) on a generated benchmark."""
     from lumebench.data.generate import generate_benchmark
     from lumebench.data.loaders import load_benchmark
-    from lumebench.train.finetune import FinetuneConfig, build_target
+    from lumebench.pipeline.target import FinetuneConfig, build_target
 
     base = tmp_path_factory.mktemp("parity")
     data = generate_benchmark(base / "data", docs_per_task=2, seed=0)
-    cfg = FinetuneConfig(epochs=25, min_steps=0, eval_from=25, mixed_precision="no",
+    cfg = FinetuneConfig.for_base("tiny", dict(epochs=25, min_steps=0, eval_from=25, mixed_precision="no",
                          tiny={"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128,
-                               "vocab_size": 1024, "max_position": 512})
+                               "vocab_size": 1024, "max_position": 512}))
     return data, build_target("tiny", load_benchmark(data), cfg, base / "targets")
 
 

@@ -10,9 +10,10 @@ import torch
 
 import dist_worker as worker
 from lumebench.errors import LumeError
-from lumebench.methods import unlearn as unlearn_mod
+from lumebench.pipeline import unlearn as unlearn_mod
 from lumebench.methods.base import UnlearnContext
-from lumebench.methods.unlearn import tokenize_rows, unlearn
+from lumebench.methods.data import tokenize_rows
+from lumebench.pipeline.unlearn import unlearn
 from lumebench.models.tiny import TinyConfig, build_model
 from lumebench.train.loop import step_outcome
 

@@ -9,7 +9,7 @@ import pytest
 
 from lumebench.cli import main
 from lumebench.errors import LumeError
-from lumebench.report.config import DEFAULT, RunConfig, check_methods, default_config, load_config
+from lumebench.pipeline.config import RunConfig, default_config, default_dict, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -25,8 +25,7 @@ def test_default_yaml_is_the_embedded_default():
 
 @pytest.mark.parametrize("name", ["default.yaml", "official-smollm2.yaml", "olmo7b-8gpu.yaml", "olmo1b-8gpu.yaml"])
 def test_shipped_configs_parse_and_name_registered_methods(name):
-    cfg = load_config(CONFIGS / name)
-    check_methods(cfg, str(CONFIGS / name))
+    cfg = load_config(CONFIGS / name)  # methods and their overrides are checked at load
     assert isinstance(cfg, RunConfig) and cfg.methods
 
 
@@ -39,12 +38,12 @@ def test_toml_and_json_configs(tmp_path):
     assert cfg.methods[0].name == "npo" and cfg.methods[0].overrides == {"beta": 0.5}
     assert cfg.eval.every == "epoch"  # unspecified -> default
     js = tmp_path / "x.json"
-    js.write_text(json.dumps({**DEFAULT, "name": "j", "eval": {"every": 3}}), encoding="utf-8")
+    js.write_text(json.dumps({**default_dict(), "name": "j", "eval": {"every": 3}}), encoding="utf-8")
     assert load_config(js).eval.every == 3
     # a config without `methods` runs the default method set
     assert [m.name for m in cfg.methods] == ["npo"]
     js.write_text(json.dumps({"name": "k"}), encoding="utf-8")
-    assert [m.name for m in load_config(js).methods] == [m["name"] for m in DEFAULT["methods"]]
+    assert [m.name for m in load_config(js).methods] == [m["name"] for m in default_dict()["methods"]]
 
 
 @pytest.mark.parametrize("text, where, words", [
@@ -64,6 +63,30 @@ def test_config_errors_name_file_line_and_field(tmp_path, text, where, words):
         load_config(p)
     msg = str(e.value)
     assert f"{p}{where}" in msg and words in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("override, field, words", [
+    ("bta: 0.5", "methods[4].overrides.bta", "unknown setting"),       # a typo of NPO's beta
+    ("beta: x", "methods[4].overrides.beta", "number"),                # the method's Hparams type
+    ("beta: 0", "methods[4].overrides.beta", "beta"),                  # its range
+    ("lr: -1", "methods[4].overrides.lr", "lr"),                       # a trainer setting's range
+])
+def test_fifth_method_override_typo_fails_at_load_within_a_second(tmp_path, override, field, words):
+    """Every method's overrides are typed (its Hparams, the trainer settings) and checked when the
+    config loads, not when the method starts after fine-tuning and four other methods."""
+    import time
+
+    p = tmp_path / "typo.yaml"
+    lines = ["name: typo", "methods:"]
+    lines += [f"  - {{name: {m}, overrides: {{epochs: 1}}}}" for m in ("ga", "gd", "kl", "npo_rt")]
+    lines += ["  - name: npo", "    overrides:", "      epochs: 1", f"      {override}"]
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    t0 = time.perf_counter()
+    with pytest.raises(LumeError) as e:
+        load_config(p)
+    assert time.perf_counter() - t0 < 1.0
+    msg = str(e.value)
+    assert f"{p}:10" in msg and f"'{field}'" in msg and words in msg and "\n" not in msg, msg
 
 
 def test_unknown_method_is_one_line_cli_error(tmp_path, capsys):
@@ -93,27 +116,25 @@ def test_print_config_round_trips(tmp_path, capsys):
 
 
 def test_official_smollm2_config_reads_the_official_data(lume_data, tmp_path, monkeypatch):
-    from lumebench.report.run import prepare_data
+    from lumebench.pipeline.data import prepare_data
 
     monkeypatch.chdir(CONFIGS.parent)  # relative data paths are relative to where `lume run` runs
     cfg = load_config(CONFIGS / "official-smollm2.yaml")
     assert Path(cfg.data.source).resolve() == (lume_data / "official").resolve()
-    bench = prepare_data(cfg, tmp_path / "cache")
+    bench = prepare_data(cfg.data, tmp_path / "cache")
     assert (len(bench.forget), len(bench.retain)) == (2732, 2734)
     assert (len(bench.mia_members), len(bench.mia_nonmembers)) == (150, 150)
     assert not (tmp_path / "cache").exists()  # nothing generated or copied
 
 
 def test_smollm2_science_config_runs_every_method_with_three_seeds():
-    from lumebench.methods.unlearn import resolve_config
+    from lumebench.pipeline.unlearn_config import resolve_config
     from lumebench.registry import METHODS
-    from lumebench.report.config import check_methods
 
     path = "configs/smollm2-science.yaml"
     cfg = load_config(path)
-    check_methods(cfg, path)
     assert cfg.target.model == "smollm2-135m" and len(cfg.seeds) >= 3
     assert {m.name for m in cfg.methods} == set(METHODS.names())  # every registered method
     for m in cfg.methods:
-        method, tcfg = resolve_config(m.name, m.overrides, family="literature")
-        assert tcfg.epochs == 5 and tcfg.lora == (m.name in ("atyaephyra", "zjuklab")), m.name
+        method, cfg_m = resolve_config(m.name, m.overrides, family="literature")
+        assert cfg_m.train.epochs == 5 and cfg_m.lora == (m.name in ("atyaephyra", "zjuklab")), m.name

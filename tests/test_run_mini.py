@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lumebench.cli import main
-from lumebench.report.config import load_config
+from lumebench.pipeline.config import load_config
 from lumebench.report.leaderboard import TARGET_LABEL
 
 MINI = """

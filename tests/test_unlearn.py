@@ -20,8 +20,8 @@ from lumebench.cli import main as lume
 from lumebench.data.records import Benchmark
 from lumebench.eval.evaluate import EvalConfig
 from lumebench.io import iter_jsonl
-from lumebench.methods import unlearn as unlearn_mod
-from lumebench.methods.unlearn import unlearn
+from lumebench.pipeline import unlearn as unlearn_mod
+from lumebench.pipeline.unlearn import unlearn
 from lumebench.registry import METHODS
 
 EVAL = EvalConfig(max_new_tokens=48)
@@ -66,9 +66,10 @@ def short_bench_dir(bench, bench_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def target(bench, tmp_path_factory, one_thread) -> str:
-    from lumebench.train.finetune import FinetuneConfig, build_target
+    from lumebench.pipeline.target import FinetuneConfig, build_target
 
-    cfg = FinetuneConfig(epochs=40, min_steps=0, eval_from=40, tiny=TINY, mixed_precision="no")
+    cfg = FinetuneConfig.for_base("tiny", {"epochs": 40, "min_steps": 0, "eval_from": 40, "tiny": TINY,
+                                            "mixed_precision": "no"})
     path = build_target("tiny", bench, cfg, cache_dir=tmp_path_factory.getbasetemp() / "unlearn-targets")
     info = json.loads((path / "target.json").read_text())
     mem = info["memorisation"]
@@ -322,7 +323,7 @@ def test_sweep_selects_on_validation_rows_only(target, short_bench_dir, tmp_path
     from test_run_mini import _mmlu_sample
 
     from lumebench.data.loaders import load_benchmark
-    from lumebench.report.sweep import split_validation
+    from lumebench.pipeline.sweep import split_validation
 
     bench = load_benchmark(short_bench_dir)
     val, test = split_validation(bench, 0.5, 0)

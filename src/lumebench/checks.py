@@ -289,10 +289,11 @@ def coerce(value: Any, annotation: Any, field: str, **where) -> Any:
 
 
 def check_fields(cls, values: dict, ranges: dict[str, Callable[..., Any]], **where) -> dict:
-    """``values`` (field name -> value) checked against the annotations of dataclass ``cls`` and the
+    """``values`` (field name -> value) checked against the annotations of dataclass ``cls`` (or a
+    ``{name: type}`` mapping, e.g. :meth:`lumebench.train.config.HoldsTrain.setting_types`) and the
     range checker ``ranges[name]`` (called as ``check(value, name)``); returns the converted values.
     Unknown names are the caller's business (it knows what to list)."""
-    hints = typing.get_type_hints(cls)
+    hints = cls if isinstance(cls, dict) else typing.get_type_hints(cls)
     out = {}
     for k, v in values.items():
         v = coerce(v, hints[k], k, **where) if k in hints else v

@@ -34,9 +34,10 @@ class ArgumentParser(argparse.ArgumentParser):
 COMMAND_MODULES = (
     "lumebench.data.commands",      # lume data validate|generate|stats
     "lumebench.eval.commands",      # lume eval, lume score
-    "lumebench.train.commands",     # lume finetune, lume models
-    "lumebench.methods.commands",   # lume unlearn, lume methods
-    "lumebench.report.commands",    # lume run, lume report
+    "lumebench.models.commands",    # lume models
+    "lumebench.pipeline.commands",  # lume finetune, lume unlearn, lume run, lume sweep
+    "lumebench.methods.commands",   # lume methods
+    "lumebench.report.commands",    # lume report
     "lumebench.parity.commands",    # lume parity, lume export
 )
 

@@ -309,7 +309,7 @@ class Method:
                  pad_id: int, seed: int, epochs: int):
         """A custom order of (forget, retain) micro-batches, or None for the trainer's paired epochs.
 
-        Returns an object like :class:`lumebench.methods.unlearn.PairedBatches` minus ``chunk`` and
+        Returns an object like :class:`lumebench.methods.data.PairedBatches` minus ``chunk`` and
         ``__call__``: ``.per_epoch`` (micro-batches that count as one epoch for evaluation),
         ``.total`` and ``.batch(k) -> {"forget": ..., "retain": ...}`` for global micro-batch ``k``.
         """

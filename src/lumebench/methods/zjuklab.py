@@ -71,7 +71,7 @@ class ZJUKLAB(NPO):
 
     def unlearn_composite(self, target, benchmark, method, out_dir, *, overrides, eval_cfg, evaluate):
         from lumebench.io import append_jsonl, atomic_write_json, read_json
-        from lumebench.methods import unlearn as U
+        from lumebench.pipeline import unlearn as U
         from lumebench.progress import log
         from lumebench.provenance import fingerprint, run_meta
 
@@ -100,12 +100,12 @@ class ZJUKLAB(NPO):
                  "n_retain_examples": parts[0]["n_retain_examples"],
                  "steps_per_epoch": parts[0]["steps_per_epoch"], "eval_config": record_cfg["eval"],
                  "parts": [{k: p.get(k) for k in ("status", "steps", "train_wall_s", "final_model")} for p in parts],
-                 "status": "running", **{k: v for k, v in run_meta(cfg.seed, record_cfg, benchmark.fingerprint()).items()
+                 "status": "running", **{k: v for k, v in run_meta(cfg.train.seed, record_cfg, benchmark.fingerprint()).items()
                                          if k != "config"}}
         atomic_write_json(result_path, state)
 
         model, tokenizer = U._load_target(target)
-        bench_eval = U.eval_benchmark(benchmark, cfg.eval_subset, cfg.seed)
+        bench_eval = U.eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed)
         curve = U.read_curve(out_dir)
         done = {r["step"] for r in curve}
 
@@ -122,7 +122,7 @@ class ZJUKLAB(NPO):
         evaluate_at(0, 0.0, model)
         model = self.merge(model, [Path(p["final_model"]).parent / "adapter" for p in parts])
         steps = max(int(p["steps"]) for p in parts)
-        evaluate_at(steps, float(cfg.epochs), model)
+        evaluate_at(steps, float(cfg.train.epochs), model)
         from lumebench.models.checkpoint import save_checkpoint
 
         final_dir = save_checkpoint(model, tokenizer, out_dir / "model")
@@ -130,7 +130,7 @@ class ZJUKLAB(NPO):
         status = "finished" if all(s == "finished" for s in statuses) else \
             "; ".join(f"part {k} {s}" for k, s in enumerate(statuses) if s != "finished")
         curve.sort(key=lambda r: r["step"])
-        state.update({"status": status, "steps": steps, "epochs": float(cfg.epochs),
+        state.update({"status": status, "steps": steps, "epochs": float(cfg.train.epochs),
                       "train_wall_s": round(sum(p.get("train_wall_s") or 0 for p in parts), 1),
                       "wall_s": round(time.time() - t0, 1), "final_model": str(final_dir),
                       "curve": [{k: v for k, v in r.items() if k != "results"} for r in curve],

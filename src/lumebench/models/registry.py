@@ -26,6 +26,10 @@ class ModelSpec:
     needs_finetune: True when the base has not seen the benchmark and must memorise it first
         (``lume finetune``); the official OLMo targets are already fine-tuned.
     params: approximate parameter count, for the listing.
+    unlearn_preset: the unlearning trainer preset of this family (``lumebench.pipeline.unlearn_config
+        .PRESETS``): "literature" (the published 7B recipes) or "tiny" (the from-scratch tiny model).
+    finetune_lr / finetune_min_steps: memorisation fine-tuning defaults (``lume finetune``) when the
+        user gives none: a from-scratch model needs a large lr and many steps, a pretrained one not.
     """
 
     name: str
@@ -40,9 +44,18 @@ class ModelSpec:
     chat_template: bool = False
     needs_finetune: bool = True
     params: str = ""
+    unlearn_preset: str = "literature"
+    finetune_lr: float = 1e-4
+    finetune_min_steps: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def spec_or_default(name) -> ModelSpec:
+    """The registered spec named ``name``, or the defaults of an unregistered model (a path, a hub id)."""
+    name = str(name)
+    return MODELS.get(name) if name in MODELS else ModelSpec(name=name, description="")
 
 
 def _register(spec: ModelSpec) -> ModelSpec:
@@ -54,6 +67,8 @@ TINY = _register(ModelSpec(
     name="tiny",
     description="4-layer Llama + byte-level BPE built from scratch on the benchmark text (tests, default run)",
     offline="build", max_length=1024, params="~4M",
+    # measured in lumebench.pipeline.target.FinetuneConfig and .unlearn_config.PRESETS
+    unlearn_preset="tiny", finetune_lr=5e-3, finetune_min_steps=1800,
 ))
 
 SMOLLM2_135M = _register(ModelSpec(

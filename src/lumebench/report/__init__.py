@@ -1,7 +1,5 @@
-"""Running the whole benchmark and reporting it.
+"""Reporting a run from its result files alone (the run itself is :mod:`lumebench.pipeline`).
 
-- :mod:`~lumebench.report.config` — the ``lume run`` config (YAML/TOML dataclasses, the default);
-- :mod:`~lumebench.report.run` — ``lume run``: data -> target -> methods x seeds -> report, resumable;
 - :mod:`~lumebench.report.results` — reading a run's per-method curves and results;
 - :mod:`~lumebench.report.leaderboard` — ``leaderboard.md`` / ``leaderboard.json``;
 - :mod:`~lumebench.report.plots` — the figures (matplotlib, PNG);

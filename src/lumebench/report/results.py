@@ -1,7 +1,7 @@
 """Read what a run wrote: per-method unlearning curves and the numbers the report shows.
 
-A run folder (``runs/<name>/``, see :mod:`lumebench.report.run`) holds one folder per method and
-seed, each written by :func:`lumebench.methods.unlearn.unlearn`:
+A run folder (``runs/<name>/``, see :mod:`lumebench.pipeline.run`) holds one folder per method and
+seed, each written by :func:`lumebench.pipeline.unlearn.unlearn`:
 
 - ``curve.jsonl``: one line per evaluation, ``{"epoch": e, "step": s, "results": {...}}``; epoch 0
   is the target before unlearning; ``results`` carries the official keys of SPEC.md §2.

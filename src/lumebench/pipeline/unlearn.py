@@ -1,0 +1,341 @@
+"""The unlearning trainer: run one method on a memorised target and evaluate it as it goes.
+
+    result = unlearn("runs/target", benchmark, "npo", "runs/npo", overrides={"beta": 0.5, "lr": 1e-4})
+
+- Data: every forget row and every retain row becomes one example ``prompt + target`` where the
+  prompt is ``tokenizer(input)`` (exactly the evaluation prompt) and the target is
+  ``" " + output`` + EOS; the losses cover the target tokens (``loss_on="all"``: every token).
+- Order: each step pairs one forget batch with one retain batch. The forget set is shuffled once per
+  epoch, the retain set is an endless stream of seeded shuffles (retain cycled); both depend only on
+  ``(seed, step)``, so a resumed run sees the same batches.
+- Training: :func:`lumebench.train.loop.train` (Accelerate, warm-up + schedule, clipping, per-epoch
+  checkpoints and exact resume, NaN/explosion guard).
+- Evaluation: :func:`lumebench.eval.evaluate.evaluate` before training (epoch 0) and after every
+  epoch, or every ``eval_every`` optimizer steps, on the whole benchmark or a fixed subset of
+  ``eval_subset`` documents per split; each result is appended to ``curve.jsonl`` as soon as it
+  exists and is never recomputed on a rerun.
+- Output ``out_dir/``: ``curve.jsonl``, ``unlearn.json`` (method, hyperparameters, seed, versions, data
+  fingerprint, per-epoch scores, status), ``model/`` (safetensors + tokenizer) or ``adapter/`` (LoRA),
+  ``eval/step_<N>/`` (the evaluation engine's files), ``train/`` (the loop's checkpoint and log),
+  ``reference_nll_forget.safetensors`` (NPO's cached reference).
+- Rerunning the same call resumes; if ``unlearn.json`` already records a finished run with the same
+  configuration fingerprint, it is returned without loading anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lumebench import checks, distributed
+from lumebench.data.records import Benchmark
+from lumebench.errors import LumeError
+from lumebench.faults import fault
+from lumebench.io import append_jsonl, atomic_write_json, iter_jsonl, read_json
+from lumebench.methods.base import UnlearnContext
+from lumebench.methods.data import PairedBatches, PlannedBatches, eval_benchmark, tokenize_rows
+from lumebench.methods.params import apply_selection, num_layers
+from lumebench.pipeline.step import Step
+from lumebench.pipeline.unlearn_config import UnlearnConfig, resolve_config
+from lumebench.progress import log
+from lumebench.provenance import fingerprint, run_meta, seed_everything
+from lumebench.registry import METHODS
+
+__all__ = ["unlearn", "UnlearnConfig", "resolve_config", "eval_benchmark", "read_curve", "summarize"]
+
+CURVE = "curve.jsonl"
+RESULT = "unlearn.json"
+
+
+# ----------------------------------------------------------------------------- evaluation records
+
+def summarize(results: dict) -> dict:
+    """The numbers of one evaluation that a curve shows (from the official keys)."""
+    def get(d, *keys):
+        for k in keys:
+            if not isinstance(d, dict) or k not in d:
+                return None
+            d = d[k]
+        return d
+    return {
+        "forget_regurgitation": get(results, "forget-set", "overall-regurgitation-score"),
+        "forget_knowledge": get(results, "forget-set", "overall-knowledge-score"),
+        "retain_regurgitation": get(results, "retain-set", "overall-regurgitation-score"),
+        "retain_knowledge": get(results, "retain-set", "overall-knowledge-score"),
+        "task_aggregate": results.get("harmonic-mean-task-aggregate"),
+        "mia_auc": results.get("mia_loss_acc"),
+        "mia_score": results.get("mia_final_score"),
+        "mmlu": results.get("mmlu_average"),
+        "final_score": results.get("aggregate-score"),
+    }
+
+
+def read_curve(out_dir: Path) -> list[dict]:
+    path = out_dir / CURVE
+    if not path.exists():
+        return []
+    curve = []
+    for line, rec in iter_jsonl(path, tolerate_truncated_tail=True):
+        if isinstance(rec.get("step"), bool) or not isinstance(rec.get("step"), int):
+            raise LumeError(f"expected a whole number of steps, got {rec.get('step')!r}", path=str(path),
+                            line=line, field="step")
+        curve.append(rec)
+    return curve
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+def _target_identity(target) -> tuple[Any, str]:
+    """(what to record about the target, its unlearning preset: ``ModelSpec.unlearn_preset`` of the
+    registered model it is, or was fine-tuned from)."""
+    from lumebench.models.registry import ModelSpec, spec_or_default
+
+    if isinstance(target, (tuple, list)):  # no spec: the literature preset unless ``preset`` is given
+        from lumebench.eval.evaluate import model_digest
+
+        model = target[0]
+        n = sum(p.numel() for p in model.parameters())
+        return {"in_memory": model_digest(model), "parameters": n}, ModelSpec.unlearn_preset
+    spec = str(target)
+    if Path(spec).exists():
+        spec = str(Path(spec).resolve())  # the same run from another working directory
+    ident: dict[str, Any] = {"spec": spec}
+    base = spec
+    meta_path = Path(spec) / "target.json"
+    if meta_path.is_file():
+        meta = read_json(meta_path, expect=dict)
+        ident["target.json"] = fingerprint(meta)
+        base = str(meta.get("base", ""))
+    return ident, spec_or_default(base).unlearn_preset
+
+
+def _load_target(target):
+    if isinstance(target, (tuple, list)):
+        return target[0], target[1]
+    from lumebench.models import load_model
+    with checks.naming("target"):
+        return load_model(str(target))
+
+
+def _evaluate(model, tokenizer, bench: Benchmark, eval_cfg, out_dir: Path) -> dict:
+    from lumebench.eval.evaluate import EvalConfig, evaluate
+
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate(model, tokenizer, bench, eval_cfg if eval_cfg is not None else EvalConfig(),
+                        out_dir=out_dir)
+    finally:
+        model.train(was_training)
+
+
+def _eval_cfg_dict(eval_cfg) -> Any:
+    if eval_cfg is None:
+        return None
+    if dataclasses.is_dataclass(eval_cfg):
+        return {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else str(v))
+                for k, v in asdict(eval_cfg).items()}
+    return str(eval_cfg)
+
+
+def unlearn_step(target, benchmark: Benchmark, method: str, out_dir, overrides: dict, eval_cfg,
+                 evaluate: bool = True):
+    """(step, method object, config, target identity) of one unlearning run: the :class:`Step` in
+    ``out_dir`` keyed by the method, its hyperparameters, the trainer settings, the target, the data
+    and the evaluation settings."""
+    ident, family = _target_identity(target)
+    m, cfg = resolve_config(method, overrides, family=family)
+    # a built target is known by its target.json (content), not where it lies: a run folder moved or
+    # copied with its cache keeps its finished steps
+    target_key = {"target.json": ident["target.json"]} if "target.json" in ident else ident
+    key = {"method": method, "hyperparameters": asdict(m.hp), "config": cfg.to_dict(), "target": target_key,
+           "data": benchmark.fingerprint(), "eval": _eval_cfg_dict(eval_cfg), "evaluate": evaluate}
+    return Step(Path(out_dir), key, what=f"unlearning with {method}"), m, cfg, ident
+
+
+def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: dict | None = None,
+            lora: bool = False, eval_cfg=None, eval_subset: int | None = None,
+            eval_every: str | int = "epoch", evaluate: bool = True) -> dict:
+    """Run ``method`` on ``target`` (a model spec/directory, or a ``(model, tokenizer)`` pair, which is
+    trained in place) and return the content of ``unlearn.json``.
+
+    ``overrides``: method hyperparameters and/or :class:`UnlearnConfig` fields by name. ``lora``,
+    ``eval_subset`` and ``eval_every`` are shortcuts for the same-named settings. ``evaluate=False``
+    skips every evaluation (training only; used by speed benchmarks). A finished run (the step's
+    marker with the same key) is returned without loading anything; an interrupted one resumes.
+    """
+    overrides = dict(overrides or {})
+    if lora:
+        overrides["lora"] = True
+    if eval_subset is not None:
+        overrides.setdefault("eval_subset", eval_subset)
+    if eval_every != "epoch":
+        overrides.setdefault("eval_every", eval_every)
+    job, m, cfg, ident = unlearn_step(target, benchmark, method, out_dir, overrides, eval_cfg, evaluate)
+    if getattr(m, "composite", False):  # e.g. zjuklab: several normal runs, then a merge
+        return m.unlearn_composite(target, benchmark, method, job.folder, overrides=overrides,
+                                   eval_cfg=eval_cfg, evaluate=evaluate)
+    distributed.init()
+    if job.done() is not None:
+        state = read_json(job.folder / RESULT, expect=dict)
+        log.info("%s already finished (%s); returning its result", job.folder, state["status"])
+        return state
+    out: dict = {}
+
+    def compute() -> dict:
+        out["state"] = _run(target, benchmark, method, m, cfg, ident, job, eval_cfg, evaluate)
+        return {k: out["state"].get(k) for k in ("status", "steps", "epochs", "final")}
+
+    job.run(compute)
+    return out["state"]
+
+
+def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident, job: Step, eval_cfg,
+         evaluate: bool) -> dict:
+    """The unlearning run itself (resuming what an interrupted one left in the folder)."""
+    out_dir = job.folder
+    record_cfg, cfg_fp = job.key, job.fingerprint
+    result_path = out_dir / RESULT
+    prev = read_json(result_path, expect=dict) if result_path.exists() else {}
+    if prev.get("config_fingerprint") not in (None, cfg_fp):
+        raise LumeError("this output directory holds a run with another configuration; "
+                        "use another --out or delete it", path=str(result_path))
+    seed_everything(cfg.train.seed)
+    model, tokenizer = _load_target(target)
+    from lumebench.eval.evaluate import model_digest
+
+    target_digest = model_digest(model)
+    if prev.get("target_digest") not in (None, target_digest):
+        raise LumeError(f"this run was started from a target with other weights (digest "
+                        f"{prev['target_digest']}, now {target_digest}); its checkpoint and cached "
+                        f"reference values would not match: use another --out or delete it",
+                        path=str(result_path))
+    if not cfg.lora and cfg.layers is None and cfg.params is None:
+        for key, value in m.default_selection(num_layers(model)).items():
+            setattr(cfg, key, value)
+    model, trainable = apply_selection(model, cfg.selection())
+    log.info("unlearning with %s (%s); training %s (%d tensors)", method,
+             ", ".join(f"{k}={v}" for k, v in asdict(m.hp).items()) or "no hyperparameters",
+             cfg.selection().describe(), len(trainable))
+
+    forget = tokenize_rows(benchmark.forget, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on)
+    retain = tokenize_rows(benchmark.retain, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on)
+    if not forget or not retain:
+        raise LumeError("unlearning needs a non-empty forget set and retain set")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ctx = UnlearnContext(model=model, forget=forget, retain=retain, pad_id=pad_id, lora=cfg.lora,
+                         run_dir=out_dir, batch_size=cfg.train.batch_size, target_digest=target_digest,
+                         tokenizer=tokenizer)
+
+    retain_bs = cfg.retain_batch_size or cfg.train.batch_size
+    plan = m.schedule(forget, retain, batch_size=cfg.train.batch_size, retain_batch_size=retain_bs, pad_id=pad_id,
+                      seed=cfg.train.seed, epochs=cfg.train.epochs)
+    per_epoch = plan.per_epoch if plan is not None else math.ceil(len(forget) / cfg.train.batch_size)
+    total = plan.total if plan is not None else per_epoch * cfg.train.epochs
+    if cfg.train.max_steps is not None:
+        total = min(total, cfg.train.max_steps * cfg.train.grad_accum)
+    chunk = per_epoch if cfg.eval_every == "epoch" else cfg.eval_every * cfg.train.grad_accum
+    batches = (PairedBatches(forget, retain, cfg.train.batch_size, retain_bs, pad_id, cfg.train.seed, total, chunk)
+               if plan is None else PlannedBatches(plan, total, chunk))
+    n_chunks = math.ceil(total / chunk)
+
+    meta = run_meta(cfg.train.seed, record_cfg, benchmark.fingerprint())
+    meta.pop("config")  # recorded below, field by field
+    state: dict[str, Any] = {"method": method, "help": METHODS.entry(method).help, "target": ident,
+                             "target_digest": target_digest, "processes": distributed.world(),
+                             # examples per optimizer step, whatever the number of processes
+                             "effective_batch": {"forget": cfg.train.batch_size * cfg.train.grad_accum,
+                                                 "retain": retain_bs * cfg.train.grad_accum},
+                             "hyperparameters": asdict(m.hp), "config": cfg.to_dict(),
+                             "trainable": cfg.selection().describe(), "n_trainable_tensors": len(trainable),
+                             "n_forget_examples": len(forget), "n_retain_examples": len(retain),
+                             "steps_per_epoch": math.ceil(per_epoch / cfg.train.grad_accum),
+                             "eval_config": record_cfg["eval"], "config_fingerprint": cfg_fp,
+                             "status": "running", **meta}
+    with distributed.main_only() as writer:
+        if writer:
+            atomic_write_json(result_path, state)
+
+    bench_eval = eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed)
+    curve = read_curve(out_dir)
+    done_steps = {rec["step"] for rec in curve}
+
+    def evaluate_at(step: int, model_now) -> dict | None:
+        if not evaluate:
+            return None
+        if step in done_steps:
+            rec = next(r for r in curve if r["step"] == step)
+            return rec
+        ctx.model = model_now
+        with m.evaluated(ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
+            results = _evaluate(shown, tokenizer, bench_eval, eval_cfg, out_dir / "eval" / f"step_{step:06d}")
+        rec = {"epoch": round(step * cfg.train.grad_accum / per_epoch, 4), "step": step, **summarize(results),
+               "results": {k: v for k, v in results.items() if k != "meta"}}
+        with distributed.main_only() as writer:
+            if writer:
+                append_jsonl(out_dir / CURVE, rec)
+        fault("unlearn:after-eval")
+        curve.append(rec)
+        done_steps.add(step)
+        log.info("evaluation at step %d (epoch %s): %s", step, rec["epoch"],
+                 ", ".join(f"{k} {v:.3f}" for k, v in summarize(results).items() if isinstance(v, float)))
+        return rec
+
+    # reference quantities first (the model is still the one before unlearning)
+    m.setup(ctx)
+    evaluate_at(0, model)
+
+    def loss_fn(model_, batch):
+        ctx.model = model_
+        loss, logs = m.loss(ctx, batch["forget"], batch["retain"])
+        return loss, logs
+
+    def on_epoch_end(chunk_index: int, step: int, model_) -> dict | None:
+        rec = evaluate_at(step, model_)
+        return {k: rec[k] for k in ("forget_regurgitation", "retain_regurgitation", "final_score")
+                if rec and isinstance(rec.get(k), (int, float))} or None
+
+    from lumebench.train.loop import is_sharded, save_trained, train
+
+    train_cfg = dataclasses.replace(cfg.train, epochs=n_chunks)  # the loop's "epochs" are evaluation chunks
+    res = train(model, loss_fn, batches, train_cfg, out_dir=out_dir / "train",
+                params=[p for p in model.parameters() if p.requires_grad], on_epoch_end=on_epoch_end)
+    ctx.model = model
+    m.finalize(ctx)
+
+    from lumebench.models.checkpoint import save_checkpoint
+
+    # written by the main process; an FSDP2 model is gathered into one checkpoint first
+    if cfg.lora:  # the adapter itself, and the merged model (what is evaluated and submitted)
+        save_trained(model, out_dir / "adapter",
+                     lambda m, d, **kw: save_checkpoint(m, None, d, merge_adapter=False, **kw))
+    if cfg.lora and is_sharded(model):
+        final_dir = out_dir / "adapter"
+        log.warning("FSDP2 + LoRA: only the adapter is written; `lume export %s --out %s` writes the "
+                    "merged model", final_dir, out_dir / "model")
+    else:
+        final_dir = out_dir / "model"
+        save_trained(model, final_dir, lambda m, d, **kw: save_checkpoint(m, tokenizer, d, **kw))
+    # after a divergence the loop restored the state at the end of the last good epoch
+    good_step = res.steps if not res.diverged else (res.epoch_logs[-1]["step"] if res.epoch_logs else 0)
+    status = res.status if not res.status.startswith("completed") else "finished"
+    state.update({
+        "status": status,
+        "steps": res.steps,
+        "epochs": round(res.steps * cfg.train.grad_accum / per_epoch, 4),
+        "tokens_per_s": res.tokens_per_s,
+        "train_wall_s": res.wall_s,
+        "final_model": str(final_dir),
+        "curve": [{k: v for k, v in r.items() if k != "results"} for r in sorted(curve, key=lambda r: r["step"])],
+        "last_good_step": good_step,
+        "final": next(({k: v for k, v in r.items() if k != "results"}
+                       for r in curve if r["step"] == good_step), None),
+    })
+    with distributed.main_only() as writer:
+        if writer:
+            atomic_write_json(result_path, state)
+    log.info("%s %s after %d steps; results in %s", method, status, res.steps, out_dir)
+    return state
