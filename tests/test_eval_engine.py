@@ -317,3 +317,29 @@ def test_drafter_follows_the_gold_and_extends_loops():
     d = Drafter([8, 1, 2, 9, 1, 2], golds=[[4, 4, 9, 1, 2, 30, 31]])
     assert d.propose(2) == [30, 31]
     assert Drafter([1], golds=[]).propose(4) == []
+
+
+def test_slack_cache_layer_appends_in_place_and_generates_the_same_tokens(bench_and_model, monkeypatch):
+    import torch
+    from transformers import DynamicCache
+
+    from lumebench.eval import generation as G
+
+    cache = G._new_cache()
+    cache.update(torch.ones(2, 3, 5, 4), torch.ones(2, 3, 5, 4), 0)
+    lay = cache.layers[0]
+    buf = lay._kbuf
+    assert lay.keys.shape == (2, 3, 5, 4) and buf.shape[2] >= 5 + G.SLACK_MIN
+    k, v = lay.update(torch.full((2, 3, 1, 4), 2.0), torch.full((2, 3, 1, 4), 3.0))
+    assert lay._kbuf is buf and k.shape == (2, 3, 6, 4)  # no copy: the same buffer grew its view
+    assert torch.equal(k[:, :, :5], torch.ones(2, 3, 5, 4)) and torch.equal(v[:, :, 5], torch.full((2, 3, 4), 3.0))
+    lay.batch_select_indices(torch.tensor([1]))  # an engine edit: the next update adopts the new tensor
+    k, _ = lay.update(torch.zeros(1, 3, 2, 4), torch.zeros(1, 3, 2, 4))
+    assert k.shape == (1, 3, 8, 4) and torch.equal(k[0, :, 5], torch.full((3, 4), 2.0)) and lay._kbuf is not buf
+
+    bench, model, tok = bench_and_model
+    rows = bench.rows[:24]
+    slack = G.generate(model, tok, rows, max_new_tokens=48)
+    monkeypatch.setattr(G, "_new_cache", lambda: DynamicCache())
+    plain = G.generate(model, tok, rows, max_new_tokens=48)
+    assert _ids(slack) == _ids(plain)

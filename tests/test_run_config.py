@@ -21,6 +21,7 @@ def test_default_yaml_is_the_embedded_default():
     assert [m.name for m in cfg.methods] == ["ga", "gd", "kl", "npo", "npo_rt"]
     assert cfg.target.model == "tiny" and cfg.data.source == "generated"
     assert cfg.eval.mmlu_limit is not None  # the default run measures a partial MMLU on purpose
+    assert cfg.seeds == [0, 1, 2] and cfg.eval.mmlu_at == "ends"  # a finding needs several seeds
 
 
 @pytest.mark.parametrize("name", ["default.yaml", "official-smollm2.yaml", "olmo7b-8gpu.yaml", "olmo1b-8gpu.yaml"])
@@ -36,7 +37,7 @@ def test_toml_and_json_configs(tmp_path):
     cfg = load_config(toml)
     assert cfg.name == "t" and cfg.seeds == [1, 2] and cfg.data.docs_per_task == 2
     assert cfg.methods[0].name == "npo" and cfg.methods[0].overrides == {"beta": 0.5}
-    assert cfg.eval.every == "epoch"  # unspecified -> default
+    assert cfg.eval.every == default_config().eval.every == 16  # unspecified -> the default file's
     js = tmp_path / "x.json"
     js.write_text(json.dumps({**default_dict(), "name": "j", "eval": {"every": 3}}), encoding="utf-8")
     assert load_config(js).eval.every == 3
@@ -53,6 +54,7 @@ def test_toml_and_json_configs(tmp_path):
     ("name: x\nmethods:\n  - name: ga\n  - name: ga\n", ":4", "listed twice"),
     ("name: ../escape\n", ":1", "folder"),
     ("name: x\neval:\n  every: 0\n", ":3", "eval.every"),
+    ("name: x\neval:\n  mmlu_at: sometimes\n", ":3", "eval.mmlu_at"),
     ("name: x\nseeds: [0,\n", ":3", "cannot parse"),
     ("name: x\nmethods: []\n", ":2", "no methods"),
 ])

@@ -388,3 +388,28 @@ def test_paper_findings_hold_across_seeds(seed_runs):
     for m in ("gd", "npo_rt"):
         kept = st[m]["retain_regurgitation"]
         assert kept.mean - ga.mean > 0.2 and within_spread(kept, ga) is False, (m, kept, ga)
+
+
+def test_mmlu_at_ends_gives_the_same_final_numbers_without_mmlu_in_between(target, bench, tmp_path):
+    from test_run_mini import _mmlu_sample
+
+    ecfg = dataclasses.replace(EVAL, mmlu=str(_mmlu_sample(tmp_path)), mmlu_limit=1, max_new_tokens=16)
+    over = {"epochs": 3}
+    every = unlearn(target, bench, "gd", tmp_path / "every", eval_cfg=ecfg, overrides=over)
+    ends = unlearn(target, bench, "gd", tmp_path / "ends", eval_cfg=ecfg, overrides={**over, "mmlu_at": "ends"})
+    assert [c["step"] for c in ends["curve"]] == [c["step"] for c in every["curve"]]
+    assert ends["final"] == every["final"] and ends["final"]["mmlu"] is not None
+    assert ends["curve"][0] == every["curve"][0]  # before unlearning: everything
+    between = ends["curve"][1:-1]
+    assert between and all(c["mmlu"] is None and c["final_score"] is None for c in between)
+    for a, b in zip(between, every["curve"][1:-1]):  # the rest of each evaluation is unchanged
+        assert {k: v for k, v in a.items() if k not in ("mmlu", "final_score")} == \
+               {k: v for k, v in b.items() if k not in ("mmlu", "final_score")}
+    # a run that diverges before its last epoch evaluates its last good step again, with MMLU
+    div = unlearn(target, bench, "ga", tmp_path / "div", eval_cfg=ecfg,
+                  overrides={"lr": 1e6, "epochs": 3, "eval_every": 1, "mmlu_at": "ends"})
+    assert div["status"].startswith("diverged at step ")
+    assert div["final"]["step"] == div["last_good_step"] >= 1 and div["final"]["mmlu"] is not None
+    assert [c["step"] for c in div["curve"]] == list(range(div["last_good_step"] + 1))
+    with pytest.raises(Exception, match="mmlu_at"):
+        unlearn(target, bench, "gd", tmp_path / "bad", eval_cfg=ecfg, overrides={"mmlu_at": "sometimes"})

@@ -120,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(_report_crash(e, argv), file=sys.stderr)
         return 1
+    from lumebench.allocator import tune_allocator
     from lumebench.progress import setup_logging
 
+    tune_allocator()
     setup_logging(args.verbose)
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -106,6 +106,9 @@ class EvalSettings:
     mmlu_limit: questions per subject (None = all 14,042; a limit makes the score *partial*).
     engine: ``fast`` (batched, score-preserving early exits) or ``reference`` (the official
         one-prompt-at-a-time protocol); both give the same scores.
+    mmlu_at: ``every`` (MMLU at every evaluation) or ``ends`` (before unlearning and at the last
+        evaluation only: the leaderboard's numbers are the same, the curves between the ends have
+        no MMLU and no final score).
     """
 
     subset: int | None
@@ -116,6 +119,7 @@ class EvalSettings:
     mmlu_source: str
     mmlu_limit: int | None
     engine: str
+    mmlu_at: str = "every"
 
 
 @dataclass
@@ -164,6 +168,8 @@ def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
         raise where.error("expected 'epoch' or a positive number of optimizer steps", ["eval", "every"])
     if cfg.eval.engine not in ("fast", "reference"):
         raise where.error("expected 'fast' or 'reference'", ["eval", "engine"])
+    if cfg.eval.mmlu_at not in ("every", "ends"):
+        raise where.error("expected 'every' or 'ends'", ["eval", "mmlu_at"])
     if cfg.data.source == "generated" and cfg.data.docs_per_task < 1:
         raise where.error("must be >= 1", ["data", "docs_per_task"])
     from lumebench import checks

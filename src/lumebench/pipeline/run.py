@@ -92,6 +92,11 @@ def eval_config(e):
                       mmlu=e.mmlu_source if e.mmlu else None, mmlu_limit=e.mmlu_limit)
 
 
+def eval_overrides(e) -> dict:
+    """Trainer settings that come from the run config's ``eval`` section (beyond every/subset)."""
+    return {"mmlu_at": e.mmlu_at} if e.mmlu_at != "every" else {}
+
+
 def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, ecfg) -> dict:
     """Run one method at one seed: the unlearning :class:`~lumebench.pipeline.step.Step` in its folder
     (reused when done, resumed when interrupted); returns the run's record of it."""
@@ -104,8 +109,9 @@ def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, 
                  "resuming" if (out / "curve.jsonl").exists() else "starting", out)
         with distributed.main_only() as writer:
             if writer:
-                _share_before(run_dir, m.key, seed)
-    result = unlearn(target, bench, m.name, out, overrides={**m.overrides, "seed": seed}, lora=m.lora,
+                _share_before(run_dir, m.key, seed, cfg.eval.subset)
+    overrides = {**m.overrides, "seed": seed, **eval_overrides(cfg.eval)}
+    result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora,
                      eval_cfg=ecfg, eval_subset=cfg.eval.subset, eval_every=cfg.eval.every)
     rec = read_json(out / MARKER, expect=dict) if (out / MARKER).exists() else {}
     marker = {"method": m.name, "label": m.key, "seed": seed, "status": str(result.get("status", "finished")),
@@ -117,7 +123,7 @@ def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, 
     return marker
 
 
-def _share_before(run_dir: Path, label: str, seed: int) -> None:
+def _share_before(run_dir: Path, label: str, seed: int, subset: int | None) -> None:
     """Give a method that has not started the epoch-0 evaluation another method of the same seed made.
 
     Every method of a seed starts from the same target and is evaluated on the same (seeded) subset
@@ -128,7 +134,10 @@ def _share_before(run_dir: Path, label: str, seed: int) -> None:
     out = method_dir(run_dir, label, seed)
     if (out / "curve.jsonl").exists():
         return
-    for other in sorted((run_dir / "methods").glob(f"*/seed{seed}/curve.jsonl")):
+    # without a subset every seed evaluates the same rows of the same target (greedy decoding): the
+    # evaluation before unlearning of any seed serves; with a subset only the same seed's does
+    pattern = f"*/seed{seed}/curve.jsonl" if subset is not None else "*/seed*/curve.jsonl"
+    for other in sorted((run_dir / "methods").glob(pattern)):
         for _, rec in iter_jsonl(other, tolerate_truncated_tail=True):
             if rec.get("step") == 0 and isinstance(rec.get("results"), dict):
                 append_jsonl(out / "curve.jsonl", {**rec, "shared_from": other.parent.parent.name})

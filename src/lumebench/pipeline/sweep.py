@@ -296,7 +296,7 @@ def select(rows: list[dict]) -> dict:
 def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     """Run (or resume) the sweep; returns its folder."""
     from lumebench.report.leaderboard import write_leaderboard
-    from lumebench.pipeline.run import eval_config
+    from lumebench.pipeline.run import eval_config, eval_overrides
     from lumebench.pipeline.target import prepare_target
 
     out = Path(runs_dir) / cfg.name
@@ -312,7 +312,8 @@ def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     cores = os.cpu_count() or 1
     workers = cfg.workers or max(1, cores // max(1, cfg.threads))
     jobs = [{"trial": k, "seed": seed, "target": target, "bench": val, "method": cfg.method, "lora": cfg.lora,
-             "out": out / "trials" / str(k) / f"seed{seed}", "overrides": {**cfg.fixed, **s, "seed": seed},
+             "out": out / "trials" / str(k) / f"seed{seed}", "overrides": {**cfg.fixed, **s, "seed": seed,
+                                                                  **eval_overrides(cfg.eval)},
              "eval_cfg": ecfg, "eval_subset": cfg.eval.subset, "eval_every": cfg.eval.every,
              "threads": cfg.threads, "select_on": cfg.select_on}
             for k, s in enumerate(settings) for seed in cfg.seeds]

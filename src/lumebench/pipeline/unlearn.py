@@ -74,16 +74,18 @@ def summarize(results: dict) -> dict:
 
 
 def read_curve(out_dir: Path) -> list[dict]:
+    """The evaluations of ``curve.jsonl`` in step order; a step evaluated again (with MMLU, after a
+    divergence under ``mmlu_at="ends"``) keeps its last record."""
     path = out_dir / CURVE
     if not path.exists():
         return []
-    curve = []
+    by_step: dict[int, dict] = {}
     for line, rec in iter_jsonl(path, tolerate_truncated_tail=True):
         if isinstance(rec.get("step"), bool) or not isinstance(rec.get("step"), int):
             raise LumeError(f"expected a whole number of steps, got {rec.get('step')!r}", path=str(path),
                             line=line, field="step")
-        curve.append(rec)
-    return curve
+        by_step[rec["step"]] = rec
+    return [by_step[k] for k in sorted(by_step)]
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -263,22 +265,28 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
     curve = read_curve(out_dir)
     done_steps = {rec["step"] for rec in curve}
 
-    def evaluate_at(step: int, model_now) -> dict | None:
+    wants_mmlu = eval_cfg is not None and getattr(eval_cfg, "mmlu", None) is not None
+    curve_cfg = dataclasses.replace(eval_cfg, mmlu=None) if wants_mmlu and cfg.mmlu_at == "ends" else eval_cfg
+
+    def evaluate_at(step: int, model_now, *, last: bool = True, again: bool = False) -> dict | None:
+        """Evaluate (or reuse the curve's record of) ``step``; without MMLU between the ends under
+        ``mmlu_at="ends"``. ``again``: evaluate a step whose record lacks MMLU once more."""
         if not evaluate:
             return None
-        if step in done_steps:
+        if step in done_steps and not again:
             rec = next(r for r in curve if r["step"] == step)
             return rec
         ctx.model = model_now
         with m.evaluated(ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
-            results = _evaluate(shown, tokenizer, bench_eval, eval_cfg, out_dir / "eval" / f"step_{step:06d}")
+            results = _evaluate(shown, tokenizer, bench_eval, eval_cfg if last else curve_cfg,
+                                out_dir / "eval" / f"step_{step:06d}")
         rec = {"epoch": round(step * cfg.train.grad_accum / per_epoch, 4), "step": step, **summarize(results),
                "results": {k: v for k, v in results.items() if k != "meta"}}
         with distributed.main_only() as writer:
             if writer:
                 append_jsonl(out_dir / CURVE, rec)
         fault("unlearn:after-eval")
-        curve.append(rec)
+        curve[:] = [r for r in curve if r["step"] != step] + [rec]
         done_steps.add(step)
         log.info("evaluation at step %d (epoch %s): %s", step, rec["epoch"],
                  ", ".join(f"{k} {v:.3f}" for k, v in summarize(results).items() if isinstance(v, float)))
@@ -294,7 +302,7 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
         return loss, logs
 
     def on_epoch_end(chunk_index: int, step: int, model_) -> dict | None:
-        rec = evaluate_at(step, model_)
+        rec = evaluate_at(step, model_, last=chunk_index + 1 >= n_chunks)
         return {k: rec[k] for k in ("forget_regurgitation", "retain_regurgitation", "final_score")
                 if rec and isinstance(rec.get(k), (int, float))} or None
 
@@ -321,6 +329,10 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
         save_trained(model, final_dir, lambda m, d, **kw: save_checkpoint(m, tokenizer, d, **kw))
     # after a divergence the loop restored the state at the end of the last good epoch
     good_step = res.steps if not res.diverged else (res.epoch_logs[-1]["step"] if res.epoch_logs else 0)
+    final_rec = next((r for r in curve if r["step"] == good_step), None)
+    if cfg.mmlu_at == "ends" and wants_mmlu and final_rec is not None and final_rec.get("mmlu") is None:
+        log.info("the run stopped before its last evaluation: evaluating step %d again, with MMLU", good_step)
+        evaluate_at(good_step, model, again=True)
     status = res.status if not res.status.startswith("completed") else "finished"
     state.update({
         "status": status,

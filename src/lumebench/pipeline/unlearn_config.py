@@ -33,7 +33,7 @@ class UnlearnConfig(HoldsTrain):
                   "log_with")
     ORDER = ("lr", "epochs", "batch_size", "retain_batch_size", "grad_accum", "warmup_ratio", "lr_schedule",
              "weight_decay", "max_grad_norm", "mixed_precision", "explode_grad_norm", "max_steps", "seed",
-             "max_length", "loss_on", "eval_every", "eval_subset", "preset", "layers", "params", "lora", "lora_r",
+             "max_length", "loss_on", "eval_every", "eval_subset", "mmlu_at", "preset", "layers", "params", "lora", "lora_r",
              "lora_alpha", "lora_dropout", "distributed", "log_with")
 
     # the training run: lr, epochs, batch_size (forget examples per step), grad_accum, warm-up and
@@ -45,6 +45,9 @@ class UnlearnConfig(HoldsTrain):
     loss_on: str = "target"         # "target": the row's output tokens; "all": prompt too
     eval_every: str | int = "epoch"  # "epoch" or a number of optimizer steps
     eval_subset: int | None = None  # evaluate on this many documents per split (fixed, seeded); None = all
+    # "every": MMLU at every evaluation; "ends": only before unlearning and at the last evaluation
+    # (the numbers the leaderboard reads), so the curve between the ends has no MMLU or final score
+    mmlu_at: str = "every"
     preset: str = "auto"            # "auto" (the target's ModelSpec.unlearn_preset), "tiny", "literature"
     # which weights are trained (see lumebench.methods.params)
     layers: str | None = None
@@ -193,6 +196,8 @@ def resolve_config(method_name: str, overrides: dict, *, family: str = "literatu
         raise LumeError(f"loss_on must be 'target' or 'all', got {cfg.loss_on!r}")
     if not (cfg.eval_every == "epoch" or (isinstance(cfg.eval_every, int) and cfg.eval_every > 0)):
         raise LumeError(f"eval_every must be 'epoch' or a positive number of steps, got {cfg.eval_every!r}")
+    if cfg.mmlu_at not in ("every", "ends"):
+        raise LumeError(f"mmlu_at must be 'every' or 'ends', got {cfg.mmlu_at!r}")
     hp_defaults = {f.name: f.default for f in dataclasses.fields(cls.Hparams)}
     method = cls(cls.Hparams(**_coerce(hp_defaults, {**hp_preset, **hp_over})))
     return method, cfg

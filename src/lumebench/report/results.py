@@ -194,8 +194,9 @@ def read_curve(path: Path) -> list[dict]:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise LumeError(f"expected a number >= 0, got {v!r}", path=str(path), line=line, field=name)
         pts.append(obj)
-    pts.sort(key=lambda p: (p.get("step", 0), p.get("epoch", 0)))
-    return pts
+    pts.sort(key=lambda p: (p.get("step", 0), p.get("epoch", 0)))  # stable: a step's last record last
+    last = {p.get("step", 0): i for i, p in enumerate(pts)}  # a step evaluated again keeps its last record
+    return [p for i, p in enumerate(pts) if last[p.get("step", 0)] == i]
 
 
 def load_method_dir(path: Path, label: str | None = None) -> MethodRun:
