@@ -66,6 +66,7 @@ clean_up_tokenization_spaces=False``, then the transformers-4 clean-up applied e
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
@@ -308,6 +309,7 @@ def _left_padded(prompts: list[list[int]], pad_id: int, device):
     return ids.to(device), mask.to(device)
 
 
+@functools.cache
 def _slack_layer_class():
     """``DynamicLayer`` that appends into spare room instead of concatenating.
 
@@ -326,7 +328,7 @@ def _slack_layer_class():
 
         def _owns(self) -> bool:
             kb, k, v = self._kbuf, self.keys, self.values
-            return (kb is not None and k.dim() == 4 and k.data_ptr() == kb.data_ptr() and k.shape[0] == kb.shape[0]
+            return (kb is not None and k.data_ptr() == kb.data_ptr() and k.shape[0] == kb.shape[0]
                     and k.stride() == kb.stride() and v.data_ptr() == self._vbuf.data_ptr()
                     and v.stride() == self._vbuf.stride())
 
@@ -358,22 +360,16 @@ def _new_cache():
     """A ``DynamicCache`` whose layers append in place (see :func:`_slack_layer_class`)."""
     from transformers import DynamicCache
 
-    global _SLACK
-    if _SLACK is None:
-        _SLACK = _slack_layer_class()
     cache = DynamicCache()
-    cache.layer_class_to_replicate = _SLACK
+    cache.layer_class_to_replicate = _slack_layer_class()
     return cache
-
-
-_SLACK = None
 
 
 def _plain_dynamic(cache) -> bool:
     """Every layer is a plain growing layer (no sliding window, no static size): the engine may edit it."""
     from transformers.cache_utils import DynamicLayer
 
-    return all(type(layer) in (DynamicLayer, _SLACK) for layer in cache.layers)
+    return all(type(layer) in (DynamicLayer, _slack_layer_class()) for layer in cache.layers)
 
 
 def _run_batch(model, tokenizer, rows: list[Row], prompts: list[list[int]], *, max_new_tokens,

@@ -93,8 +93,11 @@ def eval_config(e):
 
 
 def eval_overrides(e) -> dict:
-    """Trainer settings that come from the run config's ``eval`` section (beyond every/subset)."""
-    return {"mmlu_at": e.mmlu_at} if e.mmlu_at != "every" else {}
+    """The unlearning settings the run config's ``eval`` section sets (where they differ from the
+    unlearning defaults); a method's own overrides are laid over them."""
+    out = {"eval_subset": e.subset, "eval_every": e.every, "mmlu_at": e.mmlu_at}
+    defaults = {"eval_subset": None, "eval_every": "epoch", "mmlu_at": "every"}
+    return {k: v for k, v in out.items() if v != defaults[k]}
 
 
 def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, ecfg) -> dict:
@@ -110,9 +113,8 @@ def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, 
         with distributed.main_only() as writer:
             if writer:
                 _share_before(run_dir, m.key, seed, cfg.eval.subset)
-    overrides = {**m.overrides, "seed": seed, **eval_overrides(cfg.eval)}
-    result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora,
-                     eval_cfg=ecfg, eval_subset=cfg.eval.subset, eval_every=cfg.eval.every)
+    overrides = {**eval_overrides(cfg.eval), **m.overrides, "seed": seed}
+    result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora, eval_cfg=ecfg)
     rec = read_json(out / MARKER, expect=dict) if (out / MARKER).exists() else {}
     marker = {"method": m.name, "label": m.key, "seed": seed, "status": str(result.get("status", "finished")),
               "wall_seconds": rec.get("wall_s"), "cpu_seconds": rec.get("cpu_s"), "resumed": rec.get("resumed"),
@@ -124,11 +126,12 @@ def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, 
 
 
 def _share_before(run_dir: Path, label: str, seed: int, subset: int | None) -> None:
-    """Give a method that has not started the epoch-0 evaluation another method of the same seed made.
+    """Give a method that has not started the epoch-0 evaluation the one another method made: of any
+    seed without a subset, of the same seed with one (the subset is drawn with the seed).
 
-    Every method of a seed starts from the same target and is evaluated on the same (seeded) subset
-    with the same settings, so the evaluation before unlearning is identical; ``unlearn`` never
-    recomputes a step already in its ``curve.jsonl``, so this saves one evaluation per extra method.
+    Every method starts from the same target and is evaluated on the same rows with the same
+    settings (greedy decoding), so the evaluation before unlearning is identical; ``unlearn`` never
+    recomputes a step already in its ``curve.jsonl``, so this saves one evaluation per extra run.
     (LoRA starts with a zero update, so its epoch 0 is the same model too.)
     """
     out = method_dir(run_dir, label, seed)

@@ -224,7 +224,7 @@ def run_trial(job: dict) -> dict:
         setup_logging()
     torch.set_num_threads(job["threads"])
     r = unlearn(job["target"], job["bench"], job["method"], job["out"], overrides=job["overrides"],
-                lora=job["lora"], eval_cfg=job["eval_cfg"], eval_subset=job["eval_subset"], eval_every=job["eval_every"])
+                lora=job["lora"], eval_cfg=job["eval_cfg"])
     return {"trial": job["trial"], "seed": job["seed"], "status": r["status"], "final": r.get("final") or {},
             "out": str(job["out"])}
 
@@ -312,9 +312,9 @@ def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     cores = os.cpu_count() or 1
     workers = cfg.workers or max(1, cores // max(1, cfg.threads))
     jobs = [{"trial": k, "seed": seed, "target": target, "bench": val, "method": cfg.method, "lora": cfg.lora,
-             "out": out / "trials" / str(k) / f"seed{seed}", "overrides": {**cfg.fixed, **s, "seed": seed,
-                                                                  **eval_overrides(cfg.eval)},
-             "eval_cfg": ecfg, "eval_subset": cfg.eval.subset, "eval_every": cfg.eval.every,
+             "out": out / "trials" / str(k) / f"seed{seed}", "overrides": {**eval_overrides(cfg.eval), **cfg.fixed, **s,
+                                                                  "seed": seed},
+             "eval_cfg": ecfg,
              "threads": cfg.threads, "select_on": cfg.select_on}
             for k, s in enumerate(settings) for seed in cfg.seeds]
     log.info("sweep %s: %d settings x %d seed(s) of %s on the validation rows, %d process(es)", cfg.name,

@@ -265,7 +265,7 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
     curve = read_curve(out_dir)
     done_steps = {rec["step"] for rec in curve}
 
-    wants_mmlu = eval_cfg is not None and getattr(eval_cfg, "mmlu", None) is not None
+    wants_mmlu = eval_cfg is not None and eval_cfg.mmlu is not None
     curve_cfg = dataclasses.replace(eval_cfg, mmlu=None) if wants_mmlu and cfg.mmlu_at == "ends" else eval_cfg
 
     def evaluate_at(step: int, model_now, *, last: bool = True, again: bool = False) -> dict | None:
