@@ -35,6 +35,7 @@ methods:
 eval: {max_new_tokens: 16, mmlu: true, mmlu_source: {MMLU}, mmlu_limit: 1}
 seeds: [0, 1]
 threads: 1
+workers: 2                     # method runs on 2 processes (test_parallel_and_serial_...)
 """
 # fine-tuning kept short: the test checks the plumbing, not how well the tiny target memorises
 FINETUNE = "{epochs: 3, min_steps: 0}"
@@ -148,6 +149,34 @@ def test_seeds_give_mean_and_std_of_the_final_evaluations(mini_run):
     for key, stat in target["metrics"].items():
         if stat["n"]:
             assert stat["n"] == 2 and stat["std"] == pytest.approx(0.0, abs=1e-12), key
+
+
+def _results_of(run_dir: Path) -> dict:
+    """Every evaluation's results of every method run, by (label, seed, step)."""
+    out = {}
+    for curve in sorted((run_dir / "methods").glob("*/seed*/curve.jsonl")):
+        for line in curve.read_text().splitlines():
+            rec = json.loads(line)
+            out[(curve.parent.parent.name, curve.parent.name, rec["step"])] = rec["results"]
+    return out
+
+
+def test_parallel_and_serial_method_runs_give_the_same_numbers(mini_run, tmp_path, capsys):
+    """The module's run used 2 processes of 1 thread (the first method run alone, on 2 threads); the
+    same config with workers 1, all in one process, gives bit-identical evaluations."""
+    cfg, runs, run_dir = mini_run
+    assert json.loads((run_dir / "config.json").read_text())["workers"] == 2
+    serial = tmp_path / "runs"
+    shutil.copytree(runs / ".cache", serial / ".cache")  # the same target and data, not rebuilt
+    one = tmp_path / "serial.yaml"
+    one.write_text(cfg.read_text().replace("workers: 2 ", "workers: 1 "), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["run", str(one), "--runs-dir", str(serial)]) == 0
+    a, b = _results_of(run_dir), _results_of(serial / "mini")
+    assert len(a) >= 10 and a.keys() == b.keys()  # 3 methods x 2 seeds x (before, after; ga-guard diverges)
+    assert a == b
+    assert json.loads((serial / "mini" / "leaderboard.json").read_text())["rows"] == \
+        json.loads((run_dir / "leaderboard.json").read_text())["rows"]
 
 
 def test_rerun_resumes_without_recomputing(mini_run, tmp_path, capsys):

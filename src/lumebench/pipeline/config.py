@@ -130,7 +130,10 @@ class RunConfig:
     methods: the methods to run, in leaderboard order.
     seeds: unlearning seeds; every method runs once per seed from the same target, and the
         leaderboard shows mean ± std over them.
-    threads: torch CPU threads (None = torch's default).
+    threads: torch CPU threads of each process (None = torch's default: every core).
+    workers: method runs at once, each in its own process of ``threads`` threads (None = the CPU
+        cores divided by ``threads``, or 1 when ``threads`` is torch's default). Results do not
+        depend on it (nor on ``threads``): a resumed run may change both.
     """
 
     name: str
@@ -140,6 +143,7 @@ class RunConfig:
     eval: EvalSettings
     seeds: list[int]
     threads: int | None
+    workers: int | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -181,6 +185,7 @@ def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
             (["eval", "mmlu_limit"], e.mmlu_limit, checks.positive_int),
             (["eval", "mmlu_source"], e.mmlu_source if e.mmlu else None, checks.mmlu_source),
             (["threads"], cfg.threads, checks.positive_int),
+            (["workers"], cfg.workers, checks.positive_int),
             (["data", "seed"], cfg.data.seed, checks.seed),
             *((["seeds", i], s, checks.seed) for i, s in enumerate(cfg.seeds))):
         if value is not None:

@@ -62,7 +62,7 @@ def _diff(old: dict, new: dict, prefix: str = "") -> str | None:
 
 
 #: config fields that do not change any result (a resumed run may set them differently)
-NOT_RESULTS = ("threads",)
+NOT_RESULTS = ("threads", "workers")
 
 
 def _save_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -169,10 +169,77 @@ def _set_threads(cfg: RunConfig) -> None:
         torch.set_num_threads(cfg.threads)
 
 
+def _method_job(job: tuple) -> tuple[str, dict]:
+    """One method run (process entry point of the parallel pool)."""
+    cfg, seed, m, target, bench, run_dir = job
+    return f"{m.key}/seed{seed}", run_method(cfg, m, seed, target, bench, run_dir, eval_config(cfg.eval))
+
+
+def _first_of_each_share_group(cfg: RunConfig, jobs: list[tuple], run_dir: Path) -> list[tuple]:
+    """The jobs to run before the others so that those can reuse their evaluation before unlearning
+    (:func:`_share_before`): one for the whole run without a subset, one per seed with one; none
+    where a finished or started run already has it."""
+    def group(seed: int):
+        return seed if cfg.eval.subset is not None else None
+
+    have = set()
+    for curve in (run_dir / "methods").glob("*/seed*/curve.jsonl"):
+        if any(rec.get("step") == 0 for _, rec in iter_jsonl(curve, tolerate_truncated_tail=True)):
+            have.add(group(int(curve.parent.name[len("seed"):])))
+    first = {}
+    for seed, m in jobs:
+        first.setdefault(group(seed), (seed, m))
+    return [j for g, j in first.items() if g not in have]
+
+
+def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir: Path, main: bool) -> dict:
+    """Every (seed, method) run: in this process, or on ``workers`` processes (the first run of each
+    group sharing an evaluation before unlearning goes first, on all the threads)."""
+    from lumebench.pipeline.workers import auto_workers, run_jobs
+    from lumebench.report.leaderboard import write_leaderboard
+
+    todo = [j for j in jobs if not (method_dir(run_dir, j[1].key, j[0]) / MARKER).exists()]
+    workers = cfg.workers or auto_workers(cfg.threads, len(todo))
+    if distributed.world() > 1:
+        workers = 1  # under a launcher the processes share each run instead
+    markers, spent, t0 = {}, [], [time.time()]
+    n = len(jobs)
+
+    def done(job: tuple, res: tuple[str, dict]) -> None:
+        markers[res[0]] = res[1]
+        if main:
+            write_leaderboard(run_dir)  # an interrupted run still has the leaderboard of what finished
+        if job in todo:
+            spent.append(time.time() - t0[0])
+            t0[0] = time.time()
+        left = n - len(markers)
+        if left and spent:
+            per = sum(spent) / len(spent)  # wall seconds per finished run, with `workers` at once
+            log.info("%d of %d method runs done; about %.0f min left", len(markers), n, left * per / 60)
+
+    if workers <= 1:
+        for i, (seed, m) in enumerate(jobs, 1):
+            log.info("[%d/%d] %s, seed %d", i, n, m.key, seed)
+            done((seed, m), _method_job((cfg, seed, m, target, bench, run_dir)))
+        return markers
+    for seed, m in jobs:  # finished runs: read back here
+        if (seed, m) not in todo:
+            done((seed, m), _method_job((cfg, seed, m, target, bench, run_dir)))
+    first = _first_of_each_share_group(cfg, todo, run_dir)
+    rest = [j for j in todo if j not in first]
+    log.info("%d method runs on %d processes of %s thread(s) each%s", len(todo), workers, cfg.threads or "all",
+             f", after {len(first)} that evaluate the target before unlearning once" if first else "")
+    w_first = max(1, min(workers, len(first)))
+    threads_first = max(1, (cfg.threads or 1) * workers // w_first)
+    for pairs, w, threads in ((first, w_first, threads_first), (rest, workers, cfg.threads)):
+        run_jobs(_method_job, [(cfg, seed, m, target, bench, run_dir) for seed, m in pairs], w, threads,
+                 on_done=lambda job, res: done((job[1], job[2]), res))
+    return {f"{m.key}/seed{seed}": markers[f"{m.key}/seed{seed}"] for seed, m in jobs}
+
+
 def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None = None) -> Path:
     """Run (or resume) the benchmark described by ``cfg``; returns the run folder."""
     from lumebench.report.html import build_report
-    from lumebench.report.leaderboard import write_leaderboard
 
     t_start = time.time()
     distributed.init()
@@ -207,23 +274,8 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     if main:
         atomic_write_json(prov_path, prov)
 
-    ecfg = eval_config(cfg.eval)
     jobs = [(seed, m) for seed in cfg.seeds for m in cfg.methods]
-    markers, spent = {}, []
-    for i, (seed, m) in enumerate(jobs, 1):
-        log.info("[%d/%d] %s, seed %d", i, len(jobs), m.key, seed)
-        t0 = time.time()
-        was_done = (method_dir(run_dir, m.key, seed) / MARKER).exists()
-        markers[f"{m.key}/seed{seed}"] = run_method(cfg, m, seed, target, bench, run_dir, ecfg)
-        if main:
-            write_leaderboard(run_dir)  # an interrupted run still has the leaderboard of what finished
-        if not was_done:
-            spent.append(time.time() - t0)
-        left = len(jobs) - i
-        if left and spent:
-            log.info("%d of %d method runs done; about %.0f min left (%.0f s per method run so far)",
-                     i, len(jobs), left * (sum(spent) / len(spent)) / 60, sum(spent) / len(spent))
-
+    markers = _run_methods(cfg, jobs, target, bench, run_dir, main)
     timings["methods"] = clock.lap()
     if not main:  # the main process writes the report
         distributed.barrier()

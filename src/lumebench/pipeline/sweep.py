@@ -38,7 +38,6 @@ import dataclasses
 import itertools
 import json
 import math
-import os
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from lumebench.io import atomic_write_json, atomic_write_text
 from lumebench.progress import log
 from lumebench.pipeline.config import NAME_RE, DataConfig, EvalSettings, TargetConfig, default_dict
 from lumebench.pipeline.configfile import build, locator, merged, read_config_file
+from lumebench.pipeline.workers import cpu_cores, run_jobs
 
 
 @dataclass
@@ -215,37 +215,20 @@ def validation_and_test(cfg: SweepConfig, cache: Path) -> tuple[Benchmark, Bench
 
 def run_trial(job: dict) -> dict:
     """One (setting, seed) on the validation rows: a normal resumable ``unlearn`` run (process entry point)."""
-    import torch
-
     from lumebench.pipeline.unlearn import unlearn
-    from lumebench.progress import setup_logging
 
-    if os.environ.get("LUMEBENCH_SWEEP_CHILD"):
-        setup_logging()
-    torch.set_num_threads(job["threads"])
     r = unlearn(job["target"], job["bench"], job["method"], job["out"], overrides=job["overrides"],
                 lora=job["lora"], eval_cfg=job["eval_cfg"])
     return {"trial": job["trial"], "seed": job["seed"], "status": r["status"], "final": r.get("final") or {},
             "out": str(job["out"])}
 
 
-def _run_jobs(jobs: list[dict], workers: int) -> list[dict]:
-    if workers <= 1 or len(jobs) <= 1:
-        return [run_trial(j) for j in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _run_trials(jobs: list[dict], workers: int, threads: int) -> list[dict]:
+    def done(job: dict, res: dict) -> None:
+        log.info("sweep: trial %d seed %d %s (%s %s)", res["trial"], res["seed"], res["status"],
+                 job["select_on"], res["final"].get(job["select_on"]))
 
-    os.environ["LUMEBENCH_SWEEP_CHILD"] = "1"
-    out = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_trial, j) for j in jobs]
-        for f in as_completed(futures):
-            res = f.result()
-            log.info("sweep: trial %d seed %d %s (%s %s)", res["trial"], res["seed"], res["status"],
-                     jobs[0]["select_on"], res["final"].get(jobs[0]["select_on"]))
-            out.append(res)
-    os.environ.pop("LUMEBENCH_SWEEP_CHILD", None)
-    return sorted(out, key=lambda r: (r["trial"], r["seed"]))
+    return run_jobs(run_trial, jobs, workers, threads, on_done=done)
 
 
 def _fmt(v: Any) -> str:
@@ -309,17 +292,15 @@ def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     atomic_write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "settings": settings,
                                            "validation_fingerprint": val.fingerprint(),
                                            "test_fingerprint": test.fingerprint(), "target": str(target)})
-    cores = os.cpu_count() or 1
-    workers = cfg.workers or max(1, cores // max(1, cfg.threads))
+    workers = cfg.workers or max(1, cpu_cores() // max(1, cfg.threads))
     jobs = [{"trial": k, "seed": seed, "target": target, "bench": val, "method": cfg.method, "lora": cfg.lora,
              "out": out / "trials" / str(k) / f"seed{seed}", "overrides": {**eval_overrides(cfg.eval), **cfg.fixed, **s,
                                                                   "seed": seed},
-             "eval_cfg": ecfg,
-             "threads": cfg.threads, "select_on": cfg.select_on}
+             "eval_cfg": ecfg, "select_on": cfg.select_on}
             for k, s in enumerate(settings) for seed in cfg.seeds]
     log.info("sweep %s: %d settings x %d seed(s) of %s on the validation rows, %d process(es)", cfg.name,
              len(settings), len(cfg.seeds), cfg.method, min(workers, len(jobs)))
-    results = _run_jobs(jobs, min(workers, len(jobs)))
+    results = _run_trials(jobs, workers, cfg.threads)
     rows, table = trials_table(cfg, settings, results)
     atomic_write_json(out / "trials.json", rows)
     atomic_write_text(out / "trials.md", table)
@@ -330,7 +311,7 @@ def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
              best["trial"], json.dumps(best["setting"]), cfg.select_on, best["score_mean"])
     test_jobs = [{**j, "bench": test, "trial": best["trial"], "out": out / "test" / cfg.method / f"seed{j['seed']}"}
                  for j in jobs if j["trial"] == best["trial"]]
-    _run_jobs(test_jobs, min(workers, len(test_jobs)))
+    _run_trials(test_jobs, workers, cfg.threads)
     write_leaderboard(out / "test")
     print(table, end="")
     print(f"\nselected: trial {best['trial']} {json.dumps(best['setting'])} "
