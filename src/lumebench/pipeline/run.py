@@ -162,11 +162,21 @@ class _Clock:
         return out
 
 
-def _set_threads(cfg: RunConfig) -> None:
+def _workers(cfg: RunConfig, n_runs: int) -> int:
+    """Method-run processes: the config's ``workers``, or cores / threads; 1 under a launcher (whose
+    processes share each run instead)."""
+    from lumebench.pipeline.workers import auto_workers
+
+    return 1 if distributed.world() > 1 else (cfg.workers or auto_workers(cfg.threads, n_runs))
+
+
+def _set_threads(cfg: RunConfig, workers: int) -> None:
+    """This process's threads: ``threads``, times the workers when method runs go on several
+    processes (the stages run here, fine-tuning the target, have the cores to themselves)."""
     if cfg.threads:
         import torch
 
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(cfg.threads * workers)
 
 
 def _method_job(job: tuple) -> tuple[str, dict]:
@@ -195,13 +205,11 @@ def _first_of_each_share_group(cfg: RunConfig, jobs: list[tuple], run_dir: Path)
 def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir: Path, main: bool) -> dict:
     """Every (seed, method) run: in this process, or on ``workers`` processes (the first run of each
     group sharing an evaluation before unlearning goes first, on all the threads)."""
-    from lumebench.pipeline.workers import auto_workers, run_jobs
+    from lumebench.pipeline.workers import run_jobs
     from lumebench.report.leaderboard import write_leaderboard
 
     todo = [j for j in jobs if not (method_dir(run_dir, j[1].key, j[0]) / MARKER).exists()]
-    workers = cfg.workers or auto_workers(cfg.threads, len(todo))
-    if distributed.world() > 1:
-        workers = 1  # under a launcher the processes share each run instead
+    workers = _workers(cfg, len(todo))
     markers, spent, t0 = {}, [], [time.time()]
     n = len(jobs)
 
@@ -218,6 +226,7 @@ def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir:
             log.info("%d of %d method runs done; about %.0f min left", len(markers), n, left * per / 60)
 
     if workers <= 1:
+        _set_threads(cfg, 1)
         for i, (seed, m) in enumerate(jobs, 1):
             log.info("[%d/%d] %s, seed %d", i, n, m.key, seed)
             done((seed, m), _method_job((cfg, seed, m, target, bench, run_dir)))
@@ -249,7 +258,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     cache = runs_dir / ".cache"
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_config(run_dir, cfg)
-    _set_threads(cfg)
+    _set_threads(cfg, _workers(cfg, len(cfg.seeds) * len(cfg.methods)))
     log.info("run %s: %d method(s) x %d seed(s) into %s", cfg.name, len(cfg.methods), len(cfg.seeds), run_dir)
 
     prov_path = run_dir / "run.json"
