@@ -8,7 +8,7 @@ repeated (the official script pads the last batch with repeated rows when the co
 so every row is scored exactly once. With one process each function is the engine itself.
 
 Every process must hold the whole model (DDP, one device per process, or an FSDP2 model inside
-:func:`lumebench.train.loop.unsharded`): the processes then run different numbers of forward passes
+:func:`lumebench.train.weights.unsharded`): the processes then run different numbers of forward passes
 without talking to each other until the gather.
 """
 

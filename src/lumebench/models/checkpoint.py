@@ -110,7 +110,7 @@ def save_checkpoint(model, tokenizer, directory: str | Path, *, merge_adapter: b
     sibling folder first, then each file is renamed into place (a reader never sees a half-written
     file), and weight files of an earlier save that the new one does not have are removed. Other
     files in ``directory`` (logs, ``target.json``) are left alone. ``state_dict``: the full weights
-    of a model whose own parameters are sharded (FSDP2, :func:`lumebench.train.loop.full_state_dict`);
+    of a model whose own parameters are sharded (FSDP2, :func:`lumebench.train.weights.full_state_dict`);
     not with ``merge_adapter``."""
     from transformers.utils import logging as hf_logging
 

@@ -292,7 +292,8 @@ def _finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig, step: Step, 
     """Train the target into ``step.folder`` and write ``target.json``; the step's result."""
     from lumebench.models.checkpoint import save_checkpoint
     from lumebench.train.batches import EpochBatches, causal_lm_loss
-    from lumebench.train.loop import save_trained, train, unsharded
+    from lumebench.train.loop import train
+    from lumebench.train.weights import save_trained, unsharded
 
     t0 = time.perf_counter()
     out_dir = step.folder

@@ -34,10 +34,11 @@ from lumebench import checks, distributed
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
 from lumebench.faults import fault
-from lumebench.io import append_jsonl, atomic_write_json, iter_jsonl, read_json
+from lumebench.io import append_jsonl, atomic_write_json, read_json
 from lumebench.methods.base import UnlearnContext
 from lumebench.methods.data import PairedBatches, PlannedBatches, eval_benchmark, tokenize_rows
 from lumebench.methods.params import apply_selection, num_layers
+from lumebench.pipeline.curve import CURVE, read_curve, summarize
 from lumebench.pipeline.step import Step
 from lumebench.pipeline.unlearn_config import UnlearnConfig, resolve_config
 from lumebench.progress import log
@@ -46,46 +47,7 @@ from lumebench.registry import METHODS
 
 __all__ = ["unlearn", "UnlearnConfig", "resolve_config", "eval_benchmark", "read_curve", "summarize"]
 
-CURVE = "curve.jsonl"
 RESULT = "unlearn.json"
-
-
-# ----------------------------------------------------------------------------- evaluation records
-
-def summarize(results: dict) -> dict:
-    """The numbers of one evaluation that a curve shows (from the official keys)."""
-    def get(d, *keys):
-        for k in keys:
-            if not isinstance(d, dict) or k not in d:
-                return None
-            d = d[k]
-        return d
-    return {
-        "forget_regurgitation": get(results, "forget-set", "overall-regurgitation-score"),
-        "forget_knowledge": get(results, "forget-set", "overall-knowledge-score"),
-        "retain_regurgitation": get(results, "retain-set", "overall-regurgitation-score"),
-        "retain_knowledge": get(results, "retain-set", "overall-knowledge-score"),
-        "task_aggregate": results.get("harmonic-mean-task-aggregate"),
-        "mia_auc": results.get("mia_loss_acc"),
-        "mia_score": results.get("mia_final_score"),
-        "mmlu": results.get("mmlu_average"),
-        "final_score": results.get("aggregate-score"),
-    }
-
-
-def read_curve(out_dir: Path) -> list[dict]:
-    """The evaluations of ``curve.jsonl`` in step order; a step evaluated again (with MMLU, after a
-    divergence under ``mmlu_at="ends"``) keeps its last record."""
-    path = out_dir / CURVE
-    if not path.exists():
-        return []
-    by_step: dict[int, dict] = {}
-    for line, rec in iter_jsonl(path, tolerate_truncated_tail=True):
-        if isinstance(rec.get("step"), bool) or not isinstance(rec.get("step"), int):
-            raise LumeError(f"expected a whole number of steps, got {rec.get('step')!r}", path=str(path),
-                            line=line, field="step")
-        by_step[rec["step"]] = rec
-    return [by_step[k] for k in sorted(by_step)]
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -199,10 +161,44 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
          evaluate: bool) -> dict:
     """The unlearning run itself (resuming what an interrupted one left in the folder)."""
     out_dir = job.folder
-    record_cfg, cfg_fp = job.key, job.fingerprint
-    result_path = out_dir / RESULT
+    model, tokenizer, trainable, target_digest = _open_run(target, method, m, cfg, job)
+    data = _prepare_data(benchmark, tokenizer, model, m, cfg, out_dir, target_digest)
+    state = _start_state(job, benchmark, method, m, cfg, ident, target_digest, trainable, data)
+    evaluator = _Evaluator(m, data.ctx, tokenizer, eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed),
+                           eval_cfg, cfg, out_dir, data.per_epoch, enabled=evaluate)
+
+    # reference quantities first (the model is still the one before unlearning)
+    m.setup(data.ctx)
+    evaluator.at(0, model)
+
+    def loss_fn(model_, batch):
+        data.ctx.model = model_
+        loss, logs = m.loss(data.ctx, batch["forget"], batch["retain"])
+        return loss, logs
+
+    def on_epoch_end(chunk_index: int, step: int, model_) -> dict | None:
+        rec = evaluator.at(step, model_, last=chunk_index + 1 >= data.n_chunks)
+        return {k: rec[k] for k in ("forget_regurgitation", "retain_regurgitation", "final_score")
+                if rec and isinstance(rec.get(k), (int, float))} or None
+
+    from lumebench.train.loop import train
+
+    train_cfg = dataclasses.replace(cfg.train, epochs=data.n_chunks)  # the loop's "epochs" are evaluation chunks
+    res = train(model, loss_fn, data.batches, train_cfg, out_dir=out_dir / "train",
+                params=[p for p in model.parameters() if p.requires_grad], on_epoch_end=on_epoch_end,
+                unit="epoch" if cfg.eval_every == "epoch" else "chunk")
+    data.ctx.model = model
+    m.finalize(data.ctx)
+    final_dir = _save_final(model, tokenizer, cfg, out_dir)
+    return _finish(state, res, evaluator, model, cfg, data.per_epoch, final_dir, job, method)
+
+
+def _open_run(target, method: str, m, cfg: UnlearnConfig, job: Step):
+    """(model, tokenizer, trainable parameters, target digest): the target loaded, checked against
+    what an interrupted run in the folder started from, with the method's parameter selection."""
+    result_path = job.folder / RESULT
     prev = read_json(result_path, expect=dict) if result_path.exists() else {}
-    if prev.get("config_fingerprint") not in (None, cfg_fp):
+    if prev.get("config_fingerprint") not in (None, job.fingerprint):
         raise LumeError("this output directory holds a run with another configuration; "
                         "use another --out or delete it", path=str(result_path))
     seed_everything(cfg.train.seed)
@@ -222,7 +218,24 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
     log.info("unlearning with %s (%s); training %s (%d tensors)", method,
              ", ".join(f"{k}={v}" for k, v in asdict(m.hp).items()) or "no hyperparameters",
              cfg.selection().describe(), len(trainable))
+    return model, tokenizer, trainable, target_digest
 
+
+@dataclasses.dataclass
+class _RunData:
+    """The tokenized splits, the method's context and the loop's batches, cut into evaluation chunks."""
+
+    forget: list
+    retain: list
+    ctx: UnlearnContext
+    retain_bs: int
+    per_epoch: int  # micro-batches per epoch
+    batches: Any    # the loop's epoch_batches: chunk index -> micro-batches
+    n_chunks: int
+
+
+def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig, out_dir: Path,
+                  target_digest: str) -> _RunData:
     forget = tokenize_rows(benchmark.forget, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on)
     retain = tokenize_rows(benchmark.retain, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on)
     if not forget or not retain:
@@ -242,81 +255,79 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
     chunk = per_epoch if cfg.eval_every == "epoch" else cfg.eval_every * cfg.train.grad_accum
     batches = (PairedBatches(forget, retain, cfg.train.batch_size, retain_bs, pad_id, cfg.train.seed, total, chunk)
                if plan is None else PlannedBatches(plan, total, chunk))
-    n_chunks = math.ceil(total / chunk)
+    return _RunData(forget, retain, ctx, retain_bs, per_epoch, batches, math.ceil(total / chunk))
 
+
+def _start_state(job: Step, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident, target_digest: str,
+                 trainable: list, data: _RunData) -> dict:
+    """The content of ``unlearn.json`` while the run is going (written now)."""
+    record_cfg = job.key
     meta = run_meta(cfg.train.seed, record_cfg, benchmark.fingerprint())
     meta.pop("config")  # recorded below, field by field
     state: dict[str, Any] = {"method": method, "help": METHODS.entry(method).help, "target": ident,
                              "target_digest": target_digest, "processes": distributed.world(),
                              # examples per optimizer step, whatever the number of processes
                              "effective_batch": {"forget": cfg.train.batch_size * cfg.train.grad_accum,
-                                                 "retain": retain_bs * cfg.train.grad_accum},
+                                                 "retain": data.retain_bs * cfg.train.grad_accum},
                              "hyperparameters": asdict(m.hp), "config": cfg.to_dict(),
                              "trainable": cfg.selection().describe(), "n_trainable_tensors": len(trainable),
-                             "n_forget_examples": len(forget), "n_retain_examples": len(retain),
-                             "steps_per_epoch": math.ceil(per_epoch / cfg.train.grad_accum),
-                             "eval_config": record_cfg["eval"], "config_fingerprint": cfg_fp,
+                             "n_forget_examples": len(data.forget), "n_retain_examples": len(data.retain),
+                             "steps_per_epoch": math.ceil(data.per_epoch / cfg.train.grad_accum),
+                             "eval_config": record_cfg["eval"], "config_fingerprint": job.fingerprint,
                              "status": "running", **meta}
     with distributed.main_only() as writer:
         if writer:
-            atomic_write_json(result_path, state)
+            atomic_write_json(job.folder / RESULT, state)
+    return state
 
-    bench_eval = eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed)
-    curve = read_curve(out_dir)
-    done_steps = {rec["step"] for rec in curve}
 
-    wants_mmlu = eval_cfg is not None and eval_cfg.mmlu is not None
-    curve_cfg = dataclasses.replace(eval_cfg, mmlu=None) if wants_mmlu and cfg.mmlu_at == "ends" else eval_cfg
+class _Evaluator:
+    """Evaluates the model at a step, or reuses the curve's record of it; appends to ``curve.jsonl``.
 
-    def evaluate_at(step: int, model_now, *, last: bool = True, again: bool = False) -> dict | None:
+    Under ``mmlu_at="ends"`` the evaluations between the ends leave MMLU out (``curve_cfg``).
+    """
+
+    def __init__(self, m, ctx: UnlearnContext, tokenizer, bench_eval: Benchmark, eval_cfg, cfg: UnlearnConfig,
+                 out_dir: Path, per_epoch: int, *, enabled: bool):
+        self.m, self.ctx, self.tokenizer, self.bench_eval = m, ctx, tokenizer, bench_eval
+        self.out_dir, self.per_epoch, self.grad_accum, self.enabled = out_dir, per_epoch, cfg.train.grad_accum, enabled
+        self.eval_cfg = eval_cfg
+        self.wants_mmlu = eval_cfg is not None and eval_cfg.mmlu is not None
+        self.curve_cfg = (dataclasses.replace(eval_cfg, mmlu=None) if self.wants_mmlu and cfg.mmlu_at == "ends"
+                          else eval_cfg)
+        self.curve = read_curve(out_dir)
+        self.done_steps = {rec["step"] for rec in self.curve}
+
+    def at(self, step: int, model_now, *, last: bool = True, again: bool = False) -> dict | None:
         """Evaluate (or reuse the curve's record of) ``step``; without MMLU between the ends under
         ``mmlu_at="ends"``. ``again``: evaluate a step whose record lacks MMLU once more."""
-        if not evaluate:
+        if not self.enabled:
             return None
-        if step in done_steps and not again:
-            rec = next(r for r in curve if r["step"] == step)
-            return rec
-        ctx.model = model_now
-        with m.evaluated(ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
-            results = _evaluate(shown, tokenizer, bench_eval, eval_cfg if last else curve_cfg,
-                                out_dir / "eval" / f"step_{step:06d}")
-        rec = {"epoch": round(step * cfg.train.grad_accum / per_epoch, 4), "step": step, **summarize(results),
+        if step in self.done_steps and not again:
+            return next(r for r in self.curve if r["step"] == step)
+        self.ctx.model = model_now
+        with self.m.evaluated(self.ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
+            results = _evaluate(shown, self.tokenizer, self.bench_eval, self.eval_cfg if last else self.curve_cfg,
+                                self.out_dir / "eval" / f"step_{step:06d}")
+        rec = {"epoch": round(step * self.grad_accum / self.per_epoch, 4), "step": step, **summarize(results),
                "results": {k: v for k, v in results.items() if k != "meta"}}
         with distributed.main_only() as writer:
             if writer:
-                append_jsonl(out_dir / CURVE, rec)
+                append_jsonl(self.out_dir / CURVE, rec)
         fault("unlearn:after-eval")
-        curve[:] = [r for r in curve if r["step"] != step] + [rec]
-        done_steps.add(step)
+        self.curve[:] = [r for r in self.curve if r["step"] != step] + [rec]
+        self.done_steps.add(step)
         log.info("evaluation at step %d (epoch %s): %s", step, rec["epoch"],
                  ", ".join(f"{k} {v:.3f}" for k, v in summarize(results).items() if isinstance(v, float)))
         return rec
 
-    # reference quantities first (the model is still the one before unlearning)
-    m.setup(ctx)
-    evaluate_at(0, model)
 
-    def loss_fn(model_, batch):
-        ctx.model = model_
-        loss, logs = m.loss(ctx, batch["forget"], batch["retain"])
-        return loss, logs
-
-    def on_epoch_end(chunk_index: int, step: int, model_) -> dict | None:
-        rec = evaluate_at(step, model_, last=chunk_index + 1 >= n_chunks)
-        return {k: rec[k] for k in ("forget_regurgitation", "retain_regurgitation", "final_score")
-                if rec and isinstance(rec.get(k), (int, float))} or None
-
-    from lumebench.train.loop import is_sharded, save_trained, train
-
-    train_cfg = dataclasses.replace(cfg.train, epochs=n_chunks)  # the loop's "epochs" are evaluation chunks
-    res = train(model, loss_fn, batches, train_cfg, out_dir=out_dir / "train",
-                params=[p for p in model.parameters() if p.requires_grad], on_epoch_end=on_epoch_end)
-    ctx.model = model
-    m.finalize(ctx)
-
+def _save_final(model, tokenizer, cfg: UnlearnConfig, out_dir: Path) -> Path:
+    """Write the unlearned model (and a LoRA run's adapter); returns the folder of the final model.
+    Written by the main process; an FSDP2 model is gathered into one checkpoint first."""
     from lumebench.models.checkpoint import save_checkpoint
+    from lumebench.train.weights import is_sharded, save_trained
 
-    # written by the main process; an FSDP2 model is gathered into one checkpoint first
     if cfg.lora:  # the adapter itself, and the merged model (what is evaluated and submitted)
         save_trained(model, out_dir / "adapter",
                      lambda m, d, **kw: save_checkpoint(m, None, d, merge_adapter=False, **kw))
@@ -327,12 +338,19 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
     else:
         final_dir = out_dir / "model"
         save_trained(model, final_dir, lambda m, d, **kw: save_checkpoint(m, tokenizer, d, **kw))
+    return final_dir
+
+
+def _finish(state: dict, res, evaluator: _Evaluator, model, cfg: UnlearnConfig, per_epoch: int, final_dir: Path,
+            job: Step, method: str) -> dict:
+    """The final ``unlearn.json`` (after a last evaluation with MMLU if the run stopped early)."""
     # after a divergence the loop restored the state at the end of the last good epoch
     good_step = res.steps if not res.diverged else (res.epoch_logs[-1]["step"] if res.epoch_logs else 0)
+    curve = evaluator.curve
     final_rec = next((r for r in curve if r["step"] == good_step), None)
-    if cfg.mmlu_at == "ends" and wants_mmlu and final_rec is not None and final_rec.get("mmlu") is None:
+    if cfg.mmlu_at == "ends" and evaluator.wants_mmlu and final_rec is not None and final_rec.get("mmlu") is None:
         log.info("the run stopped before its last evaluation: evaluating step %d again, with MMLU", good_step)
-        evaluate_at(good_step, model, again=True)
+        evaluator.at(good_step, model, again=True)
     status = res.status if not res.status.startswith("completed") else "finished"
     state.update({
         "status": status,
@@ -348,6 +366,6 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
     })
     with distributed.main_only() as writer:
         if writer:
-            atomic_write_json(result_path, state)
-    log.info("%s %s after %d steps; results in %s", method, status, res.steps, out_dir)
+            atomic_write_json(job.folder / RESULT, state)
+    log.info("%s %s after %d steps; results in %s", method, status, res.steps, job.folder)
     return state
