@@ -61,8 +61,8 @@ def env(tmp_path_factory) -> dict[str, Path]:
     atomic_write_json(root / "eval" / "mmlu.json", {"average_acc": 0.25, "n": 4})
     # a method folder as `lume unlearn` writes it
     res = json.loads(json.dumps({"forget-set": {"overall-regurgitation-score": 0.5}}))
-    write_jsonl(root / "method" / "curve.jsonl", [{"epoch": 0, "step": 0, "results": res},
-                                                  {"epoch": 1, "step": 3, "results": res}])
+    write_jsonl(root / "method" / "curve.jsonl", [{"epoch": 0, "step": 0, "mmlu_partial": False, "results": res},
+                                                  {"epoch": 1, "step": 3, "mmlu_partial": False, "results": res}])
     atomic_write_json(root / "method" / "unlearn.json", {"method": "ga", "status": "finished"})
     (root / "a_file").write_text("not a folder\n")
     (root / "folder").mkdir()
@@ -403,6 +403,8 @@ CASES = [
         "curve.jsonl", '{"epoch": 0, "step": "zero", "results": {}}\n'), "'step'"),
     Case("report: curve without results", _with_method_file("curve.jsonl", '{"epoch": 0, "step": 0}\n'),
          "'results'"),
+    Case("report: curve of another schema (no mmlu_partial)", _with_method_file(
+        "curve.jsonl", '{"epoch": 0, "step": 0, "results": {}}\n'), "'mmlu_partial'"),
     Case("report: unlearn.json not UTF-8", lambda env, tmp: _method_bytes(env, tmp, "unlearn.json", b"\xff\xfe"),
          "UTF-8"),
     Case("report: run config.json is a list", _run_dir_with("config.json", "[]"), "JSON object"),

@@ -161,6 +161,24 @@ def _results_of(run_dir: Path) -> dict:
     return out
 
 
+def test_curve_lines_follow_the_one_schema(mini_run):
+    """Every line the jobs wrote reads back as an Evaluation and writes out byte-for-byte the same;
+    the partial MMLU (limit 1) is recorded on the evaluations that measured MMLU."""
+    from lumebench.pipeline.curve import Evaluation, read_curve
+
+    _, _, run_dir = mini_run
+    for folder in sorted((run_dir / "methods").glob("*/seed*")):
+        lines = (folder / "curve.jsonl").read_text().splitlines()
+        for line in lines:
+            obj = json.loads(line)
+            assert Evaluation.from_json(obj).to_json() == obj
+        points = read_curve(folder)
+        assert points[0].step == 0 and all(p.mmlu_partial == (p.results.get("mmlu_average") is not None)
+                                           for p in points)
+    shared = [p for f in (run_dir / "methods").glob("*/seed*") for p in read_curve(f) if p.shared_from]
+    assert shared and {p.step for p in shared} == {0}  # the evaluation before unlearning, made once
+
+
 def test_parallel_and_serial_method_runs_give_the_same_numbers(mini_run, tmp_path, capsys):
     """The module's run used 2 processes of 1 thread (the first method run alone, on 2 threads); the
     same config with workers 1, all in one process, gives bit-identical evaluations."""

@@ -72,6 +72,7 @@ class ZJUKLAB(NPO):
     def unlearn_composite(self, target, benchmark, method, out_dir, *, overrides, eval_cfg, evaluate):
         from lumebench.io import append_jsonl, atomic_write_json, read_json
         from lumebench.pipeline import unlearn as U
+        from lumebench.pipeline.curve import Evaluation
         from lumebench.progress import log
         from lumebench.provenance import fingerprint, run_meta
 
@@ -107,15 +108,14 @@ class ZJUKLAB(NPO):
         model, tokenizer = U._load_target(target)
         bench_eval = U.eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed)
         curve = U.read_curve(out_dir)
-        done = {r["step"] for r in curve}
+        done = {r.step for r in curve}
 
         def evaluate_at(step: int, epoch: float, m) -> None:
             if not evaluate or step in done:
                 return
             results = U._evaluate(m, tokenizer, bench_eval, eval_cfg, out_dir / "eval" / f"step_{step:06d}")
-            rec = {"epoch": epoch, "step": step, **U.summarize(results),
-                   "results": {k: v for k, v in results.items() if k != "meta"}}
-            append_jsonl(out_dir / U.CURVE, rec)
+            rec = Evaluation.of(step, epoch, results)
+            append_jsonl(out_dir / U.CURVE, rec.to_json())
             curve.append(rec)
             done.add(step)
 
@@ -129,14 +129,13 @@ class ZJUKLAB(NPO):
         statuses = [p["status"] for p in parts]
         status = "finished" if all(s == "finished" for s in statuses) else \
             "; ".join(f"part {k} {s}" for k, s in enumerate(statuses) if s != "finished")
-        curve.sort(key=lambda r: r["step"])
+        curve.sort(key=lambda r: r.step)
         state.update({"status": status, "steps": steps, "epochs": float(cfg.train.epochs),
                       "train_wall_s": round(sum(p.get("train_wall_s") or 0 for p in parts), 1),
                       "wall_s": round(time.time() - t0, 1), "final_model": str(final_dir),
-                      "curve": [{k: v for k, v in r.items() if k != "results"} for r in curve],
+                      "curve": [r.brief() for r in curve],
                       "last_good_step": steps,
-                      "final": next(({k: v for k, v in r.items() if k != "results"}
-                                     for r in curve if r["step"] == steps), None)})
+                      "final": next((r.brief() for r in curve if r.step == steps), None)})
         atomic_write_json(result_path, state)
         log.info("%s %s: two LoRA runs merged with TIES (density %g); results in %s", method, status,
                  self.hp.density, out_dir)

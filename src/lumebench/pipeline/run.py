@@ -26,6 +26,7 @@ settings. ``run.json`` records provenance: versions, machine, data fingerprint, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -34,10 +35,11 @@ from pathlib import Path
 from lumebench import distributed
 from lumebench.errors import LumeError
 from lumebench.faults import fault
-from lumebench.io import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from lumebench.io import append_jsonl, atomic_write_json, atomic_write_text, read_json
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
 from lumebench.pipeline.config import RunConfig, to_yaml
+from lumebench.pipeline.curve import CURVE, read_curve
 from lumebench.pipeline.data import prepare_data
 from lumebench.pipeline.step import MARKER
 from lumebench.pipeline.target import prepare_target
@@ -141,11 +143,12 @@ def _share_before(run_dir: Path, label: str, seed: int, subset: int | None) -> N
     # evaluation before unlearning of any seed serves; with a subset only the same seed's does
     pattern = f"*/seed{seed}/curve.jsonl" if subset is not None else "*/seed*/curve.jsonl"
     for other in sorted((run_dir / "methods").glob(pattern)):
-        for _, rec in iter_jsonl(other, tolerate_truncated_tail=True):
-            if rec.get("step") == 0 and isinstance(rec.get("results"), dict):
-                append_jsonl(out / "curve.jsonl", {**rec, "shared_from": other.parent.parent.name})
+        for rec in read_curve(other.parent):
+            if rec.step == 0:
+                shared = dataclasses.replace(rec, shared_from=rec.shared_from or other.parent.parent.name)
+                append_jsonl(out / CURVE, shared.to_json())
                 log.info("method %s (seed %d): reusing the evaluation before unlearning made for %s",
-                         label, seed, other.parent.parent.name)
+                         label, seed, shared.shared_from)
                 return
 
 
@@ -193,8 +196,8 @@ def _first_of_each_share_group(cfg: RunConfig, jobs: list[tuple], run_dir: Path)
         return seed if cfg.eval.subset is not None else None
 
     have = set()
-    for curve in (run_dir / "methods").glob("*/seed*/curve.jsonl"):
-        if any(rec.get("step") == 0 for _, rec in iter_jsonl(curve, tolerate_truncated_tail=True)):
+    for curve in (run_dir / "methods").glob("*/seed*/" + CURVE):
+        if any(rec.step == 0 for rec in read_curve(curve.parent)):
             have.add(group(int(curve.parent.name[len("seed"):])))
     first = {}
     for seed, m in jobs:

@@ -38,7 +38,7 @@ from lumebench.io import append_jsonl, atomic_write_json, read_json
 from lumebench.methods.base import UnlearnContext
 from lumebench.methods.data import PairedBatches, PlannedBatches, eval_benchmark, tokenize_rows
 from lumebench.methods.params import apply_selection, num_layers
-from lumebench.pipeline.curve import CURVE, read_curve, summarize
+from lumebench.pipeline.curve import CURVE, Evaluation, read_curve, summarize
 from lumebench.pipeline.step import Step
 from lumebench.pipeline.unlearn_config import UnlearnConfig, resolve_config
 from lumebench.progress import log
@@ -178,8 +178,9 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
 
     def on_epoch_end(chunk_index: int, step: int, model_) -> dict | None:
         rec = evaluator.at(step, model_, last=chunk_index + 1 >= data.n_chunks)
-        return {k: rec[k] for k in ("forget_regurgitation", "retain_regurgitation", "final_score")
-                if rec and isinstance(rec.get(k), (int, float))} or None
+        shown = rec.summary if rec else {}
+        return {k: shown[k] for k in ("forget_regurgitation", "retain_regurgitation", "final_score")
+                if isinstance(shown.get(k), (int, float))} or None
 
     from lumebench.train.loop import train
 
@@ -296,29 +297,28 @@ class _Evaluator:
         self.curve_cfg = (dataclasses.replace(eval_cfg, mmlu=None) if self.wants_mmlu and cfg.mmlu_at == "ends"
                           else eval_cfg)
         self.curve = read_curve(out_dir)
-        self.done_steps = {rec["step"] for rec in self.curve}
+        self.done_steps = {rec.step for rec in self.curve}
 
-    def at(self, step: int, model_now, *, last: bool = True, again: bool = False) -> dict | None:
+    def at(self, step: int, model_now, *, last: bool = True, again: bool = False) -> Evaluation | None:
         """Evaluate (or reuse the curve's record of) ``step``; without MMLU between the ends under
         ``mmlu_at="ends"``. ``again``: evaluate a step whose record lacks MMLU once more."""
         if not self.enabled:
             return None
         if step in self.done_steps and not again:
-            return next(r for r in self.curve if r["step"] == step)
+            return next(r for r in self.curve if r.step == step)
         self.ctx.model = model_now
         with self.m.evaluated(self.ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
             results = _evaluate(shown, self.tokenizer, self.bench_eval, self.eval_cfg if last else self.curve_cfg,
                                 self.out_dir / "eval" / f"step_{step:06d}")
-        rec = {"epoch": round(step * self.grad_accum / self.per_epoch, 4), "step": step, **summarize(results),
-               "results": {k: v for k, v in results.items() if k != "meta"}}
+        rec = Evaluation.of(step, round(step * self.grad_accum / self.per_epoch, 4), results)
         with distributed.main_only() as writer:
             if writer:
-                append_jsonl(self.out_dir / CURVE, rec)
+                append_jsonl(self.out_dir / CURVE, rec.to_json())
         fault("unlearn:after-eval")
-        self.curve[:] = [r for r in self.curve if r["step"] != step] + [rec]
+        self.curve[:] = [r for r in self.curve if r.step != step] + [rec]
         self.done_steps.add(step)
-        log.info("evaluation at step %d (epoch %s): %s", step, rec["epoch"],
-                 ", ".join(f"{k} {v:.3f}" for k, v in summarize(results).items() if isinstance(v, float)))
+        log.info("evaluation at step %d (epoch %s): %s", step, rec.epoch,
+                 ", ".join(f"{k} {v:.3f}" for k, v in rec.summary.items() if isinstance(v, float)))
         return rec
 
 
@@ -347,8 +347,8 @@ def _finish(state: dict, res, evaluator: _Evaluator, model, cfg: UnlearnConfig, 
     # after a divergence the loop restored the state at the end of the last good epoch
     good_step = res.steps if not res.diverged else (res.epoch_logs[-1]["step"] if res.epoch_logs else 0)
     curve = evaluator.curve
-    final_rec = next((r for r in curve if r["step"] == good_step), None)
-    if cfg.mmlu_at == "ends" and evaluator.wants_mmlu and final_rec is not None and final_rec.get("mmlu") is None:
+    final_rec = next((r for r in curve if r.step == good_step), None)
+    if cfg.mmlu_at == "ends" and evaluator.wants_mmlu and final_rec is not None and final_rec.summary["mmlu"] is None:
         log.info("the run stopped before its last evaluation: evaluating step %d again, with MMLU", good_step)
         evaluator.at(good_step, model, again=True)
     status = res.status if not res.status.startswith("completed") else "finished"
@@ -359,10 +359,9 @@ def _finish(state: dict, res, evaluator: _Evaluator, model, cfg: UnlearnConfig, 
         "tokens_per_s": res.tokens_per_s,
         "train_wall_s": res.wall_s,
         "final_model": str(final_dir),
-        "curve": [{k: v for k, v in r.items() if k != "results"} for r in sorted(curve, key=lambda r: r["step"])],
+        "curve": [r.brief() for r in sorted(curve, key=lambda r: r.step)],
         "last_good_step": good_step,
-        "final": next(({k: v for k, v in r.items() if k != "results"}
-                       for r in curve if r["step"] == good_step), None),
+        "final": next((r.brief() for r in curve if r.step == good_step), None),
     })
     with distributed.main_only() as writer:
         if writer:

@@ -114,8 +114,8 @@ def build_leaderboard(sources) -> list[Row]:
     # Target: the epoch-0 evaluation, one per seed (every method of a seed starts from the same model).
     before: dict = {}
     for r in runs:
-        if r.before is not None and r.seed not in before:
-            before[r.seed] = (r.before, r.partial(r.before))
+        if r.before_point is not None and r.seed not in before:
+            before[r.seed] = (r.before, r.before_point.mmlu_partial)
     if before:
         res = [b for b, _ in before.values()]
         rows.append(Row(TARGET_LABEL, "target", "—", sorted(before, key=str), 0.0, _stats(res),
@@ -126,7 +126,7 @@ def build_leaderboard(sources) -> list[Row]:
             continue
         rows.append(Row(label, done[0].method, _status(rs), [r.seed for r in done],
                         max(r.final_epoch or 0.0 for r in done), _stats([r.final for r in done]),
-                        any(r.partial(r.final) for r in done),
+                        any(r.final_point.mmlu_partial for r in done),
                         dict(done[0].info.get("hyperparameters") or {}),
                         [r.status_detail for r in rs]))
     mark_ties(rows)

@@ -22,7 +22,8 @@ from typing import Any, Iterable
 
 from lumebench.data.records import SPLITS, TASKS
 from lumebench.errors import LumeError
-from lumebench.io import iter_jsonl, read_json
+from lumebench.io import read_json
+from lumebench.pipeline.curve import CURVE, Evaluation, read_curve
 
 KINDS = ("regurgitation", "knowledge")
 # The 12 task terms in the official order (SPEC.md §2): forget T1 reg, T1 kno, ..., retain T3 kno.
@@ -52,55 +53,16 @@ def _num(v: Any) -> float | None:
     return None
 
 
-def _task_value(block: Any, task: str, kind: str) -> float | None:
-    """Per-task mean from a ``forget-set``/``retain-set`` block, whatever the exact key spelling."""
-    if not isinstance(block, dict):
-        return None
-    # nested: {"Task1": {"regurgitation-score": .., "knowledge-score": ..}}
-    sub = block.get(task)
-    if isinstance(sub, dict):
-        for k, v in sub.items():
-            if kind in k.lower() and _num(v) is not None:
-                return _num(v)
-    # flat: {"Task1-regurgitation-score": ..} / {"Task1_knowledge": ..}
-    for k, v in block.items():
-        kl = k.lower()
-        if task.lower() in kl and kind in kl and _num(v) is not None:
-            return _num(v)
-    return None
+def _task_value(results: dict, split: str, task: str, kind: str) -> float | None:
+    """A per-task mean as the evaluator writes it: ``results["forget-set"]["Task1"]["regurgitation-score"]``
+    (absent when the evaluation had no row of that kind)."""
+    block = (results.get(f"{split}-set") or {}).get(task) or {}
+    return _num(block.get(f"{kind}-score"))
 
 
 def terms(results: dict) -> dict[str, float | None]:
     """The 12 raw per-split, per-task means (forget values NOT inverted: lower = more forgotten)."""
-    out: dict[str, float | None] = {}
-    agg = results.get("aggregated-terms")
-    for i, (split, task, kind) in enumerate(TERMS):
-        v = _task_value(results.get(f"{split}-set"), task, kind)
-        if v is None and isinstance(agg, list) and len(agg) == 12 and _num(agg[i]) is not None:
-            # the aggregated terms hold 1 - v for the six forget values (SPEC.md §2)
-            v = 1.0 - agg[i] if split == "forget" else agg[i]
-        out[term_key(split, task, kind)] = v
-    return out
-
-
-def mmlu_partial(results: dict, eval_settings: dict | None = None) -> bool:
-    """True when MMLU was measured on a subset of its questions (a limit per subject).
-
-    Read from the results (``meta``/``mmlu`` blocks) or, failing that, from the evaluation settings
-    recorded in ``unlearn.json`` (``eval.mmlu_limit``)."""
-    if _num(results.get("mmlu_average")) is None:
-        return False
-    meta = results.get("meta") or {}
-    for block in (meta.get("mmlu"), results.get("mmlu"), meta, eval_settings):
-        if isinstance(block, dict):
-            if block.get("partial") is not None:
-                return bool(block["partial"])
-            if block.get("mmlu_partial") is not None:
-                return bool(block["mmlu_partial"])
-            limit = block.get("mmlu_limit", block.get("limit"))
-            if isinstance(limit, int) and limit > 0:
-                return True
-    return False
+    return {term_key(split, task, kind): _task_value(results, split, task, kind) for split, task, kind in TERMS}
 
 
 def summary(results: dict) -> dict[str, float | None]:
@@ -112,11 +74,11 @@ def summary(results: dict) -> dict[str, float | None]:
 
 @dataclass
 class MethodRun:
-    """One method at one seed: its evaluation curve and what ``unlearn.json`` says about it."""
+    """One method at one seed: its evaluations (``curve.jsonl``) and what ``unlearn.json`` says about it."""
 
     label: str
     path: Path
-    curve: list[dict]
+    curve: list[Evaluation]
     info: dict = field(default_factory=dict)
     seed: int | None = None
 
@@ -137,72 +99,44 @@ class MethodRun:
         return str(self.info.get("status") or "incomplete")
 
     @property
-    def eval_settings(self) -> dict:
-        """The evaluation settings ``unlearn.json`` records (top level or inside its ``config``)."""
-        for e in (self.info.get("eval_config"), self.info.get("eval"), (self.info.get("config") or {}).get("eval")):
-            if isinstance(e, dict):
-                return e
-        return {}
-
-    def partial(self, results: dict) -> bool:
-        return mmlu_partial(results, self.eval_settings)
+    def before_point(self) -> Evaluation | None:
+        return next((p for p in self.curve if p.step == 0), None)
 
     @property
     def before(self) -> dict | None:
-        for p in self.curve:
-            if p.get("step", p.get("epoch")) == 0:
-                return p["results"]
-        return None
+        p = self.before_point
+        return p.results if p else None
 
     @property
-    def final_point(self) -> dict | None:
-        """The evaluation of the model the method ended with (after a divergence: the restored one)."""
-        after = [p for p in self.curve if p.get("step", p.get("epoch")) != 0]
+    def final_point(self) -> Evaluation | None:
+        """The evaluation of the model the method ended with (after a divergence: the restored one,
+        ``last_good_step`` of ``unlearn.json``)."""
+        after = [p for p in self.curve if p.step != 0]
         if not after:
             # a run that ended (e.g. diverged on its first step) without changing the model
             return self.curve[0] if self.curve and self.status in ("finished", "diverged") else None
-        final = self.info.get("final")
-        if isinstance(final, dict) and final.get("step") is not None:
-            for p in after:
-                if p.get("step") == final["step"]:
-                    return p
-        return after[-1]
+        good = self.info.get("last_good_step")
+        return next((p for p in after if p.step == good), after[-1])
 
     @property
     def final(self) -> dict | None:
         p = self.final_point
-        return p["results"] if p else None
+        return p.results if p else None
 
     @property
     def final_epoch(self) -> float | None:
         p = self.final_point
-        return float(p.get("epoch", 0)) if p else None
+        return p.epoch if p else None
 
     def points(self) -> list[tuple[float, dict]]:
         """(epoch, summary) for every evaluation, in order."""
-        return [(float(p.get("epoch", 0)), summary(p["results"])) for p in self.curve]
-
-
-def read_curve(path: Path) -> list[dict]:
-    """The curve's points sorted by optimizer step (a diverged run appends its restored state last)."""
-    pts = []
-    for line, obj in iter_jsonl(path, tolerate_truncated_tail=True):
-        if not isinstance(obj.get("results"), dict):
-            raise LumeError("curve point without a 'results' object", path=str(path), line=line, field="results")
-        for name in ("step", "epoch"):
-            v = obj.get(name, 0)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise LumeError(f"expected a number >= 0, got {v!r}", path=str(path), line=line, field=name)
-        pts.append(obj)
-    pts.sort(key=lambda p: (p.get("step", 0), p.get("epoch", 0)))  # stable: a step's last record last
-    last = {p.get("step", 0): i for i, p in enumerate(pts)}  # a step evaluated again keeps its last record
-    return [p for i, p in enumerate(pts) if last[p.get("step", 0)] == i]
+        return [(p.epoch, summary(p.results)) for p in self.curve]
 
 
 def load_method_dir(path: Path, label: str | None = None) -> MethodRun:
     path = Path(path)
     info = read_json(path / "unlearn.json", expect=dict) if (path / "unlearn.json").exists() else {}
-    curve = read_curve(path / "curve.jsonl") if (path / "curve.jsonl").exists() else []
+    curve = read_curve(path)
     seed = None
     m = _SEED_DIR.match(path.name)
     if m:
@@ -223,7 +157,7 @@ def collect(sources: Path | str | Iterable[Path | str]) -> list[MethodRun]:
         root = Path(sources)
         if not root.is_dir():
             raise LumeError("run folder not found", path=str(root))
-        dirs = sorted({p.parent for p in root.rglob("curve.jsonl") if ".cache" not in p.parts})
+        dirs = sorted({p.parent for p in root.rglob(CURVE) if ".cache" not in p.parts})
         order = _config_order(root)
     else:
         dirs, order = [Path(s) for s in sources], []
