@@ -10,7 +10,8 @@ import torch
 
 from lumebench.data.records import MiaDoc
 from lumebench.errors import LumeError
-from lumebench.eval.mia import ATTACKS, mia_score, roc_auc, run_batches, run_mia, token_stats
+from lumebench.eval.batching import run_batches
+from lumebench.eval.mia import ATTACKS, mia_score, roc_auc, run_mia, token_stats
 from lumebench.io import iter_jsonl
 from lumebench.models.tiny import TinyConfig, build_model, build_tokenizer
 
@@ -155,6 +156,29 @@ def test_batches_halve_on_out_of_memory():
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         run_batches([1, 2], 2, other)
+
+    def always(chunk):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 8 GiB")
+
+    with pytest.raises(LumeError, match="MIA: out of memory even with batch size 1"):
+        run_batches([1, 2], 2, always, desc="MIA")
+
+
+def test_batching_glue_pad_id_and_eval_mode():
+    from types import SimpleNamespace
+
+    from lumebench.eval.batching import eval_mode, pad_id
+
+    assert pad_id(SimpleNamespace(pad_token_id=3, eos_token_id=2)) == 3
+    assert pad_id(SimpleNamespace(pad_token_id=None, eos_token_id=2)) == 2
+    assert pad_id(SimpleNamespace(pad_token_id=None, eos_token_id=None)) == 0
+    model = torch.nn.Linear(2, 2)
+    for flag in (True, False):
+        model.train(flag)
+        with pytest.raises(KeyError), eval_mode(model):
+            assert not model.training
+            raise KeyError("restored on an exception too")
+        assert model.training is flag
 
 
 def test_diverged_model_gives_one_line_error_not_a_sklearn_traceback(official):

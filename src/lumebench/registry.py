@@ -1,4 +1,4 @@
-"""One generic registry for every pluggable thing: models, unlearning methods, metrics.
+"""One generic registry for every pluggable thing: models and unlearning methods.
 
     from lumebench.registry import METHODS
 
@@ -73,4 +73,3 @@ class Registry(Generic[T]):
 
 MODELS: Registry[Any] = Registry("model", owner="lumebench.models")
 METHODS: Registry[Any] = Registry("method", owner="lumebench.methods.catalog")
-METRICS: Registry[Any] = Registry("metric", owner="lumebench.eval")

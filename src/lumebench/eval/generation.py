@@ -73,6 +73,7 @@ from typing import Literal, Sequence
 
 from lumebench.data.records import Row
 from lumebench.errors import LumeError
+from lumebench.eval.batching import cache_kwarg, eval_mode, halved_batch, pad_id
 from lumebench.eval.metrics import (clean_up_tokenization, em_still_possible, rouge_tokens,
                                     rougeL_recall_settled)
 from lumebench.eval.mia import length_buckets, max_padding, one_at_a_time
@@ -158,16 +159,12 @@ def _check_plain_greedy(model) -> None:
                             f"engine does not apply (the official generate would); use --engine reference")
 
 
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-
-
 # --- reference engine ----------------------------------------------------------------------------
 
 def _generate_reference(model, tokenizer, rows, max_new_tokens, official_extra_forward):
     import torch
 
-    pad = tokenizer.eos_token_id
+    pad = tokenizer.eos_token_id  # the official generate's argument (batch 1: nothing is padded)
     out: list[Generation] = []
     for row in bar(rows, desc="generating (reference engine)", unit="row"):
         input_ids = tokenizer(row.input, return_tensors="pt").input_ids.to(model.device)
@@ -289,14 +286,6 @@ class _Tracker:
         return final
 
 
-def _cache_kwarg(model) -> str:
-    """``cache`` in recent transformers (``past_key_values`` is deprecated there), else the old name."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _left_padded(prompts: list[list[int]], pad_id: int, device):
     import torch
 
@@ -383,7 +372,7 @@ def _run_batch(model, tokenizer, rows: list[Row], prompts: list[list[int]], *, m
     n = len(rows)
     ids, mask = _left_padded(prompts, pad_id, device)
     trackers = [_Tracker(r, tokenizer, eos, max_new_tokens, early_exit, sc_exit, check_every, stats) for r in rows]
-    cache_kw = _cache_kwarg(model)
+    cache_kw = cache_kwarg(model)
     alive = list(range(n))  # indices into rows of the batch rows, in cache order
     cache = _new_cache()
     results: dict[int, Generation] = {}
@@ -577,7 +566,7 @@ class _ContinuousBatch:
         self.max_new_tokens, self.early_exit, self.eos, self.pad_id = max_new_tokens, early_exit, eos, pad_id
         self.sc_exit, self.cap, self.speculative, self.check_every = sc_exit, cap, speculative, check_every
         self.stats = stats
-        self.cache_kw = _cache_kwarg(model)
+        self.cache_kw = cache_kwarg(model)
         self.device = model.device
         self.cost = _CostModel(COST_PRIOR_TOKENS.get(self.device.type, COST_PRIOR_TOKENS["cuda"]))
         self.slots: list[_Slot] = []
@@ -752,7 +741,7 @@ def _generate_fast(model, tokenizer, rows, max_new_tokens, batch_size, early_exi
     stats = stats if stats is not None else GenerationStats()
     eos = eos_ids(model, tokenizer)
     sc_exit = not has_byte_fallback(tokenizer)  # once per call: it serialises the tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     prompts = [tokenizer(r.input).input_ids for r in rows]
     # sc rows first (they run long), then qa; longest prompt first within each kind
     order = sorted(range(len(rows)), key=lambda i: (rows[i].kind != "sc", -len(prompts[i]), i))
@@ -765,23 +754,18 @@ def _generate_fast(model, tokenizer, rows, max_new_tokens, batch_size, early_exi
             while True:
                 try:
                     _ContinuousBatch(model, tokenizer, rows, prompts, max_new_tokens=max_new_tokens,
-                                     early_exit=early_exit, eos=eos, pad_id=pad_id, sc_exit=sc_exit, cap=cap,
+                                     early_exit=early_exit, eos=eos, pad_id=pad, sc_exit=sc_exit, cap=cap,
                                      speculative=speculative, check_every=check_every,
                                      stats=stats).run(order, out, progress)
                     break
                 except _StaticOnly:
                     continuous = False
                     break
-                except RuntimeError as e:
-                    if not _is_oom(e) or cap == 1:
-                        raise
-                    cap = max(1, cap // 2)  # finished rows are kept; the rows in flight start again
-                    log.info("out of memory; continuing with at most %d rows in the batch", cap)
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
+                except RuntimeError as e:  # finished rows are kept; the rows in flight start again
+                    cap = halved_batch(e, cap, "generation", "continuing with at most %d rows in the batch")
         if not continuous:
             _generate_static(model, tokenizer, rows, prompts, order, out, progress, max_new_tokens=max_new_tokens,
-                             batch_size=batch_size, early_exit=early_exit, eos=eos, pad_id=pad_id,
+                             batch_size=batch_size, early_exit=early_exit, eos=eos, pad_id=pad,
                              sc_exit=sc_exit, check_every=check_every, stats=stats)
     progress.close()
     return [out[i] for i in range(len(rows))]
@@ -789,8 +773,6 @@ def _generate_fast(model, tokenizer, rows, max_new_tokens, batch_size, early_exi
 
 def _generate_static(model, tokenizer, rows, prompts, order, out, progress, *, max_new_tokens, batch_size,
                      early_exit, eos, pad_id, sc_exit, check_every, stats):
-    import torch
-
     order = [i for i in order if i not in out]
     cap: int | None = None if batch_size == "auto" else int(batch_size)
     pos = 0
@@ -806,12 +788,7 @@ def _generate_static(model, tokenizer, rows, prompts, order, out, progress, *, m
                               max_new_tokens=max_new_tokens, early_exit=early_exit, eos=eos,
                               pad_id=pad_id, sc_exit=sc_exit, check_every=check_every, stats=stats)
         except RuntimeError as e:
-            if not _is_oom(e) or len(chunk) == 1:
-                raise
-            cap = max(1, len(chunk) // 2)
-            log.info("out of memory at batch size %d; retrying with %d", len(chunk), cap)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            cap = halved_batch(e, len(chunk), "generation")
             continue
         for i, g in zip(chunk, gens):
             out[i] = g
@@ -832,10 +809,8 @@ def generate(model, tokenizer, rows: Sequence[Row], *, engine: Engine = "fast",
     rows = list(rows)
     if not rows:
         return []
-    was_training = model.training
-    model.eval()
     t0 = time.perf_counter()
-    try:
+    with eval_mode(model):
         if engine == "reference":
             gens = _generate_reference(model, tokenizer, rows, max_new_tokens, official_extra_forward)
         elif engine == "fast":
@@ -844,8 +819,6 @@ def generate(model, tokenizer, rows: Sequence[Row], *, engine: Engine = "fast",
                                   stats=stats)
         else:
             raise LumeError(f"unknown engine {engine!r}; choose fast or reference")
-    finally:
-        model.train(was_training)
     n_tok = sum(g.n_new_tokens for g in gens)
     log.debug("%s engine: %d rows, %d new tokens in %.1fs", engine, len(rows), n_tok,
               time.perf_counter() - t0)

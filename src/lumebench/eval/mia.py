@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 from lumebench.data.records import MiaDoc
 from lumebench.distributed import map_sharded
 from lumebench.errors import LumeError
-from lumebench.progress import bar, log
+from lumebench.eval.batching import eval_mode, pad_id, run_batches
+from lumebench.progress import bar
 
 MIN_K_RATIOS = (0.2, 0.4)
 ATTACKS = ("loss", "zlib", "min_k_20", "min_k_40", "min_k_pp_20", "min_k_pp_40")
@@ -90,42 +91,6 @@ def one_at_a_time(model) -> bool:
     except StopIteration:  # pragma: no cover - a model without parameters
         return False
     return p.device.type == "cpu" and p.dtype in (torch.bfloat16, torch.float16)
-
-
-def is_oom(err: BaseException) -> bool:
-    """True for CUDA / CPU out-of-memory errors (the only errors batch halving may absorb)."""
-    import torch
-    if isinstance(err, torch.OutOfMemoryError):
-        return True
-    text = str(err).lower()
-    return isinstance(err, RuntimeError) and ("out of memory" in text or "not enough memory" in text)
-
-
-def run_batches(items: Sequence[Any], start_size: int, fn: Callable[[list], None], *,
-                desc: str = "", unit: str = "doc") -> int:
-    """Call ``fn(chunk)`` over consecutive chunks of ``items``; on out-of-memory halve the chunk
-    size and retry the same chunk. Returns the last batch size used. A batch of one that still
-    runs out of memory raises a one-line :class:`LumeError`."""
-    import torch
-    size, i = max(1, int(start_size)), 0
-    with bar(total=len(items), desc=desc, unit=unit) as pbar:
-        while i < len(items):
-            chunk = list(items[i:i + size])
-            try:
-                fn(chunk)
-            except (RuntimeError, torch.OutOfMemoryError) as e:
-                if not is_oom(e):
-                    raise
-                if size == 1:
-                    raise LumeError(f"{desc or 'evaluation'}: out of memory even with batch size 1") from None
-                size = max(1, size // 2)
-                log.info("%s: out of memory, batch size lowered to %d", desc or "batch", size)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            i += len(chunk)
-            pbar.update(len(chunk))
-    return size
 
 
 def logit_budget_bytes(device) -> int:
@@ -216,60 +181,73 @@ def document_stats(model, tokenizer, texts: Sequence[str], *, batch_size: int | 
 
     if engine not in ("fast", "reference"):
         raise LumeError(f"unknown MIA engine {engine!r} (choose fast or reference)")
-    device = model_device(model)
     max_len = max_model_length(model)
     encoded = [_encode(tokenizer, t, max_len) for t in texts]
     for i, (ids, _) in enumerate(encoded):
         if len(ids) < 2:
             raise LumeError(f"MIA document {i} has fewer than 2 tokens: no next-token loss exists")
-    results: list[dict | None] = [None] * len(texts)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            if engine == "reference":
-                for i in bar(range(len(texts)), desc=f"{desc} (reference)", unit="doc"):
-                    ids = torch.tensor([encoded[i][0]], device=device)
-                    out = model(input_ids=ids, labels=ids)
-                    st = token_stats(out.logits[0], ids[0])
-                    st["nll"] = float(out.loss)  # the official number itself
-                    results[i] = st
-            else:
-                order = sorted(range(len(texts)), key=lambda j: -len(encoded[j][0]))
-                pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-                if one_at_a_time(model):
-                    start = 1  # one document, no padding: the bits of the official batch-1 forward
-                elif batch_size == "auto":
-                    vocab = int(getattr(model.config, "vocab_size", None) or 50_000)
-                    longest = len(encoded[order[0]][0]) if order else 1
-                    row = longest * vocab * 4  # float32 logits of one document
-                    start = max(1, (logit_budget_bytes(device) - 3 * row) // row)  # + one row's statistics
-                else:
-                    start = int(batch_size)
-
-                def run(group: list[int]) -> None:
-                    for chunk in length_buckets(group, [len(encoded[j][0]) for j in group],
-                                                max_padding(device)):
-                        run_bucket(chunk)
-
-                def run_bucket(chunk: list[int]) -> None:
-                    lens = [len(encoded[j][0]) for j in chunk]
-                    width = max(lens)
-                    ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                    mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                    for r, j in enumerate(chunk):
-                        ids[r, :lens[r]] = torch.tensor(encoded[j][0])
-                        mask[r, :lens[r]] = 1
-                    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-                    for r, j in enumerate(chunk):
-                        results[j] = token_stats(logits[r, :lens[r]], ids[r, :lens[r]].to(device))
-
-                run_batches(order, start, run, desc=desc)
-    finally:
-        model.train(was_training)
+    docs = [ids for ids, _ in encoded]
+    with eval_mode(model), torch.no_grad():
+        if engine == "reference":
+            results = _reference_stats(model, docs, desc)
+        else:
+            results = _fast_stats(model, docs, pad_id(tokenizer), batch_size, desc)
     for st, (ids, trunc) in zip(results, encoded):
         st["n_tokens"] = len(ids)
         st["truncated"] = trunc
+    return results
+
+
+def _reference_stats(model, docs: list[list[int]], desc: str) -> list[dict]:
+    """The official protocol: one document at a time, ``model(ids, labels=ids).loss``."""
+    import torch
+
+    device = model_device(model)
+    results = []
+    for doc in bar(docs, desc=f"{desc} (reference)", unit="doc"):
+        ids = torch.tensor([doc], device=device)
+        out = model(input_ids=ids, labels=ids)
+        st = token_stats(out.logits[0], ids[0])
+        st["nll"] = float(out.loss)  # the official number itself
+        results.append(st)
+    return results
+
+
+def _fast_stats(model, docs: list[list[int]], pad: int, batch_size: int | str, desc: str) -> list[dict]:
+    """Documents longest first, in length buckets, right-padded with an attention mask (the padded
+    positions' logits are never read), in batches that halve on out-of-memory."""
+    import torch
+
+    device = model_device(model)
+    results: list[dict | None] = [None] * len(docs)
+    order = sorted(range(len(docs)), key=lambda j: -len(docs[j]))
+    if one_at_a_time(model):
+        start = 1  # one document, no padding: the bits of the official batch-1 forward
+    elif batch_size == "auto":
+        vocab = int(getattr(model.config, "vocab_size", None) or 50_000)
+        longest = len(docs[order[0]]) if order else 1
+        row = longest * vocab * 4  # float32 logits of one document
+        start = max(1, (logit_budget_bytes(device) - 3 * row) // row)  # + one row's statistics
+    else:
+        start = int(batch_size)
+
+    def run(group: list[int]) -> None:
+        for chunk in length_buckets(group, [len(docs[j]) for j in group], max_padding(device)):
+            run_bucket(chunk)
+
+    def run_bucket(chunk: list[int]) -> None:
+        lens = [len(docs[j]) for j in chunk]
+        width = max(lens)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, j in enumerate(chunk):
+            ids[r, :lens[r]] = torch.tensor(docs[j])
+            mask[r, :lens[r]] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        for r, j in enumerate(chunk):
+            results[j] = token_stats(logits[r, :lens[r]], ids[r, :lens[r]].to(device))
+
+    run_batches(order, start, run, desc=desc)
     return results  # type: ignore[return-value]
 
 

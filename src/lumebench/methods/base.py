@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from lumebench.distributed import global_mean, unwrap
+from lumebench.eval.batching import eval_mode
 
 IGNORE = -100
 
@@ -159,13 +160,8 @@ class UnlearnContext:
         with torch.no_grad():
             if self.lora:
                 peft_model = unwrap(self.model)  # DDP's wrapper has no disable_adapter(); FSDP2's module does
-                was_training = peft_model.training
-                peft_model.eval()
-                try:
-                    with peft_model.disable_adapter():
-                        yield peft_model
-                finally:
-                    peft_model.train(was_training)
+                with eval_mode(peft_model), peft_model.disable_adapter():
+                    yield peft_model
             else:
                 if self._ref_copy is None:
                     raise RuntimeError("the method needs the reference model: call ctx.ensure_reference() in setup()")
@@ -247,11 +243,8 @@ def compute_reference_nll(ctx: UnlearnContext, examples: list[Example]) -> torch
                 with ctx.reference() as ref:
                     nll, _ = sequence_nll(ref, batch)
             else:
-                was_training = ctx.model.training
-                ctx.model.eval()
-                with torch.no_grad():
+                with eval_mode(ctx.model), torch.no_grad():
                     nll, _ = sequence_nll(ctx.model, batch)
-                ctx.model.train(was_training)
             values += nll.float().cpu().tolist()
         return values
 

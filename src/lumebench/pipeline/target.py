@@ -29,6 +29,7 @@ from pathlib import Path
 from lumebench import distributed
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
+from lumebench.eval.batching import eval_mode, pad_id
 from lumebench.faults import fault
 from lumebench.io import atomic_write_json, read_json
 from lumebench.progress import log
@@ -219,12 +220,8 @@ def target_met(scores: dict, cfg: FinetuneConfig) -> bool:
 def _measure(model, tokenizer, benchmark: Benchmark, rows: list[str] | None) -> dict:
     from lumebench.eval.evaluate import EvalConfig, evaluate
 
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         res = evaluate(model, tokenizer, benchmark, EvalConfig(mmlu=None, mia=benchmark.has_mia(), rows=rows))
-    finally:
-        model.train(was)
     return memorisation(res)
 
 
@@ -302,7 +299,7 @@ def _finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig, step: Step, 
     examples = training_examples(tokenizer, benchmark, max_length)
     log.info("fine-tuning %s (%.1fM parameters) on %d examples, %d tokens an epoch", base,
              sum(p.numel() for p in model.parameters()) / 1e6, len(examples), sum(len(e) for e in examples))
-    batches = EpochBatches(examples, cfg.train.batch_size, tokenizer.pad_token_id, seed=cfg.train.seed)
+    batches = EpochBatches(examples, cfg.train.batch_size, pad_id(tokenizer), seed=cfg.train.seed)
     epochs, eval_from = _epochs(cfg, len(batches))
     eval_rows = None
     if cfg.eval_rows is not None:

@@ -33,6 +33,7 @@ from typing import Any
 from lumebench import checks, distributed
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
+from lumebench.eval.batching import eval_mode, pad_id
 from lumebench.faults import fault
 from lumebench.io import append_jsonl, atomic_write_json, read_json
 from lumebench.methods.base import UnlearnContext
@@ -87,13 +88,9 @@ def _load_target(target):
 def _evaluate(model, tokenizer, bench: Benchmark, eval_cfg, out_dir: Path) -> dict:
     from lumebench.eval.evaluate import EvalConfig, evaluate
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return evaluate(model, tokenizer, bench, eval_cfg if eval_cfg is not None else EvalConfig(),
                         out_dir=out_dir)
-    finally:
-        model.train(was_training)
 
 
 def _eval_cfg_dict(eval_cfg) -> Any:
@@ -241,20 +238,20 @@ def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig,
     retain = tokenize_rows(benchmark.retain, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on)
     if not forget or not retain:
         raise LumeError("unlearning needs a non-empty forget set and retain set")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ctx = UnlearnContext(model=model, forget=forget, retain=retain, pad_id=pad_id, lora=cfg.lora,
+    pad = pad_id(tokenizer)
+    ctx = UnlearnContext(model=model, forget=forget, retain=retain, pad_id=pad, lora=cfg.lora,
                          run_dir=out_dir, batch_size=cfg.train.batch_size, target_digest=target_digest,
                          tokenizer=tokenizer)
 
     retain_bs = cfg.retain_batch_size or cfg.train.batch_size
-    plan = m.schedule(forget, retain, batch_size=cfg.train.batch_size, retain_batch_size=retain_bs, pad_id=pad_id,
+    plan = m.schedule(forget, retain, batch_size=cfg.train.batch_size, retain_batch_size=retain_bs, pad_id=pad,
                       seed=cfg.train.seed, epochs=cfg.train.epochs)
     per_epoch = plan.per_epoch if plan is not None else math.ceil(len(forget) / cfg.train.batch_size)
     total = plan.total if plan is not None else per_epoch * cfg.train.epochs
     if cfg.train.max_steps is not None:
         total = min(total, cfg.train.max_steps * cfg.train.grad_accum)
     chunk = per_epoch if cfg.eval_every == "epoch" else cfg.eval_every * cfg.train.grad_accum
-    batches = (PairedBatches(forget, retain, cfg.train.batch_size, retain_bs, pad_id, cfg.train.seed, total, chunk)
+    batches = (PairedBatches(forget, retain, cfg.train.batch_size, retain_bs, pad, cfg.train.seed, total, chunk)
                if plan is None else PlannedBatches(plan, total, chunk))
     return _RunData(forget, retain, ctx, retain_bs, per_epoch, batches, math.ceil(total / chunk))
 
