@@ -67,7 +67,7 @@ TINY = _register(ModelSpec(
     name="tiny",
     description="4-layer Llama + byte-level BPE built from scratch on the benchmark text (tests, default run)",
     offline="build", max_length=1024, params="~4M",
-    # measured in lumebench.pipeline.target.FinetuneConfig and .unlearn_config.PRESETS
+    # measured in lumebench.pipeline.target_config.FinetuneConfig and .unlearn_config.PRESETS
     unlearn_preset="tiny", finetune_lr=5e-3, finetune_min_steps=1800,
 ))
 

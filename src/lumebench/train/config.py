@@ -1,7 +1,7 @@
 """Training settings: :class:`TrainConfig` (one training run), :class:`TrainResult`, and the way a job's
 config *holds* a ``TrainConfig`` instead of copying its fields (:class:`HoldsTrain`).
 
-Fine-tuning (:class:`lumebench.pipeline.target.FinetuneConfig`) and unlearning
+Fine-tuning (:class:`lumebench.pipeline.target_config.FinetuneConfig`) and unlearning
 (:class:`lumebench.pipeline.unlearn_config.UnlearnConfig`) each hold a ``train: TrainConfig`` with
 their own defaults, plus their own settings. Users still set them by flat name (``lr``, ``epochs``,
 ``min_steps``, ...: a run config's ``overrides``, ``--set``); :meth:`HoldsTrain.from_settings` and
