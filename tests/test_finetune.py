@@ -100,6 +100,20 @@ def test_target_met_needs_both_splits_and_mia():
     assert target_met({**good, "mia_auc": 0.6}, dataclasses.replace(cfg, target_mia_auc=None))
 
 
+def test_early_stop_off_trains_every_epoch_and_still_reports_the_target_met(bench, tmp_path):
+    """A target every check meets (thresholds 0): early_stop stops at the first check; without it
+    every epoch trains and the target is still reported met (`lume finetune --no-early-stop` used
+    to raise the thresholds to infinity and so always reported "NOT met", exit 1)."""
+    easy = {**CFG, "epochs": 3, "eval_from": 1, "eval_every": 1, "target_regurgitation": 0.0,
+            "target_knowledge": 0.0, "target_mia_auc": None}
+    stopped = finetune("tiny", bench, FinetuneConfig.for_base("tiny", easy), tmp_path / "a")
+    full = finetune("tiny", bench, FinetuneConfig.for_base("tiny", {**easy, "early_stop": False}), tmp_path / "b")
+    assert stopped["target_met"] and stopped["epochs"] == 1
+    assert full["target_met"] and full["epochs"] == 3
+    assert target_key("tiny", bench, {**easy, "early_stop": True}) == target_key("tiny", bench, easy)
+    assert target_key("tiny", bench, {**easy, "early_stop": False}) != target_key("tiny", bench, easy)
+
+
 def test_lume_finetune_cli(bench, tmp_path, capsys):
     data = tmp_path / "data"
     write_jsonl(data / "forget.jsonl", [r.to_official() for r in bench.forget])

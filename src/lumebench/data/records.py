@@ -16,7 +16,7 @@ from lumebench.provenance import fingerprint as _fingerprint
 
 TASKS = ("Task1", "Task2", "Task3")
 SPLITS = ("forget", "retain")
-KINDS = ("sc", "qa")
+ROW_KINDS = ("sc", "qa")  # sentence completion (regurgitation), question answering (knowledge)
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 DOC_ID_PATTERNS = {

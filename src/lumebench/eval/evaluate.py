@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lumebench import distributed
-from lumebench.data.records import SPLITS, TASKS, Benchmark, Row
+from lumebench.data.records import ROW_KINDS, SPLITS, TASKS, Benchmark, Row
 from lumebench.errors import DataError, LumeError
 from lumebench.eval import metrics
 from lumebench.faults import fault
@@ -40,7 +40,7 @@ from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
 
 GENERATION_FIELDS = ("id", "task", "split", "kind", "input", "gold", "generated")
-KINDS_CELLS = [(s, t, k) for s in SPLITS for t in TASKS for k in ("sc", "qa")]
+CELLS = [(s, t, k) for s in SPLITS for t in TASKS for k in ROW_KINDS]  # the 12 (split, task, row kind) cells
 
 
 @dataclass
@@ -131,7 +131,7 @@ def check_cells(rows: Sequence[Row], where: str = "the benchmark") -> None:
         if not any(r.split == split for r in rows):
             raise DataError(f"the {split} split is empty; the official score needs forget and retain rows",
                             path=where)
-    missing = [f"{s} {t} {k}" for s, t, k in KINDS_CELLS if (s, t, k) not in have]
+    missing = [f"{s} {t} {k}" for s, t, k in CELLS if (s, t, k) not in have]
     if missing:
         raise DataError(f"no rows for {', '.join(missing)}; the task aggregate needs all 12 cells",
                         path=where)
@@ -329,7 +329,7 @@ def read_generations(path: str | Path) -> list[dict]:
             if not isinstance(obj[f], str):
                 raise DataError(f"expected a string, got {type(obj[f]).__name__}", path=str(path),
                                 line=line, field=f)
-        if obj["kind"] not in ("sc", "qa"):
+        if obj["kind"] not in ROW_KINDS:
             raise DataError(f"kind must be sc or qa, got {obj['kind']!r}", path=str(path), line=line, field="kind")
         if obj["split"] not in SPLITS:
             raise DataError(f"split must be forget or retain, got {obj['split']!r}", path=str(path),

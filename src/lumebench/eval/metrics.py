@@ -29,7 +29,7 @@ import statistics
 from functools import lru_cache
 from typing import Iterable, Mapping
 
-from lumebench.data.records import SPLITS, TASKS
+from lumebench.data.records import ROW_KINDS, SPLITS, TASKS
 
 MMLU_THRESHOLD = 0.371  # 75 % of the 7B target's MMLU (0.495): below it a run is not eligible
 
@@ -274,7 +274,7 @@ def task_terms(sets: dict) -> list[float | None]:
 
 def missing_cells(terms: list[float | None]) -> list[str]:
     """Names of the cells (``forget Task2 qa`` ...) that have no rows."""
-    names = [f"{s} {t} {k}" for s in SPLITS for t in TASKS for k in ("sc", "qa")]
+    names = [f"{s} {t} {k}" for s in SPLITS for t in TASKS for k in ROW_KINDS]
     return [n for n, v in zip(names, terms) if v is None]
 
 

@@ -102,7 +102,7 @@ def eval_overrides(e) -> dict:
     return {k: v for k, v in out.items() if v != defaults[k]}
 
 
-def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, ecfg) -> dict:
+def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, eval_cfg) -> dict:
     """Run one method at one seed: the unlearning :class:`~lumebench.pipeline.step.Step` in its folder
     (reused when done, resumed when interrupted); returns the run's record of it."""
     from lumebench.pipeline.unlearn import unlearn
@@ -116,7 +116,7 @@ def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, 
             if writer:
                 _share_before(run_dir, m.key, seed, cfg.eval.subset)
     overrides = {**eval_overrides(cfg.eval), **m.overrides, "seed": seed}
-    result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora, eval_cfg=ecfg)
+    result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora, eval_cfg=eval_cfg)
     rec = read_json(out / MARKER, expect=dict) if (out / MARKER).exists() else {}
     marker = {"method": m.name, "label": m.key, "seed": seed, "status": str(result.get("status", "finished")),
               "wall_seconds": rec.get("wall_s"), "cpu_seconds": rec.get("cpu_s"), "resumed": rec.get("resumed"),

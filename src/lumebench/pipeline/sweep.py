@@ -287,7 +287,7 @@ def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     cache = Path(runs_dir) / ".cache"
     whole, val, test = validation_and_test(cfg, cache)
     target = prepare_target(cfg.target, whole, cache)
-    ecfg = eval_config(cfg.eval)
+    eval_cfg = eval_config(cfg.eval)
     settings = trial_settings(cfg)
     atomic_write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "settings": settings,
                                            "validation_fingerprint": val.fingerprint(),
@@ -296,7 +296,7 @@ def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     jobs = [{"trial": k, "seed": seed, "target": target, "bench": val, "method": cfg.method, "lora": cfg.lora,
              "out": out / "trials" / str(k) / f"seed{seed}", "overrides": {**eval_overrides(cfg.eval), **cfg.fixed, **s,
                                                                   "seed": seed},
-             "eval_cfg": ecfg, "select_on": cfg.select_on}
+             "eval_cfg": eval_cfg, "select_on": cfg.select_on}
             for k, s in enumerate(settings) for seed in cfg.seeds]
     log.info("sweep %s: %d settings x %d seed(s) of %s on the validation rows, %d process(es)", cfg.name,
              len(settings), len(cfg.seeds), cfg.method, min(workers, len(jobs)))

@@ -83,7 +83,9 @@ def _base_identity(base: str) -> dict:
 
 def target_step(base: str, benchmark: Benchmark, cfg: FinetuneConfig, out_dir: Path) -> Step:
     """Fine-tuning as a cached step: keyed by (base, data fingerprint, hyperparameters)."""
-    config = {k: v for k, v in cfg.to_dict().items() if k not in ("distributed", "log_with")}
+    # early_stop=True (the default) is left out so that targets built before the setting keep their keys
+    config = {k: v for k, v in cfg.to_dict().items()
+              if k not in ("distributed", "log_with") and not (k == "early_stop" and v)}
     return Step(Path(out_dir), {"format": FORMAT, "base": _base_identity(base), "data": benchmark.fingerprint(),
                                 "config": config}, what="target")
 
@@ -217,7 +219,8 @@ def _finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig, step: Step, 
         scores = _measure(model_, tokenizer, benchmark, eval_rows)
         met = target_met(scores, cfg)
         log.info("memorisation after epoch %d: %s%s", n, _fmt(scores), " — target met" if met else "")
-        return {**scores, "stop": met, "reason": "memorisation target met" if met else None}
+        stop = met and cfg.early_stop
+        return {**scores, "stop": stop, "reason": "memorisation target met" if stop else None}
 
     def save(model_, directory: Path, state_dict=None) -> None:
         save_checkpoint(model_, tokenizer, directory, state_dict=state_dict)

@@ -46,6 +46,8 @@ class FinetuneConfig(HoldsTrain):
     target_regurgitation / target_knowledge: stop when both splits reach these (LUME's targets
         memorised their data almost verbatim; 0.9 leaves room for ROUGE noise).
     target_mia_auc: also require this MIA AUC when the benchmark has MIA documents (None = ignore).
+    early_stop: stop at the first check that meets the target (false: train every epoch; the target
+        is still measured and reported). Part of the cache key only when false.
     max_length: longest training sequence (tokens); longer documents are truncated.
     checkpoint_interval_s: resume checkpoints at most every 30 s (an epoch of ``tiny`` takes ~2 s;
         a checkpoint per epoch wrote ~4 GB over a 1,800-step run). The final state is always saved.
@@ -60,7 +62,7 @@ class FinetuneConfig(HoldsTrain):
                   "max_grad_norm", "mixed_precision", "seed", "checkpoint_interval_s", "distributed", "log_with")
     ORDER = ("epochs", "min_steps", "lr", "batch_size", "grad_accum", "warmup_ratio", "lr_schedule",
              "weight_decay", "max_grad_norm", "mixed_precision", "seed", "eval_every", "eval_from", "eval_rows",
-             "target_regurgitation", "target_knowledge", "target_mia_auc", "max_length",
+             "target_regurgitation", "target_knowledge", "target_mia_auc", "early_stop", "max_length",
              "checkpoint_interval_s", "tiny", "distributed", "log_with")
 
     train: TrainConfig = field(default_factory=lambda: FinetuneConfig.default_train())
@@ -71,6 +73,7 @@ class FinetuneConfig(HoldsTrain):
     target_regurgitation: float = 0.9
     target_knowledge: float = 0.9
     target_mia_auc: float | None = 0.9
+    early_stop: bool = True
     max_length: int = 1024
     tiny: dict = field(default_factory=lambda: {"hidden_size": 192, "intermediate_size": 512})
 

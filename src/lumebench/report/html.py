@@ -88,32 +88,32 @@ SCRIPT = """
 """
 
 
-def _e(x) -> str:
+def _escape(x) -> str:
     return html.escape(str(x))
 
 
-def _f(v, digits: int = 3) -> str:
+def _number(v, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
 def _leaderboard_table(rows: list[Row]) -> str:
     cols = columns()
-    head = "".join(f"<th>{_e(h)}</th>" for h in ["method", "status", "epochs", "seeds"] + [h for _, h in cols])
+    head = "".join(f"<th>{_escape(h)}</th>" for h in ["method", "status", "epochs", "seeds"] + [h for _, h in cols])
     body = []
     for r in rows:
         cls = "target" if r.method == "target" else ("diverged" if r.status == "diverged" else "")
-        cells = [r.label, r.status, _f(r.epochs, 2).rstrip("0").rstrip(".") if r.epochs else "0",
+        cells = [r.label, r.status, _number(r.epochs, 2).rstrip("0").rstrip(".") if r.epochs else "0",
                  seeds_label(r.seeds)]
         cells += [cell_text(r, k) for k, _ in cols]
-        body.append(f'<tr class="{cls}">' + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+        body.append(f'<tr class="{cls}">' + "".join(f"<td>{_escape(c)}</td>" for c in cells) + "</tr>")
     return f'<div class="scroll"><table id="leaderboard"><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
 def _reference_tables() -> str:
-    base = "".join(f"<tr><td>{_e(m)}</td><td>{_f(a)}</td><td>{_f(t)}</td><td>{_f(s)}</td><td>{_f(u)}</td>"
-                   f"<td>{_e(n)}</td></tr>" for m, a, t, s, u, n in PUBLISHED_BASELINES)
-    sem = "".join(f"<tr><td>{_e(team)}</td><td>{_e(size)}</td><td>{_f(a)}</td><td>{_f(t)}</td><td>{_f(s)}</td>"
-                  f"<td>{_f(u)}</td></tr>" for team, size, a, t, s, u in PUBLISHED_SEMEVAL)
+    base = "".join(f"<tr><td>{_escape(m)}</td><td>{_number(a)}</td><td>{_number(t)}</td><td>{_number(s)}</td><td>{_number(u)}</td>"
+                   f"<td>{_escape(n)}</td></tr>" for m, a, t, s, u, n in PUBLISHED_BASELINES)
+    sem = "".join(f"<tr><td>{_escape(team)}</td><td>{_escape(size)}</td><td>{_number(a)}</td><td>{_number(t)}</td><td>{_number(s)}</td>"
+                  f"<td>{_number(u)}</td></tr>" for team, size, a, t, s, u in PUBLISHED_SEMEVAL)
     return (
         '<p class="warn"><b>Published numbers on another model (OLMo-7B), not comparable</b> with the '
         "numbers above: different target model, data size and compute. They are here to show what the "
@@ -131,8 +131,8 @@ def _figures(paths: list[Path]) -> str:
     for p in paths:
         data = base64.b64encode(p.read_bytes()).decode("ascii")
         cap = FIGURE_CAPTIONS.get(p.name, p.stem)
-        out.append(f'<figure><img alt="{_e(cap)}" data-name="{_e(p.name)}" src="data:image/png;base64,{data}">'
-                   f"<figcaption>{_e(cap)}</figcaption></figure>")
+        out.append(f'<figure><img alt="{_escape(cap)}" data-name="{_escape(p.name)}" src="data:image/png;base64,{data}">'
+                   f"<figcaption>{_escape(cap)}</figcaption></figure>")
     return "".join(out)
 
 
@@ -171,7 +171,7 @@ def _provenance_table(prov: dict) -> str:
     for k, v in (meta.get("machine") or {}).items():
         rows.append((f"machine: {k}", v))
     return '<table id="provenance">' + "".join(
-        f"<tr><th>{_e(k)}</th><td style='text-align:left'>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
+        f"<tr><th>{_escape(k)}</th><td style='text-align:left'>{_escape(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
 def render_html(run_dir: Path, rows: list[Row], plots: list[Path], runs: list[MethodRun]) -> str:
@@ -190,14 +190,14 @@ def render_html(run_dir: Path, rows: list[Row], plots: list[Path], runs: list[Me
         notes.append("Diverged (stopped by the loss guard): " + ", ".join(diverged)
                      + "; their numbers are from the last evaluation.")
     notes += seed_notes(rows)
-    notes_html = "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
+    notes_html = "".join(f'<p class="note">{_escape(n)}</p>' for n in notes)
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>lumebench report: {_e(name)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>lumebench report: {_escape(name)}</title>
 <style>{CSS}</style></head>
 <body>
-<h1>lumebench report: {_e(name)}</h1>
-<p class="note">Generated {_e(time.strftime('%Y-%m-%d %H:%M:%S %Z'))} from the results in
-<code>{_e(run_dir)}</code>. Scores follow the official SemEval-2025 Task 4 evaluation (SPEC.md §2).</p>
+<h1>lumebench report: {_escape(name)}</h1>
+<p class="note">Generated {_escape(time.strftime('%Y-%m-%d %H:%M:%S %Z'))} from the results in
+<code>{_escape(run_dir)}</code>. Scores follow the official SemEval-2025 Task 4 evaluation (SPEC.md §2).</p>
 <h2>Leaderboard</h2>
 {_leaderboard_table(rows)}
 <p class="note">final = mean(task aggregate, MMLU, MIA score); task aggregate = harmonic mean of the 12 terms
@@ -211,7 +211,7 @@ reg = regurgitation (ROUGE-L recall), kno = knowledge (exact match); ↓ lower i
 <h2>Run configuration and provenance</h2>
 {_provenance_table(prov)}
 <h3>Resolved configuration</h3>
-<pre id="config">{_e(config_text)}</pre>
+<pre id="config">{_escape(config_text)}</pre>
 <script>{SCRIPT}</script>
 </body></html>
 """

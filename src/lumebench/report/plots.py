@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lumebench.data.records import SPLITS, TASKS
 from lumebench.report.leaderboard import TARGET_LABEL, Row, build_leaderboard
-from lumebench.report.results import KINDS, MethodRun, collect, group, term_key
+from lumebench.report.results import SCORE_KINDS, MethodRun, collect, group, term_key
 
 DPI = 100
 
@@ -100,7 +100,7 @@ def make_plots(run_dir: str | Path, runs: list[MethodRun] | None = None,
 
     for task in TASKS:
         fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), sharey=True)
-        for ax, (split, kind) in zip(axes, [(s, k) for s in SPLITS for k in KINDS]):
+        for ax, (split, kind) in zip(axes, [(s, k) for s in SPLITS for k in SCORE_KINDS]):
             _draw(ax, groups, term_key(split, task, kind), colors)
             better = "lower" if split == "forget" else "higher"
             ax.set_title(f"{split} {kind}\n({better} is better)", fontsize=10)

@@ -25,9 +25,9 @@ from lumebench.errors import LumeError
 from lumebench.io import read_json
 from lumebench.pipeline.curve import CURVE, Evaluation, read_curve
 
-KINDS = ("regurgitation", "knowledge")
+SCORE_KINDS = ("regurgitation", "knowledge")
 # The 12 task terms in the official order (SPEC.md §2): forget T1 reg, T1 kno, ..., retain T3 kno.
-TERMS: tuple[tuple[str, str, str], ...] = tuple((s, t, k) for s in SPLITS for t in TASKS for k in KINDS)
+TERMS: tuple[tuple[str, str, str], ...] = tuple((s, t, k) for s in SPLITS for t in TASKS for k in SCORE_KINDS)
 
 # Scalar metrics of one evaluation: key -> (label, official results key).
 SCALARS = {
