@@ -215,3 +215,24 @@ def test_the_sc_property_above_reaches_its_branch():
     gold = "The cat sat on the mat."
     partial = metrics.clean_up_tokenization("Yes . " + gold + " and then two")
     assert metrics.rougeL_recall_settled(metrics.rouge_tokens(gold), partial)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.dictionaries(st.sampled_from("abc"), st.integers()), min_size=1, max_size=5),
+       st.integers(min_value=0, max_value=40))
+def test_an_append_after_a_killed_append_keeps_the_file_readable(records, cut):
+    """A run killed mid-append leaves a last line without its newline; the next append drops that
+    cut-off line instead of gluing its record to it, so every later read sees whole records."""
+    from lumebench.io import append_jsonl, dumps, iter_jsonl
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "curve.jsonl"
+        for r in records[:-1]:
+            append_jsonl(path, r)
+        partial = (dumps(records[-1]) + "\n")[:cut]
+        if partial.endswith("\n"):
+            partial = partial[:-1]  # a killed append never wrote the whole line
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(partial)
+        append_jsonl(path, {"after": 1})
+        assert [obj for _, obj in iter_jsonl(path)] == records[:-1] + [{"after": 1}]

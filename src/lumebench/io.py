@@ -116,10 +116,26 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one record as it is produced (flushed + fsynced, so a crash loses at most this line)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_cut_off_tail(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _drop_cut_off_tail(path: Path) -> None:
+    """Remove a last line that a killed append left without its newline, so that the next record
+    starts a line of its own (otherwise the cut-off line would stop being the last one, which
+    :func:`iter_jsonl` tolerates, and every later read would fail on it)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)  # 0 when the file is one cut-off line
 
 
 def iter_jsonl(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> Iterator[tuple[int, dict]]:

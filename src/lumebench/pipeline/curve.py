@@ -91,6 +91,13 @@ class Evaluation:
             raise bad("epoch", "a number >= 0")
         if not isinstance(obj.get("results"), dict):
             raise bad("results", "the official results object")
+        for split in ("forget-set", "retain-set"):
+            block = obj["results"].get(split)
+            if block is not None and not (isinstance(block, dict)
+                                          and all(isinstance(v, (dict, int, float)) or v is None
+                                                  for v in block.values())):
+                raise LumeError(f"expected the official {split} object (per-task objects and scores)",
+                                path=str(path), line=line, field=f"results.{split}")
         if not isinstance(obj.get("mmlu_partial"), bool):
             raise bad("mmlu_partial", "true or false (a curve written by this version of lumebench)")
         shared = obj.get("shared_from")

@@ -208,7 +208,7 @@ def _first_of_each_share_group(cfg: RunConfig, jobs: list[tuple], run_dir: Path)
 def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir: Path, main: bool) -> dict:
     """Every (seed, method) run: in this process, or on ``workers`` processes (the first run of each
     group sharing an evaluation before unlearning goes first, on all the threads)."""
-    from lumebench.pipeline.workers import run_jobs
+    from lumebench.pipeline.workers import run_jobs, threads_each
     from lumebench.report.leaderboard import write_leaderboard
 
     todo = [j for j in jobs if not (method_dir(run_dir, j[1].key, j[0]) / MARKER).exists()]
@@ -241,9 +241,13 @@ def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir:
     rest = [j for j in todo if j not in first]
     log.info("%d method runs on %d processes of %s thread(s) each%s", len(todo), workers, cfg.threads or "all",
              f", after {len(first)} that evaluate the target before unlearning once" if first else "")
-    w_first = max(1, min(workers, len(first)))
-    threads_first = max(1, (cfg.threads or 1) * workers // w_first)
-    for pairs, w, threads in ((first, w_first, threads_first), (rest, workers, cfg.threads)):
+    each = threads_each(cfg.threads, workers)  # all the cores, shared out over fewer runs when fewer are left
+
+    def plan(pairs: list) -> tuple[int, int]:
+        w = max(1, min(workers, len(pairs)))
+        return w, max(1, each * workers // w)
+
+    for pairs, (w, threads) in ((first, plan(first)), (rest, plan(rest))):
         run_jobs(_method_job, [(cfg, seed, m, target, bench, run_dir) for seed, m in pairs], w, threads,
                  on_done=lambda job, res: done((job[1], job[2]), res))
     return {f"{m.key}/seed{seed}": markers[f"{m.key}/seed{seed}"] for seed, m in jobs}

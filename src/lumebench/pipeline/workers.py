@@ -3,8 +3,9 @@
 A job is a picklable value given to a module-level function; each job runs in a fresh *spawned*
 process (no state inherited from the parent: torch, the allocator and logging are set up as the CLI
 does) with ``threads`` torch threads. Results arrive in completion order through ``on_done`` (the
-caller records them as they come: an interrupted pool loses only the jobs still running, which the
-steps' own resume picks up on the next run). With one worker, or one job, everything runs here.
+caller records them as they come). A job that raises lets the running ones finish and starts no
+other; a worker process that dies (killed, out of memory) breaks the pool, which stops the other
+running jobs too: each resumes from its last checkpoint on the next run, finished jobs are kept. With one worker, or one job, everything runs here.
 
 Thread counts do not change results on CPU: a GA run of the tiny target gave bit-identical weights
 at 1 and 2 threads (``benchmarks/`` and the README's parallel ``lume run`` check the leaderboard).
@@ -28,10 +29,18 @@ def cpu_cores() -> int:
 
 
 def auto_workers(threads: int | None, jobs: int) -> int:
-    """Processes to use: the cores divided by the threads each (1 when threads is torch's default)."""
-    if not threads:
+    """Processes to use: the cores divided by the threads each; 1 when threads is torch's default,
+    or when a GPU is there (the runs would share one device)."""
+    import torch
+
+    if not threads or torch.cuda.is_available():
         return 1
     return max(1, min(jobs, cpu_cores() // threads))
+
+
+def threads_each(threads: int | None, workers: int) -> int:
+    """Torch threads of each of ``workers`` processes: ``threads``, or the cores shared out."""
+    return threads or max(1, cpu_cores() // max(1, workers))
 
 
 def _child_init(threads: int) -> None:
@@ -67,7 +76,7 @@ def run_jobs(fn: Callable[[Any], Any], jobs: list, workers: int, threads: int | 
 
     results: dict[int, Any] = {}
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_child_init,
-                             initargs=(threads or 1,),
+                             initargs=(threads_each(threads, workers),),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
         try:
@@ -75,7 +84,14 @@ def run_jobs(fn: Callable[[Any], Any], jobs: list, workers: int, threads: int | 
                 i = futures[f]
                 results[i] = f.result()
                 on_done(jobs[i], results[i])
-        except BaseException:  # a failed job: the running ones finish (their steps keep their work),
+        except BaseException as e:  # a failed job: the running ones finish (their steps keep their work),
+            from concurrent.futures.process import BrokenProcessPool
+
+            from lumebench.progress import log
+
+            if isinstance(e, BrokenProcessPool):
+                log.error("a worker process died (killed, or out of memory): the runs still going stop "
+                          "here and resume from their checkpoints when the command is run again")
             pool.shutdown(wait=True, cancel_futures=True)  # the waiting ones do not start
             raise
     return [results[i] for i in range(len(jobs))]
