@@ -108,16 +108,14 @@ class ZJUKLAB(NPO):
         model, tokenizer = U._load_target(target)
         bench_eval = U.eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed)
         curve = U.read_curve(out_dir)
-        done = {r.step for r in curve}
 
         def evaluate_at(step: int, epoch: float, m) -> None:
-            if not evaluate or step in done:
+            if not evaluate or any(r.step == step for r in curve):
                 return
             results = U._evaluate(m, tokenizer, bench_eval, eval_cfg, out_dir / "eval" / f"step_{step:06d}")
             rec = Evaluation.of(step, epoch, results)
             append_jsonl(out_dir / U.CURVE, rec.to_json())
             curve.append(rec)
-            done.add(step)
 
         evaluate_at(0, 0.0, model)
         model = self.merge(model, [Path(p["final_model"]).parent / "adapter" for p in parts])

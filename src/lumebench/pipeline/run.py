@@ -218,9 +218,9 @@ def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir:
 
     def done(job: tuple, res: tuple[str, dict]) -> None:
         markers[res[0]] = res[1]
-        if main:
-            write_leaderboard(run_dir)  # an interrupted run still has the leaderboard of what finished
-        if job in todo:
+        if job in todo:  # (a run finished before is on the leaderboard already; the report rewrites it)
+            if main:
+                write_leaderboard(run_dir)  # an interrupted run still has the leaderboard of what finished
             spent.append(time.time() - t0[0])
             t0[0] = time.time()
         left = n - len(markers)

@@ -294,15 +294,15 @@ class _Evaluator:
         self.curve_cfg = (dataclasses.replace(eval_cfg, mmlu=None) if self.wants_mmlu and cfg.mmlu_at == "ends"
                           else eval_cfg)
         self.curve = read_curve(out_dir)
-        self.done_steps = {rec.step for rec in self.curve}
 
     def at(self, step: int, model_now, *, last: bool = True, again: bool = False) -> Evaluation | None:
         """Evaluate (or reuse the curve's record of) ``step``; without MMLU between the ends under
         ``mmlu_at="ends"``. ``again``: evaluate a step whose record lacks MMLU once more."""
         if not self.enabled:
             return None
-        if step in self.done_steps and not again:
-            return next(r for r in self.curve if r.step == step)
+        known = next((r for r in self.curve if r.step == step), None)
+        if known is not None and not again:
+            return known
         self.ctx.model = model_now
         with self.m.evaluated(self.ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
             results = _evaluate(shown, self.tokenizer, self.bench_eval, self.eval_cfg if last else self.curve_cfg,
@@ -313,7 +313,6 @@ class _Evaluator:
                 append_jsonl(self.out_dir / CURVE, rec.to_json())
         fault("unlearn:after-eval")
         self.curve[:] = [r for r in self.curve if r.step != step] + [rec]
-        self.done_steps.add(step)
         log.info("evaluation at step %d (epoch %s): %s", step, rec.epoch,
                  ", ".join(f"{k} {v:.3f}" for k, v in rec.summary.items() if isinstance(v, float)))
         return rec

@@ -18,9 +18,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-CHILD_ENV = "LUMEBENCH_WORKER"
-
-
 def cpu_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -49,7 +46,6 @@ def _child_init(threads: int) -> None:
     from lumebench.allocator import tune_allocator
     from lumebench.progress import setup_logging
 
-    os.environ[CHILD_ENV] = "1"
     os.environ["LUME_QUIET"] = "1"
     tune_allocator()
     setup_logging()
