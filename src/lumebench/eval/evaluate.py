@@ -197,16 +197,11 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
     digest = model_digest(model)
     meta = run_meta(seed=seed, config=asdict(cfg), data_fingerprint=benchmark.fingerprint())
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    if dtype in ("bfloat16", "float16") and cfg.engine == "fast":
-        if one_at_a_time(model):
-            log.info("%s on a CPU: the fast engine runs one row, MIA document and MMLU question at a "
-                     "time (batched low-precision attention rounds differently from the official "
-                     "one-at-a-time protocol); only its early exits remain", dtype)
-        else:
-            log.warning("%s on %s: the fast engine's batches and drafts can change the last bits of "
-                        "low-precision attention, so near-tie tokens may differ from the official "
-                        "one-prompt-at-a-time run (on a CPU they do); --engine reference is that run",
-                        dtype, model_device(model).type)
+    if cfg.engine == "fast" and one_at_a_time(model):
+        log.info("%s: the fast engine runs one row, MIA document and MMLU question at a time "
+                 "(batched low-precision attention rounds differently from the official one-at-a-time "
+                 "protocol and changes near-tie tokens); only its early exits remain. Load the model "
+                 "in float32 for batches", dtype)
     meta.update({"model": model_name, "model_digest": digest, "n_rows": len(rows),
                  "n_rows_benchmark": len(benchmark.rows), "dtype": dtype,
                  "official_dtype": dtype == "bfloat16",  # the official script loads bf16 everywhere

@@ -186,6 +186,11 @@ def _register_run(sub) -> None:
     p.add_argument("config", nargs="?", help="run config (.yaml, .yml, .toml or .json)")
     p.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
     p.add_argument("--name", help="override the config's run name (the output folder)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="method runs at once, each in its own process (overrides the config's workers; "
+                        "results do not depend on it). On a GPU the processes share the card")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads of each process (overrides the config's threads)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(handler=_run)
 
@@ -224,6 +229,14 @@ def _run(args) -> int:
             raise LumeError(f"--name {args.name!r}: a run name is letters, digits, '_', '-', '.', '+' "
                             "(it names a folder inside --runs-dir)")
         cfg.name = args.name
+    for field in ("workers", "threads"):  # not results: a resumed run may change them
+        value = getattr(args, field)
+        if value is not None:
+            if value < 1:
+                from lumebench.errors import LumeError
+
+                raise LumeError(f"--{field} {value}: must be a positive number")
+            setattr(cfg, field, value)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0

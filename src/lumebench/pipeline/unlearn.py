@@ -78,11 +78,15 @@ def _target_identity(target) -> tuple[Any, str]:
 
 
 def _load_target(target):
+    """The target to unlearn, in float32 on every device: training keeps fp32 master weights anyway
+    (bf16 rounds small updates away), and every evaluation of the run — before unlearning and along
+    the curve — then computes in fp32, where the fast engine's batches give the reference engine's
+    tokens (in bf16 they do not: 8 of 60 rows changed on an H100, see the README)."""
     if isinstance(target, (tuple, list)):
         return target[0], target[1]
     from lumebench.models import load_model
     with checks.naming("target"):
-        return load_model(str(target))
+        return load_model(str(target), dtype="float32")
 
 
 def _evaluate(model, tokenizer, bench: Benchmark, eval_cfg, out_dir: Path) -> dict:

@@ -65,11 +65,11 @@ def _allow_mixed_precision(precision: str) -> None:
         AcceleratorState._reset_state()
 
 
-def _training_precision(setting: str, params: list[torch.nn.Parameter]) -> str:
+def _training_precision(setting: str, model: torch.nn.Module, params: list[torch.nn.Parameter]) -> str:
     """The autocast precision; trainable weights held in bf16/fp16 become fp32 master weights
-    (and are then trained under autocast in their own low precision)."""
+    (and are then trained under autocast in their own low precision), the rest of the model fp32 too."""
     precision = resolve_mixed_precision(setting)
-    low = upcast_master_weights(params)
+    low = upcast_master_weights(model, params)
     if low is not None and precision == "no":
         precision = "bf16" if low == torch.bfloat16 else "fp16"
     if low is not None:
@@ -123,7 +123,7 @@ def prepare_training(model: torch.nn.Module, epoch_batches: Callable[[int], list
     if not params:
         raise LumeError("nothing to train: no parameter requires a gradient")
     names = _param_names(model, params)
-    precision = _training_precision(cfg.mixed_precision, params)
+    precision = _training_precision(cfg.mixed_precision, model, params)
     _allow_mixed_precision(precision)
     log_with = ([t.strip() for t in cfg.log_with.split(",") if t.strip()] if isinstance(cfg.log_with, str)
                 else list(cfg.log_with or [])) or None

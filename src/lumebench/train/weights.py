@@ -102,11 +102,22 @@ def save_trained(model: torch.nn.Module, directory: Path,
                 save_model(model, Path(directory), state_dict=full)
 
 
-def upcast_master_weights(params: list[torch.nn.Parameter]) -> torch.dtype | None:
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def upcast_master_weights(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> torch.dtype | None:
     """fp32 master weights: trainable parameters held in bf16/fp16 are converted to fp32 in place
-    (AdamW updates of ~1e-5 relative size round away in bf16). Returns the low dtype found, if any."""
-    low = next((p.dtype for p in params if p.dtype in (torch.bfloat16, torch.float16)), None)
-    for p in params:
-        if p.dtype in (torch.bfloat16, torch.float16):
+    (AdamW updates of ~1e-5 relative size round away in bf16). The frozen ones follow, so that the
+    model has one dtype: bf16 layers next to fp32 ones fail every forward outside autocast (the
+    evaluations between epochs). Returns the low dtype found among ``params``, if any."""
+    low = next((p.dtype for p in params if p.dtype in LOW_PRECISION), None)
+    if low is None:
+        return None
+    for p in model.parameters():
+        if p.dtype in LOW_PRECISION:
             p.data = p.data.float()
+    for module in model.modules():
+        for name, buf in module.named_buffers(recurse=False):
+            if buf is not None and buf.dtype in LOW_PRECISION:
+                setattr(module, name, buf.float())
     return low
