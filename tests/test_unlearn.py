@@ -149,7 +149,8 @@ def test_other_methods_run_to_completion(method, target, bench, tmp_path):
     assert [c["epoch"] for c in r["curve"]] == [0.0, 1.0, 2.0, 3.0]
     assert r["final"]["forget_regurgitation"] < r["curve"][0]["forget_regurgitation"]
     if method.startswith("npo"):
-        assert (tmp_path / "reference_nll_forget.safetensors").exists()
+        assert (tmp_path / "reference_nll_forget" / "nll.safetensors").exists()
+        assert (tmp_path / "reference_nll_forget" / "done.json").exists()
     assert r["hyperparameters"] == dataclasses.asdict(METHODS.get(method).Hparams())
 
 

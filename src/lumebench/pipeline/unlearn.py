@@ -17,7 +17,7 @@
 - Output ``out_dir/``: ``curve.jsonl``, ``unlearn.json`` (method, hyperparameters, seed, versions, data
   fingerprint, per-epoch scores, status), ``model/`` (safetensors + tokenizer) or ``adapter/`` (LoRA),
   ``eval/step_<N>/`` (the evaluation engine's files), ``train/`` (the loop's checkpoint and log),
-  ``reference_nll_forget.safetensors`` (NPO's cached reference).
+  ``reference_nll_forget/`` (NPO's cached reference, a step of its own: ``nll.safetensors`` + ``done.json``).
 - Rerunning the same call resumes; if ``unlearn.json`` already records a finished run with the same
   configuration fingerprint, it is returned without loading anything.
 """
