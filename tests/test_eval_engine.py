@@ -324,12 +324,13 @@ def test_slack_cache_layer_appends_in_place_and_generates_the_same_tokens(bench_
     from transformers import DynamicCache
 
     from lumebench.eval import generation as G
+    from lumebench.eval import kv_cache
 
-    cache = G._new_cache()
+    cache = kv_cache.new_cache()
     cache.update(torch.ones(2, 3, 5, 4), torch.ones(2, 3, 5, 4), 0)
     lay = cache.layers[0]
     buf = lay._kbuf
-    assert lay.keys.shape == (2, 3, 5, 4) and buf.shape[2] >= 5 + G.SLACK_MIN
+    assert lay.keys.shape == (2, 3, 5, 4) and buf.shape[2] >= 5 + kv_cache.SLACK_MIN
     k, v = lay.update(torch.full((2, 3, 1, 4), 2.0), torch.full((2, 3, 1, 4), 3.0))
     assert lay._kbuf is buf and k.shape == (2, 3, 6, 4)  # no copy: the same buffer grew its view
     assert torch.equal(k[:, :, :5], torch.ones(2, 3, 5, 4)) and torch.equal(v[:, :, 5], torch.full((2, 3, 4), 3.0))
@@ -340,6 +341,7 @@ def test_slack_cache_layer_appends_in_place_and_generates_the_same_tokens(bench_
     bench, model, tok = bench_and_model
     rows = bench.rows[:24]
     slack = G.generate(model, tok, rows, max_new_tokens=48)
-    monkeypatch.setattr(G, "_new_cache", lambda: DynamicCache())
+    made = []  # where both batch paths look it up
+    monkeypatch.setattr(kv_cache, "new_cache", lambda: made.append(1) or DynamicCache())
     plain = G.generate(model, tok, rows, max_new_tokens=48)
-    assert _ids(slack) == _ids(plain)
+    assert made and _ids(slack) == _ids(plain)

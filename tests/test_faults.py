@@ -134,19 +134,20 @@ def _unlearn_numbers(d: Path) -> dict:
     curve = [{k: v for k, v in rec.items()} for _, rec in iter_jsonl(d / "curve.jsonl")]
     return {"weights": _weights(d / "model"), "curve": sorted(curve, key=lambda r: r["step"]),
             "final": info["final"], "status": info["status"], "steps": info["steps"],
-            "reference": _reference(d / "reference_nll_forget.safetensors")}
+            "reference": _reference(d / "reference_nll_forget")}
 
 
-def _reference(path: Path) -> tuple[dict, list[float]]:
-    """The cache's metadata and values (not its bytes: the header's key order varies by process)."""
+def _reference(folder: Path) -> tuple[str, list[float]]:
+    """The reference cache step's key and values (not the file's bytes: the header's key order varies
+    by process)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata(), f.get_tensor("nll").tolist()
+    with safe_open(str(folder / "nll.safetensors"), framework="pt") as f:
+        return json.loads((folder / "done.json").read_text())["key"], f.get_tensor("nll").tolist()
 
 
 @pytest.mark.parametrize("point,skip", [
-    ("write:reference_nll_forget.safetensors", 0),  # a crash while the NPO reference cache is written
+    ("write:nll.safetensors", 0),                    # a crash while the NPO reference cache is written
     ("unlearn:after-eval", 0),                       # epoch-0 evaluation in the curve, no training yet
     ("unlearn:after-eval", 1),                       # epoch-1 evaluation in the curve, before its checkpoint
     ("write:unlearn.json", 1),                       # while the final unlearn.json is written
@@ -154,8 +155,10 @@ def _reference(path: Path) -> tuple[dict, list[float]]:
 def test_unlearn_resumes_after_a_crash(point, skip, data, target, unlearn_baseline, tmp_path, reliability_log):
     out = tmp_path / "npo"
     crash("unlearn", target, data, str(out), point=point, skip=skip)
-    if point.startswith("write:reference"):
-        assert not (out / "reference_nll_forget.safetensors").exists()  # the temporary file only
+    if point == "write:nll.safetensors":
+        cache = out / "reference_nll_forget"
+        # the temporary file only: no cache file, no completion marker
+        assert not (cache / "nll.safetensors").exists() and not (cache / "done.json").exists()
     drv.unlearn(target, data, str(out))
     _same(reliability_log, f"unlearn {point}#{skip}", _unlearn_numbers(out), _unlearn_numbers(unlearn_baseline))
 
@@ -163,8 +166,9 @@ def test_unlearn_resumes_after_a_crash(point, skip, data, target, unlearn_baseli
 def test_unlearn_recomputes_a_corrupt_reference_cache(data, target, unlearn_baseline, tmp_path, reliability_log):
     out = tmp_path / "npo"
     crash("unlearn", target, data, str(out), point="unlearn:after-eval")
-    cache = out / "reference_nll_forget.safetensors"
-    cache.write_bytes(cache.read_bytes()[:40])  # damaged on disk
+    cache = out / "reference_nll_forget" / "nll.safetensors"
+    assert (cache.parent / "done.json").exists()
+    cache.write_bytes(cache.read_bytes()[:40])  # damaged on disk, its step marked done
     drv.unlearn(target, data, str(out))
     _same(reliability_log, "unlearn corrupt reference cache", _unlearn_numbers(out),
           _unlearn_numbers(unlearn_baseline))

@@ -119,25 +119,62 @@ def test_simnpo_is_length_normalised_and_reference_free(tok):
     assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
 
 
+def _context(model, ex, tok, run_dir, digest=None):
+    return UnlearnContext(model=model, forget=ex, retain=ex, pad_id=tok.pad_token_id, run_dir=run_dir,
+                          batch_size=4, target_digest=digest)
+
+
+class _NoForward(torch.nn.Module):
+    """A model that fails when called: a context holding it can only read the reference from disk."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, *args, **kwargs):
+        raise AssertionError("the model was called although the reference cache was done")
+
+
 def test_cached_reference_nll_equals_fresh_and_survives_a_restart(tok, tmp_path):
+    from lumebench.methods.reference_cache import FILE, reference_nll_step
+
     model = small_model(tok)
     ex = tokenize_rows(make_rows(), tok)
-    ctx = UnlearnContext(model=model, forget=ex, retain=ex, pad_id=tok.pad_token_id, run_dir=tmp_path, batch_size=4)
-    cached = ctx.cached_reference_nll("forget").clone()
+    cached = _context(model, ex, tok, tmp_path, "aaaa").cached_reference_nll("forget").clone()
     model.eval()
     with torch.no_grad():
         fresh = torch.stack([sequence_nll(model, collate([e], tok.pad_token_id))[0][0] for e in ex])
     assert torch.allclose(cached, fresh, atol=1e-4)
-    assert (tmp_path / "reference_nll_forget.safetensors").exists()
-    # after the model has moved, a new context (a resumed run) reads the reference from disk
+    step = reference_nll_step(tmp_path, "forget", ex, "aaaa")
+    assert step.folder == tmp_path / "reference_nll_forget" and (step.folder / FILE).is_file()
+    assert step.done()["result"] == {"file": FILE, "n": len(ex)}
+    # the same examples and target: read from disk (a resumed run), the model is not called
+    assert torch.equal(_context(_NoForward(), ex, tok, tmp_path, "aaaa").cached_reference_nll("forget"), cached)
+    # after the model has moved, other examples or another target are computed again
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05)
-    ctx2 = UnlearnContext(model=model, forget=ex, retain=ex, pad_id=tok.pad_token_id, run_dir=tmp_path)
-    assert torch.equal(ctx2.cached_reference_nll("forget"), cached)
-    # ... but not for other examples (the file is fingerprinted)
-    ctx3 = UnlearnContext(model=model, forget=ex[:3], retain=ex, pad_id=tok.pad_token_id, run_dir=tmp_path)
-    assert not torch.allclose(ctx3.cached_reference_nll("forget"), cached[:3])
+    fewer = _context(model, ex[:3], tok, tmp_path, "aaaa").cached_reference_nll("forget")
+    assert not torch.allclose(fewer, cached[:3])
+    other = _context(model, ex, tok, tmp_path, "bbbb").cached_reference_nll("forget")
+    assert not torch.allclose(other, cached) and reference_nll_step(tmp_path, "forget", ex, "bbbb").done()
+    assert step.done() is None  # the step now belongs to target bbbb
+
+
+def test_a_damaged_reference_cache_is_computed_again(tok, tmp_path):
+    from lumebench.methods.reference_cache import FILE, reference_nll_step
+
+    model = small_model(tok)
+    ex = tokenize_rows(make_rows(), tok)
+    cached = _context(model, ex, tok, tmp_path).cached_reference_nll("forget").clone()
+    path = tmp_path / "reference_nll_forget" / FILE
+    path.write_bytes(path.read_bytes()[:40])  # cut short on disk, the marker still says done
+    with pytest.raises(AssertionError, match="the model was called"):
+        _context(_NoForward(), ex, tok, tmp_path).cached_reference_nll("forget")
+    assert reference_nll_step(tmp_path, "forget", ex, None).done() is None  # the damaged completion is gone
+    again = _context(model, ex, tok, tmp_path).cached_reference_nll("forget")
+    assert torch.allclose(again, cached, atol=1e-6) and reference_nll_step(tmp_path, "forget", ex, None).done()
+    assert torch.equal(_context(_NoForward(), ex, tok, tmp_path).cached_reference_nll("forget"), again)
 
 
 def test_npo_batch_lookup_uses_the_cache_by_example_index(tok):

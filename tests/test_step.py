@@ -45,6 +45,15 @@ def test_an_interrupted_step_has_no_marker_and_is_computed_again(tmp_path):
     assert rec["result"] == {"resumed_from": "half"} and rec["resumed"] is True
 
 
+def test_a_discarded_completion_is_computed_again(tmp_path):
+    step = Step(tmp_path / "s", {"a": 1})
+    assert step.run(lambda: 1)["result"] == 1
+    step.discard()  # e.g. its output was found damaged
+    assert step.done() is None and step.run(lambda: 2)["result"] == 2 and step.done()["result"] == 2
+    step.discard()
+    step.discard()  # a marker already gone is no error (every process may discard)
+
+
 def test_a_foreign_marker_is_one_line_error(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / MARKER).write_text("{}")

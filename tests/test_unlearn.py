@@ -149,7 +149,8 @@ def test_other_methods_run_to_completion(method, target, bench, tmp_path):
     assert [c["epoch"] for c in r["curve"]] == [0.0, 1.0, 2.0, 3.0]
     assert r["final"]["forget_regurgitation"] < r["curve"][0]["forget_regurgitation"]
     if method.startswith("npo"):
-        assert (tmp_path / "reference_nll_forget.safetensors").exists()
+        assert (tmp_path / "reference_nll_forget" / "nll.safetensors").exists()
+        assert (tmp_path / "reference_nll_forget" / "done.json").exists()
     assert r["hyperparameters"] == dataclasses.asdict(METHODS.get(method).Hparams())
 
 
@@ -263,6 +264,12 @@ def test_new_methods_run_through_lume_unlearn(method, target, short_bench_dir, t
         parts = [json.loads((out / "parts" / f"part{k}" / "unlearn.json").read_text()) for k in (0, 1)]
         assert [p["hyperparameters"]["part"] for p in parts] == [0, 1] and all(p["config"]["lora"] for p in parts)
         assert (out / "model" / "model.safetensors").exists() and not (out / "parts" / "part0" / "curve.jsonl").exists()
+        # the parts and the whole method are steps: each marked done, a rerun reuses the method's step
+        assert all((d / "done.json").exists() for d in (out, out / "parts" / "part0", out / "parts" / "part1"))
+        marker = (out / "done.json").read_text()
+        assert lume(["unlearn", "--method", method, "--target", target, "--data", str(short_bench_dir),
+                     "--out", str(out), "--epochs", "2", "--max-new-tokens", "48"]) == 0
+        assert json.loads(capsys.readouterr().out) == printed and (out / "done.json").read_text() == marker
     assert rec["final"]["forget_regurgitation"] < rec["curve"][0]["forget_regurgitation"], rec["final"]
 
 

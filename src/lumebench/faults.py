@@ -7,7 +7,7 @@ Points (see ``tests/test_faults.py``): ``eval:after-generation``, ``eval:after-m
 ``unlearn:after-eval`` (an evaluation appended to the curve, training not yet resumed),
 ``run:after-method`` (a method's done marker written, the next method not started), and
 ``write:<file name>`` inside every atomic write, after half of the temporary file is on disk
-(e.g. ``write:reference_nll_forget.safetensors``). ``LUME_FAULT_SKIP=N`` lets the point pass N
+(e.g. ``write:nll.safetensors``, NPO's reference cache). ``LUME_FAULT_SKIP=N`` lets the point pass N
 times first (crash at the N+1-th time). ``LUME_FAULT=raise:<point>`` raises a RuntimeError there
 instead (an unexpected error, to test how the CLI reports one); ``cli:handler`` is just before a
 command's handler runs.

@@ -177,54 +177,20 @@ class UnlearnContext:
     def cached_reference_nll(self, split: str = "forget") -> torch.Tensor:
         """ℓ_ref for every example of ``split`` (summed target NLL under the reference), computed once.
 
-        Saved to ``<run_dir>/reference_nll_<split>.safetensors`` together with a fingerprint of the
-        tokenised examples and the target's weights digest; a resumed run loads it (the model on disk
-        has already moved by then) only when both match. Under several processes each computes its
-        share of the examples and the values are gathered (the main process writes the file).
+        With a ``run_dir`` it is a cached step in ``<run_dir>/reference_nll_<split>/`` keyed by the
+        tokenised examples and the target's weights digest (:mod:`lumebench.methods.reference_cache`):
+        a resumed run (the model on disk has already moved by then) reads it back. Under several
+        processes each computes its share of the examples and the values are gathered.
         """
         key = f"ref_nll_{split}"
-        if key in self.cache:
-            return self.cache[key]
-        examples = self.forget if split == "forget" else self.retain
-        fp = examples_fingerprint(examples)
-        path = self.run_dir / f"reference_nll_{split}.safetensors" if self.run_dir else None
-        values = None
-        if path is not None and path.exists():
-            values = _read_reference_cache(path, {"examples": fp, "target": str(self.target_digest)},
-                                           len(examples))
-        if values is None:
-            values = compute_reference_nll(self, examples)
-            if path is not None:
-                from lumebench.distributed import main_only
-                from lumebench.io import atomic_save_safetensors
-                with main_only() as writer:
-                    if writer:
-                        atomic_save_safetensors(path, {"nll": values.contiguous()},
-                                                metadata={"examples": fp, "target": str(self.target_digest)})
-        self.cache[key] = values
-        return values
-
-
-def _read_reference_cache(path: Path, expected: dict, n: int) -> torch.Tensor | None:
-    """The cached ℓ_ref when ``path`` holds it for these examples and this target (its metadata
-    equals ``expected``); None (recompute) when it was made for others or cannot be read (a file cut
-    short by a crash, or damaged)."""
-    from safetensors import safe_open
-
-    from lumebench.progress import log
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if any(meta.get(k) != v for k, v in expected.items()):
-                return None
-            values = f.get_tensor("nll")
-    except Exception as e:  # safetensors raises several types for a truncated or corrupt file
-        log.warning("the reference cache %s is unreadable (%s); computing it again", path, type(e).__name__)
-        return None
-    if tuple(values.shape) != (n,) or not torch.isfinite(values).all():
-        log.warning("the reference cache %s does not fit these examples; computing it again", path)
-        return None
-    return values
+        if key not in self.cache:
+            examples = self.forget if split == "forget" else self.retain
+            if self.run_dir is None:
+                self.cache[key] = compute_reference_nll(self, examples)
+            else:
+                from lumebench.methods.reference_cache import cached_reference_nll
+                self.cache[key] = cached_reference_nll(self, split, examples)
+        return self.cache[key]
 
 
 def compute_reference_nll(ctx: UnlearnContext, examples: list[Example]) -> torch.Tensor:

@@ -8,10 +8,13 @@ magnitudes, elect a sign per weight, average the agreeing values):
     L_k = L_NPO(β) + λ_nll,k·NLL̄(retain) + λ_kl,k·KL(p_ref ‖ p_θ)(retain),   k ∈ {0, 1}
     θ = θ0 + TIES(ΔW_0, ΔW_1)
 
-Each part is a normal, resumable ``unlearn`` run (``hyperparameter part=k``) in ``OUT/parts/part<k>/``
-(trained, not evaluated); the merge uses peft's own TIES (:func:`peft.utils.merge_utils.ties`) on each
-LoRA module's full update ΔW = B·A·s (its ``get_delta_weight``), added to the base weight. The merged
-model is evaluated before (step 0) and after, and saved as a full model in ``OUT/model``.
+The whole method is one unlearning :class:`~lumebench.pipeline.step.Step` in ``OUT/`` (reused once
+done). Each part is a normal, resumable ``unlearn`` run (``hyperparameter part=k``), a step of its
+own in ``OUT/parts/part<k>/`` (trained, not evaluated). The merge (seconds, deterministic) is part of
+the method's own step: a rerun before its marker merges again, and the evaluations already in
+``curve.jsonl`` are not made again. It uses peft's own TIES (:func:`peft.utils.merge_utils.ties`) on
+each LoRA module's full update ΔW = B·A·s (its ``get_delta_weight``), added to the base weight. The
+merged model is evaluated before (step 0) and after, and saved as a full model in ``OUT/model``.
 """
 
 from __future__ import annotations
@@ -69,42 +72,26 @@ class ZJUKLAB(NPO):
 
     # ------------------------------------------------------------------ the two runs and the merge
 
-    def unlearn_composite(self, target, benchmark, method, out_dir, *, overrides, eval_cfg, evaluate):
-        from lumebench.io import append_jsonl, atomic_write_json, read_json
+    def unlearn_composite(self, target, benchmark, method, job, *, overrides, eval_cfg, evaluate):
+        """The whole method as the computation of its unlearning :class:`~lumebench.pipeline.step.Step`
+        ``job`` (``unlearn`` reuses the step once done): the two parts (steps of their own in
+        ``parts/part<k>/``, reused when done, resumed when interrupted), then the merge, evaluated
+        before and after (an evaluation already in ``curve.jsonl`` is not made again)."""
+        from lumebench.io import append_jsonl, atomic_write_json
+        from lumebench.models.checkpoint import save_checkpoint
         from lumebench.pipeline import unlearn as U
         from lumebench.pipeline.curve import Evaluation
         from lumebench.progress import log
-        from lumebench.provenance import fingerprint, run_meta
 
-        out_dir = Path(out_dir)
+        out_dir = Path(job.folder)
         overrides = {k: v for k, v in overrides.items() if k != "part"}
         ident, family = U._target_identity(target)
         _, cfg = U.resolve_config(method, overrides, family=family)
-        record_cfg = {"method": method, "hyperparameters": asdict(self.hp), "config": cfg.to_dict(),
-                      "target": ident, "data": benchmark.fingerprint(), "eval": U._eval_cfg_dict(eval_cfg),
-                      "evaluate": evaluate}
-        cfg_fp = fingerprint(record_cfg)
-        result_path = out_dir / U.RESULT
-        if result_path.exists():
-            prev = read_json(result_path)
-            if prev.get("config_fingerprint") == cfg_fp and prev.get("status") != "running":
-                return prev
-        out_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         parts = [U.unlearn(target, benchmark, method, out_dir / "parts" / f"part{k}",
                            overrides={**overrides, "part": k}, eval_cfg=eval_cfg, evaluate=False)
                  for k in (0, 1)]
-        state = {"method": method, "help": METHODS.entry(method).help, "target": ident,
-                 "hyperparameters": asdict(self.hp), "config": cfg.to_dict(), "config_fingerprint": cfg_fp,
-                 "trainable": parts[0]["trainable"], "n_trainable_tensors": parts[0]["n_trainable_tensors"],
-                 "n_forget_examples": parts[0]["n_forget_examples"],
-                 "n_retain_examples": parts[0]["n_retain_examples"],
-                 "steps_per_epoch": parts[0]["steps_per_epoch"], "eval_config": record_cfg["eval"],
-                 "parts": [{k: p.get(k) for k in ("status", "steps", "train_wall_s", "final_model")} for p in parts],
-                 "status": "running", **{k: v for k, v in run_meta(cfg.train.seed, record_cfg, benchmark.fingerprint()).items()
-                                         if k != "config"}}
-        atomic_write_json(result_path, state)
-
+        state = self._start_state(job, benchmark, method, cfg, ident, parts)
         model, tokenizer = U._load_target(target)
         bench_eval = U.eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed)
         curve = U.read_curve(out_dir)
@@ -121,8 +108,6 @@ class ZJUKLAB(NPO):
         model = self.merge(model, [Path(p["final_model"]).parent / "adapter" for p in parts])
         steps = max(int(p["steps"]) for p in parts)
         evaluate_at(steps, float(cfg.train.epochs), model)
-        from lumebench.models.checkpoint import save_checkpoint
-
         final_dir = save_checkpoint(model, tokenizer, out_dir / "model")
         statuses = [p["status"] for p in parts]
         status = "finished" if all(s == "finished" for s in statuses) else \
@@ -134,9 +119,29 @@ class ZJUKLAB(NPO):
                       "curve": [r.brief() for r in curve],
                       "last_good_step": steps,
                       "final": next((r.brief() for r in curve if r.step == steps), None)})
-        atomic_write_json(result_path, state)
+        atomic_write_json(out_dir / U.RESULT, state)
         log.info("%s %s: two LoRA runs merged with TIES (density %g); results in %s", method, status,
                  self.hp.density, out_dir)
+        return state
+
+    def _start_state(self, job, benchmark, method, cfg, ident, parts: list[dict]) -> dict:
+        """The content of ``unlearn.json`` while the merge is going (written now)."""
+        from lumebench.io import atomic_write_json
+        from lumebench.pipeline import unlearn as U
+        from lumebench.provenance import run_meta
+
+        record_cfg = job.key
+        state = {"method": method, "help": METHODS.entry(method).help, "target": ident,
+                 "hyperparameters": asdict(self.hp), "config": cfg.to_dict(),
+                 "config_fingerprint": job.fingerprint,
+                 "trainable": parts[0]["trainable"], "n_trainable_tensors": parts[0]["n_trainable_tensors"],
+                 "n_forget_examples": parts[0]["n_forget_examples"],
+                 "n_retain_examples": parts[0]["n_retain_examples"],
+                 "steps_per_epoch": parts[0]["steps_per_epoch"], "eval_config": record_cfg["eval"],
+                 "parts": [{k: p.get(k) for k in ("status", "steps", "train_wall_s", "final_model")} for p in parts],
+                 "status": "running", **{k: v for k, v in run_meta(cfg.train.seed, record_cfg, benchmark.fingerprint()).items()
+                                         if k != "config"}}
+        atomic_write_json(Path(job.folder) / U.RESULT, state)
         return state
 
     def merge(self, model, adapters: list[Path]):

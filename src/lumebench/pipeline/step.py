@@ -15,7 +15,8 @@ A step is
   process once ``compute`` returned, holding the key, the result and the wall/CPU seconds spent.
 
 Used by data generation (:mod:`.data`), target building (:mod:`.target`), unlearning
-(:mod:`.unlearn`, one step per method folder, reused by ``lume run``) and the sweep's trials. An
+(:mod:`.unlearn`, one step per method folder, reused by ``lume run``; ZJUKLAB's two parts and their
+merge), the reference-NLL cache (:mod:`lumebench.methods.reference_cache`) and the sweep's trials. An
 interrupted stage has no marker, so a rerun computes it again (resuming what it can); a marker for
 another key is refused by default (``on_other_key="error"``: the folder holds other work) or
 recomputed (``"redo"``: a cache whose entry is stale).
@@ -70,6 +71,11 @@ class Step:
         rec = self.record()
         return rec if rec is not None and rec["key"] == self.fingerprint else None
 
+    def discard(self) -> None:
+        """Forget a completion whose output turned out damaged (remove the marker), so that the step
+        is computed again. Every process may call it (the removal tolerates a marker already gone)."""
+        self.marker.unlink(missing_ok=True)
+
     def complete(self, result: Any, *, wall_s: float = 0.0, cpu_s: float = 0.0, resumed: bool = False) -> dict:
         """Write the marker (the main process; no barrier, so a step the main process runs alone may
         complete too) and return its content."""
@@ -93,7 +99,7 @@ class Step:
                             "output folder or delete it", path=str(self.folder))
         resumed = self.folder.is_dir() and any(self.folder.iterdir())
         if old is not None:
-            self.marker.unlink(missing_ok=True)
+            self.discard()
         self.folder.mkdir(parents=True, exist_ok=True)
         t0, c0 = time.time(), time.process_time()
         result = compute()

@@ -17,7 +17,7 @@
 - Output ``out_dir/``: ``curve.jsonl``, ``unlearn.json`` (method, hyperparameters, seed, versions, data
   fingerprint, per-epoch scores, status), ``model/`` (safetensors + tokenizer) or ``adapter/`` (LoRA),
   ``eval/step_<N>/`` (the evaluation engine's files), ``train/`` (the loop's checkpoint and log),
-  ``reference_nll_forget.safetensors`` (NPO's cached reference).
+  ``reference_nll_forget/`` (NPO's cached reference, a step of its own: ``nll.safetensors`` + ``done.json``).
 - Rerunning the same call resumes; if ``unlearn.json`` already records a finished run with the same
   configuration fingerprint, it is returned without loading anything.
 """
@@ -140,9 +140,6 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
     if eval_every != "epoch":
         overrides.setdefault("eval_every", eval_every)
     job, m, cfg, ident = unlearn_step(target, benchmark, method, out_dir, overrides, eval_cfg, evaluate)
-    if getattr(m, "composite", False):  # e.g. zjuklab: several normal runs, then a merge
-        return m.unlearn_composite(target, benchmark, method, job.folder, overrides=overrides,
-                                   eval_cfg=eval_cfg, evaluate=evaluate)
     distributed.init()
     if job.done() is not None:
         state = read_json(job.folder / RESULT, expect=dict)
@@ -151,7 +148,11 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
     out: dict = {}
 
     def compute() -> dict:
-        out["state"] = _run(target, benchmark, method, m, cfg, ident, job, eval_cfg, evaluate)
+        if getattr(m, "composite", False):  # e.g. zjuklab: several unlearning steps, then a merge
+            out["state"] = m.unlearn_composite(target, benchmark, method, job, overrides=overrides,
+                                               eval_cfg=eval_cfg, evaluate=evaluate)
+        else:
+            out["state"] = _run(target, benchmark, method, m, cfg, ident, job, eval_cfg, evaluate)
         return {k: out["state"].get(k) for k in ("status", "steps", "epochs", "final")}
 
     job.run(compute)
