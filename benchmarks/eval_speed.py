@@ -14,8 +14,9 @@ official rows with the official split x task x kind mix; the first N official MI
 - (b) ``memorised``: the model fine-tuned on the sampled rows (``input + " " + output + EOS``, all
   weights, AdamW) until its training loss is below 0.05 — it regurgitates the gold. Built once and
   cached under ``--cache`` (the time it took is printed and stored with it);
-- (c) ``ascended``: (b) after a few gradient-ascent steps on its forget rows (long, degenerate,
-  looping outputs, as after unlearning). Cached too.
+- (c) ``ascended``: (b) after 5 epochs of gradient ascent on its forget rows (AdamW lr 2e-4: long,
+  degenerate, looping outputs, as after unlearning; the 3 epochs at lr 5e-5 used before 2026-11-26
+  left short answers that ended in EOS). Cached too.
 
 Official protocol = the reference engine: one prompt at a time, ``generate`` to 256 tokens unless
 EOS, plus the official unused teacher-forced NLL forward; rouge_score's scorer; MIA one document at
@@ -52,6 +53,8 @@ from common import PeakRSS, gpu_peak_mib, load_smollm2, sync  # noqa: E402  (ben
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "lume-data"
 BASELINE_REF = "4502e11"  # main before issue 11 (evaluation speed II)
+# workload (c): strong enough that the outputs run long and loop (5 of 12 rows reach 256 tokens)
+ASCENT = {"version": 2, "lr": 2e-4, "epochs": 5}
 
 
 # --- one engine on one workload ----------------------------------------------------------------------
@@ -183,7 +186,7 @@ def built_target(kind, rows, cache: Path, seed: int, max_epochs: int = 20, devic
 
     key = fingerprint({"rows": sorted((r.split, r.id) for r in rows), "seed": seed, "recipe": 1,
                        "max_epochs": max_epochs})[:12]
-    mem_dir, asc_dir = cache / f"memorised-{key}", cache / f"ascended-{key}"
+    mem_dir, asc_dir = cache / f"memorised-{key}", cache / f"ascended-{key}-v{ASCENT['version']}"
     target = mem_dir if kind == "memorised" else asc_dir
     if (target / "built.json").exists():
         model, tok = load_model(str(target), dtype=dtype, device=device)
@@ -222,8 +225,9 @@ def _build(kind, rows, seed, max_epochs, mem_dir, asc_dir, target, device, dtype
         print(f"  building the ascended target (gradient ascent on {len(forget)} forget rows; cached in {asc_dir})",
               flush=True)
         t0 = time.perf_counter()
-        loss = _train(model, tok, forget, lr=5e-5, epochs=3, sign=-1.0, seed=seed)
-        info = {"recipe": "memorised target + 3 epochs of gradient ascent on its forget rows, AdamW lr 5e-5, batch 4",
+        loss = _train(model, tok, forget, lr=ASCENT["lr"], epochs=ASCENT["epochs"], sign=-1.0, seed=seed)
+        info = {"recipe": f"memorised target + {ASCENT['epochs']} epochs of gradient ascent on its forget rows, "
+                          f"AdamW lr {ASCENT['lr']:g}, batch 4",
                 "final_loss": loss, "build_s": time.perf_counter() - t0}
         model.save_pretrained(asc_dir)
         tok.save_pretrained(asc_dir)

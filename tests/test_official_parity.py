@@ -209,7 +209,7 @@ def test_bf16_load_gives_the_official_bf16_logits(official_python, tmp_path):
         assert not torch.equal(official["logits_0"], plain(ids).logits[0].float())
 
 
-def test_fast_engines_run_one_at_a_time_in_bf16_on_cpu():
+def test_fast_engines_run_one_at_a_time_in_bf16():
     from lumebench.data.records import Row
     from lumebench.eval.generation import GenerationStats, generate
     from lumebench.eval.mia import one_at_a_time
@@ -227,6 +227,28 @@ def test_fast_engines_run_one_at_a_time_in_bf16_on_cpu():
     assert low.rows_per_forward == low.forwards and low.prefills == len(rows) and low.draft_proposed == 0
     ref = generate(model, tok, rows, engine="reference", max_new_tokens=6)
     assert [g.token_ids for g in fast] == [g.token_ids for g in ref]
+
+
+def test_a_lora_model_passes_the_kv_cache_under_its_base_models_keyword():
+    """PEFT's ``forward`` takes ``**kwargs``: the engines name the KV cache as the base model does, so
+    transformers' "past_key_values is deprecated" warning stays out of the run logs (seen on a GPU)."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from lumebench.data.records import Row
+    from lumebench.eval.batching import cache_kwarg
+    from lumebench.eval.generation import generate
+
+    model, tok = _tiny()
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert cache_kwarg(lora) == cache_kwarg(model) == "cache"
+    rows = [Row.from_fields(f"{i}qa0", "Task3", "forget", text, "Paris") for i, text in enumerate(PROBES[:3])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        gens = generate(lora, tok, rows, max_new_tokens=6, early_exit=False)
+    assert [g.token_ids for g in gens] == [g.token_ids for g in generate(model, tok, rows, max_new_tokens=6,
+                                                                          early_exit=False)]
 
 
 def test_pandas_na_list_and_csv_round_trip_match_the_official_pandas(official_python, tmp_path):

@@ -89,8 +89,10 @@ def eval_mode(model) -> Iterator[Any]:
 
 
 def cache_kwarg(model) -> str:
-    """``cache`` in recent transformers (``past_key_values`` is deprecated there), else the old name."""
-    params = inspect.signature(model.forward).parameters
+    """``cache`` in recent transformers (``past_key_values`` is deprecated there), else the old name.
+    A PEFT model's own ``forward`` takes ``**kwargs`` and passes them on: its base model decides."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 

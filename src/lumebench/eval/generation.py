@@ -54,9 +54,9 @@ uses — only so that speed comparisons pay the official cost.
 
 Greedy argmax ties resolve to the lowest id in both engines (``torch.argmax``). Batched float
 arithmetic can differ from batch-1 arithmetic in the last bits; a near-tie flip is possible in
-principle with real checkpoints (the tests check token identity on a tiny model). In bf16/fp16 on a
-CPU it happens (the attention's output depends on padding and on the number of query tokens), so
-there the fast engine runs one row at a time without drafts, keeping only its early exits
+principle with real checkpoints (the tests check token identity on a tiny model). In bf16/fp16 it
+happens, on a CPU and on a GPU (the attention's output depends on padding and on the number of query
+tokens; 8 of 60 rows changed on an H100), so there the fast engine runs one row at a time without drafts, keeping only its early exits
 (:func:`lumebench.eval.mia.one_at_a_time`): token for token the official bf16 ``generate``.
 
 Decoding (both engines): only the new tokens, ``skip_special_tokens=True,
@@ -95,7 +95,7 @@ def _generate_fast(model, tokenizer, rows, max_new_tokens, batch_size, early_exi
 
     check_plain_greedy(model)
     if one_at_a_time(model):
-        # bf16/fp16 on a CPU: padding and draft columns change the attention's last bits (see
+        # bf16/fp16: padding and draft columns change the attention's last bits (see
         # one_at_a_time); one row per forward and one token per step, as the official generate
         batch_size, speculative = 1, False
     stats = stats if stats is not None else GenerationStats()

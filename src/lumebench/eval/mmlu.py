@@ -34,7 +34,7 @@ Engines (identical predictions):
   an attention mask and position ids continuing after the prefix), reading the logits only at each
   row's last real token. Questions whose prompt dropped shots form their own groups (a group of
   one goes through a plain forward that computes the logits at its last token only). In bf16/fp16
-  on a CPU every question goes through that plain forward (a cached prefix changes the attention's
+  every question goes through that plain forward (a cached prefix changes the attention's
   last bits there: :func:`lumebench.eval.mia.one_at_a_time`).
 
 Both take the softmax in float32, as transformers 4.45 (the official environment) returned float32
@@ -333,7 +333,7 @@ def predict_shared_prefix(model, tokenizer, id_lists: Sequence[list[int]], cands
 def _predict_fast(model, tokenizer, built: list[tuple[str, int]], cands: list[int],
                   batch_size: int | str, subject: str) -> list[list[float]]:
     """The fast engine on one subject's ``(prompt, shots used)`` pairs: prompts with the same number
-    of shots share a cached prefix (a group of one, or bf16/fp16 on a CPU: plain last-token forwards)."""
+    of shots share a cached prefix (a group of one, or bf16/fp16: plain last-token forwards)."""
     prompts = [p for p, _ in built]
     preds: list = [None] * len(built)
     groups: dict[int, list[int]] = {}
