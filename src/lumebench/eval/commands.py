@@ -31,10 +31,11 @@ def register(sub) -> None:
                         "one-prompt-at-a-time protocol")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="auto = fp32 on CPU, bf16 on GPU. The official script loads bf16 on every "
-                        "device. On a CPU both fp32 and bf16 give the official numbers of that dtype "
-                        "(in bf16/fp16 the fast engine runs one row at a time there, keeping its early "
-                        "exits; lume parity --dtype bf16 checks it). results.json meta records the dtype "
-                        "used and whether it is the official one")
+                        "device. Both fp32 and bf16 give the official numbers of that dtype (in bf16/fp16 "
+                        "the fast engine runs one row at a time, keeping its early exits: batches "
+                        "change near-tie tokens there; lume parity --dtype bf16 checks it); fp32 is "
+                        "the batched, fast choice. results.json meta records the dtype used and "
+                        "whether it is the official one")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: GPU if any)")
     p.add_argument("--max-new-tokens", type=arg(positive_int), default=256, help="official: 256")
     p.add_argument("--batch-size", default="auto", help="'auto' or a number (fast engine)")
