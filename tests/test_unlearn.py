@@ -420,3 +420,21 @@ def test_mmlu_at_ends_gives_the_same_final_numbers_without_mmlu_in_between(targe
     assert [c["step"] for c in div["curve"]] == list(range(div["last_good_step"] + 1))
     with pytest.raises(Exception, match="mmlu_at"):
         unlearn(target, bench, "gd", tmp_path / "bad", eval_cfg=ecfg, overrides={"mmlu_at": "sometimes"})
+
+
+def test_a_last_evaluation_chunk_shorter_than_eval_every_keeps_the_schedule_of_the_steps_that_run(
+        target, bench, tmp_path):
+    """5 steps evaluated every 2: chunks of 2, 2 and 1 step. The linear schedule spans the 5 steps
+    that run (it reached 0 at a 6th step that never ran before the fix)."""
+    import math
+
+    steps = math.ceil(len(bench.forget) / 8)
+    r = unlearn(target, bench, "ga", tmp_path, evaluate=False,
+                overrides={"epochs": 1, "batch_size": 8, "eval_every": 2, "lr_schedule": "linear",
+                           "warmup_ratio": 0.0, "lr": 1e-3})
+    assert steps % 2 == 1 and r["status"] == "finished" and r["steps"] == steps
+    state = json.loads((tmp_path / "train" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["total_steps"] == steps
+    lrs = [h["lr"] for h in state["history"]]
+    assert len(lrs) == steps
+    assert lrs == pytest.approx([1e-3 * (1 - k / steps) for k in range(steps)])

@@ -186,7 +186,10 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
 
     from lumebench.train.loop import train
 
-    train_cfg = dataclasses.replace(cfg.train, epochs=data.n_chunks)  # the loop's "epochs" are evaluation chunks
+    # the loop's "epochs" are evaluation chunks; the last one may be shorter (eval_every steps need not
+    # divide the run), so the step count is given too: the lr schedule spans the steps that run
+    train_cfg = dataclasses.replace(cfg.train, epochs=data.n_chunks,
+                                    max_steps=math.ceil(data.total / cfg.train.grad_accum))
     res = train(model, loss_fn, data.batches, train_cfg, out_dir=out_dir / "train",
                 params=[p for p in model.parameters() if p.requires_grad], on_epoch_end=on_epoch_end,
                 unit="epoch" if cfg.eval_every == "epoch" else "chunk")
@@ -235,6 +238,7 @@ class _RunData:
     per_epoch: int  # micro-batches per epoch
     batches: Any    # the loop's epoch_batches: chunk index -> micro-batches
     n_chunks: int
+    total: int      # micro-batches in the whole run
 
 
 def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig, out_dir: Path,
@@ -258,7 +262,7 @@ def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig,
     chunk = per_epoch if cfg.eval_every == "epoch" else cfg.eval_every * cfg.train.grad_accum
     batches = (PairedBatches(forget, retain, cfg.train.batch_size, retain_bs, pad, cfg.train.seed, total, chunk)
                if plan is None else PlannedBatches(plan, total, chunk))
-    return _RunData(forget, retain, ctx, retain_bs, per_epoch, batches, math.ceil(total / chunk))
+    return _RunData(forget, retain, ctx, retain_bs, per_epoch, batches, math.ceil(total / chunk), total)
 
 
 def _start_state(job: Step, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident, target_digest: str,
