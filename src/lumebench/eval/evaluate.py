@@ -185,7 +185,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
 
     Under several processes (``torchrun``) the rows, MIA documents and MMLU questions are shared out
     (:mod:`lumebench.eval.sharding`); the main process scores them and writes the files."""
-    from lumebench.eval.mia import model_device, one_at_a_time
+    from lumebench.eval.mia import one_at_a_time
     from lumebench.eval.sharding import evaluate_mmlu_sharded, generate_sharded
 
     distributed.init()

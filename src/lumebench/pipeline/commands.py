@@ -186,10 +186,10 @@ def _register_run(sub) -> None:
     p.add_argument("config", nargs="?", help="run config (.yaml, .yml, .toml or .json)")
     p.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
     p.add_argument("--name", help="override the config's run name (the output folder)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=arg(positive_int), default=None,
                    help="method runs at once, each in its own process (overrides the config's workers; "
                         "results do not depend on it). On a GPU the processes share the card")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=arg(positive_int), default=None,
                    help="torch CPU threads of each process (overrides the config's threads)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(handler=_run)
@@ -230,13 +230,8 @@ def _run(args) -> int:
                             "(it names a folder inside --runs-dir)")
         cfg.name = args.name
     for field in ("workers", "threads"):  # not results: a resumed run may change them
-        value = getattr(args, field)
-        if value is not None:
-            if value < 1:
-                from lumebench.errors import LumeError
-
-                raise LumeError(f"--{field} {value}: must be a positive number")
-            setattr(cfg, field, value)
+        if getattr(args, field) is not None:
+            setattr(cfg, field, getattr(args, field))
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
