@@ -58,6 +58,7 @@ def test_build_target_writes_target_json_and_is_cached(bench, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in info["memorisation"].values())
     assert info["epochs"] == 2 and info["steps"] == 6 and info["status"] == "completed"
     assert not (path / "train" / "checkpoint").exists() and (path / "train" / "train_log.jsonl").is_file()
+    assert json.loads((path / "train" / "trainer_state.json").read_text())["step"] == 6
     # a normal model directory that the rest of lumebench loads
     model, tok = load_model(str(path))
     assert model.config.hidden_size == 32 and tok.pad_token == tok.eos_token

@@ -345,3 +345,44 @@ def test_leaderboard_counts_seeds_and_marks_differences_within_the_spread():
     assert single[1].tied_with_best is None
     md1 = to_markdown(single)
     assert "| b | finished | 1 | 0.400 |" in md1 and "1 seed: no spread is known" in md1 and "seeds 0" not in md1
+
+
+def test_an_unfinished_seed_is_left_out_of_the_cells_once_a_seed_has_ended(mini_run, tmp_path):
+    """A seed interrupted mid-training shows its last evaluation; averaging it with the ended seeds'
+    final ones would mix two kinds of number, so once one seed has ended only ended seeds count."""
+    from lumebench.report.leaderboard import build_leaderboard
+
+    _, _, run_dir = mini_run
+    copy = tmp_path / "mini"
+    shutil.copytree(run_dir, copy)
+    finals = {s: json.loads((copy / "methods" / "ga" / f"seed{s}" / "unlearn.json").read_text())["final"]
+              for s in (0, 1)}
+
+    def interrupt(seed: int) -> None:
+        d = copy / "methods" / "ga" / f"seed{seed}"
+        info = json.loads((d / "unlearn.json").read_text())
+        (d / "unlearn.json").write_text(json.dumps({**info, "status": "running"}))
+        (d / "done.json").unlink()
+
+    interrupt(1)
+    row = next(r for r in build_leaderboard(copy) if r.label == "ga")
+    assert row.seeds == [0] and row.status == "finished/running (1 unfinished seed not counted)"
+    assert row.metrics["final"].values == [finals[0]["final_score"]]
+    assert row.metrics["forget/Task1/regurgitation"].n == 1
+    interrupt(0)  # no seed has ended: the last evaluations are what there is
+    row = next(r for r in build_leaderboard(copy) if r.label == "ga")
+    assert row.seeds == [0, 1] and row.status == "running"
+    assert row.metrics["task_aggregate"].values == [finals[s]["task_aggregate"] for s in (0, 1)]
+
+
+def test_the_log_lines_of_a_method_run_say_which_run_they_are_about(capsys):
+    """Runs going on at once in several processes write to one stream: each line names its run."""
+    from lumebench.progress import log, log_context, setup_logging
+
+    setup_logging()
+    with log_context("ga/seed1"):
+        log.info("step 3/15 (epoch 1): loss 4.2190")
+    log.info("leaderboard written")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("] ga/seed1: step 3/15 (epoch 1): loss 4.2190") and err[0].startswith("[")
+    assert err[1].endswith("] leaderboard written") and "seed1" not in err[1]

@@ -271,6 +271,11 @@ def test_new_methods_run_through_lume_unlearn(method, target, short_bench_dir, t
                      "--out", str(out), "--epochs", "2", "--max-new-tokens", "48"]) == 0
         assert json.loads(capsys.readouterr().out) == printed and (out / "done.json").read_text() == marker
     assert rec["final"]["forget_regurgitation"] < rec["curve"][0]["forget_regurgitation"], rec["final"]
+    # done: no training checkpoint (weights + optimizer state) is left, the loop's states are
+    assert not list(out.glob("**/checkpoint*")), list(out.glob("**/checkpoint*"))
+    states = sorted(p.relative_to(out).as_posix() for p in out.glob("**/trainer_state.json"))
+    assert states == (["parts/part0/train/trainer_state.json", "parts/part1/train/trainer_state.json"]
+                      if method == "zjuklab" else ["train/trainer_state.json"])
 
 
 def test_ails_ntua_schedule_is_sequential_chunks_with_cyclic_retain(bench, tmp_path):
@@ -433,7 +438,9 @@ def test_a_last_evaluation_chunk_shorter_than_eval_every_keeps_the_schedule_of_t
                 overrides={"epochs": 1, "batch_size": 8, "eval_every": 2, "lr_schedule": "linear",
                            "warmup_ratio": 0.0, "lr": 1e-3})
     assert steps % 2 == 1 and r["status"] == "finished" and r["steps"] == steps
-    state = json.loads((tmp_path / "train" / "checkpoint" / "trainer_state.json").read_text())
+    # the finished run keeps the loop's state (not its weights and optimizer) beside its log
+    assert not (tmp_path / "train" / "checkpoint").exists()
+    state = json.loads((tmp_path / "train" / "trainer_state.json").read_text())
     assert state["total_steps"] == steps
     lrs = [h["lr"] for h in state["history"]]
     assert len(lrs) == steps

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -25,12 +26,30 @@ def bar(iterable=None, *, desc: str = "", total: int | None = None, unit: str = 
                 dynamic_ncols=True, leave=False, **kw)
 
 
+def _formatter(context: str = "") -> logging.Formatter:
+    return logging.Formatter(f"[%(asctime)s] {context + ': ' if context else ''}%(message)s", datefmt="%H:%M:%S")
+
+
+@contextlib.contextmanager
+def log_context(context: str):
+    """Prefix every log line with ``context`` (e.g. ``ga/seed1``) meanwhile, so that the lines of
+    method runs going on at once in several processes say which run they are about."""
+    handlers = list(log.handlers)
+    for h in handlers:
+        h.setFormatter(_formatter(context))
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.setFormatter(_formatter())
+
+
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     if os.environ.get("RANK", "0") not in ("", "0"):  # under a launcher only the main process speaks
         level = logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+    handler.setFormatter(_formatter())
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False

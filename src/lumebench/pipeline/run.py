@@ -184,8 +184,11 @@ def _set_threads(cfg: RunConfig, workers: int) -> None:
 
 def _method_job(job: tuple) -> tuple[str, dict]:
     """One method run (process entry point of the parallel pool)."""
+    from lumebench.progress import log_context
+
     cfg, seed, m, target, bench, run_dir = job
-    return f"{m.key}/seed{seed}", run_method(cfg, m, seed, target, bench, run_dir, eval_config(cfg.eval))
+    with log_context(f"{m.key}/seed{seed}"):
+        return f"{m.key}/seed{seed}", run_method(cfg, m, seed, target, bench, run_dir, eval_config(cfg.eval))
 
 
 def _first_of_each_share_group(cfg: RunConfig, jobs: list[tuple], run_dir: Path) -> list[tuple]:

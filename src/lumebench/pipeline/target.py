@@ -19,7 +19,6 @@ deterministically from the seed.
 from __future__ import annotations
 
 import re
-import shutil
 import math
 import time
 import dataclasses
@@ -27,6 +26,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from lumebench import distributed
+from lumebench.train.checkpoint import retire_checkpoint
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
 from lumebench.eval.batching import eval_mode, pad_id
@@ -152,7 +152,7 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | dict | None 
         step.run(lambda: _finetune(str(base), benchmark, cfg, step, resume), on_other_key="redo")
         with distributed.main_only() as writer:
             if writer:  # only now that the step is marked done is the checkpoint redundant
-                shutil.rmtree(step.folder / "train" / "checkpoint", ignore_errors=True)
+                retire_checkpoint(step.folder / "train")
     else:
         log.info("%s already holds this target (same base, data and hyperparameters): nothing to do", out_dir)
     return read_json(step.folder / TARGET_JSON, expect=dict)

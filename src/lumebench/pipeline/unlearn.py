@@ -16,7 +16,8 @@
   exists and is never recomputed on a rerun.
 - Output ``out_dir/``: ``curve.jsonl``, ``unlearn.json`` (method, hyperparameters, seed, versions, data
   fingerprint, per-epoch scores, status), ``model/`` (safetensors + tokenizer) or ``adapter/`` (LoRA),
-  ``eval/step_<N>/`` (the evaluation engine's files), ``train/`` (the loop's checkpoint and log),
+  ``eval/step_<N>/`` (the evaluation engine's files), ``train/`` (the loop's log, and its checkpoint
+  until the run is done; then only ``trainer_state.json`` of it),
   ``reference_nll_forget/`` (NPO's cached reference, a step of its own: ``nll.safetensors`` + ``done.json``).
 - Rerunning the same call resumes; if ``unlearn.json`` already records a finished run with the same
   configuration fingerprint, it is returned without loading anything.
@@ -45,6 +46,7 @@ from lumebench.pipeline.unlearn_config import UnlearnConfig, resolve_config
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta, seed_everything
 from lumebench.registry import METHODS
+from lumebench.train.checkpoint import retire_checkpoint
 
 __all__ = ["unlearn", "UnlearnConfig", "resolve_config", "eval_benchmark", "read_curve", "summarize"]
 
@@ -156,6 +158,10 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
         return {k: out["state"].get(k) for k in ("status", "steps", "epochs", "final")}
 
     job.run(compute)
+    with distributed.main_only() as writer:
+        if writer:  # only now that the run is marked done are its checkpoints redundant
+            for train_dir in [job.folder / "train", *sorted(job.folder.glob("parts/*/train"))]:
+                retire_checkpoint(train_dir)
     return out["state"]
 
 

@@ -9,7 +9,9 @@ With several seeds a cell is ``mean ± std`` (sample standard deviation over the
 score within the seed spread of the best method's (``|Δ| ≤ √(s₁² + s₂²)``) is marked ``≈``: that
 difference is not a finding. With one seed there is no spread, and the table says so. A method's
 status is ``finished`` or ``diverged`` (as ``unlearn.json`` says); a diverged method's numbers are
-those of its last evaluation.
+those of its last evaluation. A seed still running (or interrupted) shows its last evaluation only
+while no seed of the method has ended; once one has, the cells are over the ended seeds alone (a
+mid-training evaluation is not averaged with final ones) and the status says how many were left out.
 
     rows = build_leaderboard("runs/default")
     write_leaderboard("runs/default", rows)   # leaderboard.md + leaderboard.json, atomically
@@ -26,6 +28,8 @@ from lumebench.io import atomic_write_json, atomic_write_text
 from lumebench.report.results import SCALARS, TERMS, MethodRun, collect, group, summary, term_key
 
 TARGET_LABEL = "target (before unlearning)"
+#: the statuses of a seed whose last evaluation is its final one
+ENDED = ("finished", "diverged")
 SHORT = {"Task1": "T1", "Task2": "T2", "Task3": "T3", "regurgitation": "reg", "knowledge": "kno"}
 
 
@@ -124,7 +128,12 @@ def build_leaderboard(sources) -> list[Row]:
         done = [r for r in rs if r.final is not None]
         if not done:
             continue
-        rows.append(Row(label, done[0].method, _status(rs), [r.seed for r in done],
+        ended = [r for r in done if r.status in ENDED]
+        status = _status(rs)
+        if ended and len(ended) < len(done):
+            status += f" ({len(done) - len(ended)} unfinished seed{'s' if len(done) - len(ended) > 1 else ''} not counted)"
+            done = ended
+        rows.append(Row(label, done[0].method, status, [r.seed for r in done],
                         max(r.final_epoch or 0.0 for r in done), _stats([r.final for r in done]),
                         any(r.final_point.mmlu_partial for r in done),
                         dict(done[0].info.get("hyperparameters") or {}),

@@ -103,6 +103,20 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
 
 
+def retire_checkpoint(out_dir: str | os.PathLike) -> None:
+    """Drop ``out_dir/checkpoint/`` once the step that trained is marked done: its weights and AdamW
+    state (three copies of the trainable weights: 2.1 GB for SmolLM2-135M) only served a resume.
+    Its ``trainer_state.json`` (lr, loss and gradient norm of every step) is kept as
+    ``out_dir/trainer_state.json``, beside ``train_log.jsonl``."""
+    out_dir = Path(out_dir)
+    ckpt = find_checkpoint(out_dir)
+    if ckpt is None:
+        return
+    os.replace(ckpt / STATE_JSON, out_dir / STATE_JSON)
+    for name in (CHECKPOINT, CHECKPOINT + ".old", f".{CHECKPOINT}.tmp"):
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # reading
 
