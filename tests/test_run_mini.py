@@ -386,3 +386,18 @@ def test_the_log_lines_of_a_method_run_say_which_run_they_are_about(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0].endswith("] ga/seed1: step 3/15 (epoch 1): loss 4.2190") and err[0].startswith("[")
     assert err[1].endswith("] leaderboard written") and "seed1" not in err[1]
+
+
+def test_transformers_warnings_that_say_nothing_to_a_researcher_stay_out_of_the_log(tmp_path):
+    """transformers sets its logger's level when it first configures it (on import, after lumebench's
+    logging is set up): without TRANSFORMERS_VERBOSITY its sequence-length warning leaked into runs."""
+    import sys
+
+    code = ("from lumebench.progress import setup_logging; setup_logging()\n"
+            "from lumebench.models.tiny import build_tokenizer\n"
+            "tok = build_tokenizer(['hello world ' * 50]); tok.model_max_length = 10\n"
+            "tok('hello world ' * 20); print('tokenised')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "tokenised", res.stderr
+    assert "Token indices" not in res.stderr, res.stderr

@@ -53,6 +53,8 @@ def setup_logging(verbose: bool = False) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
-    # third-party chatter that says nothing to a researcher
+    # third-party chatter that says nothing to a researcher; transformers resets its logger's level
+    # from TRANSFORMERS_VERBOSITY when it first configures it (after this, on import)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for name in ("transformers", "accelerate", "peft", "huggingface_hub", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -20,7 +20,7 @@ merged model is evaluated before (step 0) and after, and saved as a full model i
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -126,23 +126,13 @@ class ZJUKLAB(NPO):
 
     def _start_state(self, job, benchmark, method, cfg, ident, parts: list[dict]) -> dict:
         """The content of ``unlearn.json`` while the merge is going (written now)."""
-        from lumebench.io import atomic_write_json
-        from lumebench.pipeline import unlearn as U
-        from lumebench.provenance import run_meta
+        from lumebench.pipeline.unlearn import start_record
 
-        record_cfg = job.key
-        state = {"method": method, "help": METHODS.entry(method).help, "target": ident,
-                 "hyperparameters": asdict(self.hp), "config": cfg.to_dict(),
-                 "config_fingerprint": job.fingerprint,
-                 "trainable": parts[0]["trainable"], "n_trainable_tensors": parts[0]["n_trainable_tensors"],
-                 "n_forget_examples": parts[0]["n_forget_examples"],
-                 "n_retain_examples": parts[0]["n_retain_examples"],
-                 "steps_per_epoch": parts[0]["steps_per_epoch"], "eval_config": record_cfg["eval"],
-                 "parts": [{k: p.get(k) for k in ("status", "steps", "train_wall_s", "final_model")} for p in parts],
-                 "status": "running", **{k: v for k, v in run_meta(cfg.train.seed, record_cfg, benchmark.fingerprint()).items()
-                                         if k != "config"}}
-        atomic_write_json(Path(job.folder) / U.RESULT, state)
-        return state
+        first = {k: parts[0][k] for k in ("trainable", "n_trainable_tensors", "n_forget_examples",
+                                          "n_retain_examples", "steps_per_epoch")}
+        return start_record(job, benchmark, method, self.hp, cfg, ident, **first,
+                            parts=[{k: p.get(k) for k in ("status", "steps", "train_wall_s", "final_model")}
+                                   for p in parts])
 
     def merge(self, model, adapters: list[Path]):
         """θ0 + TIES(ΔW_0, ΔW_1) on every LoRA module, returned as a plain model (peft's TIES)."""

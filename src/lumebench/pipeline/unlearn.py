@@ -271,27 +271,32 @@ def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig,
     return _RunData(forget, retain, ctx, retain_bs, per_epoch, batches, math.ceil(total / chunk), total)
 
 
-def _start_state(job: Step, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident, target_digest: str,
-                 trainable: list, data: _RunData) -> dict:
-    """The content of ``unlearn.json`` while the run is going (written now)."""
+def start_record(job: Step, benchmark: Benchmark, method: str, hp, cfg: UnlearnConfig, ident, **fields) -> dict:
+    """The content of ``unlearn.json`` while a run is going (written now): what every run records
+    (method, target, hyperparameters, config, seed, versions, data fingerprint) and ``fields``."""
     record_cfg = job.key
     meta = run_meta(cfg.train.seed, record_cfg, benchmark.fingerprint())
     meta.pop("config")  # recorded below, field by field
     state: dict[str, Any] = {"method": method, "help": METHODS.entry(method).help, "target": ident,
-                             "target_digest": target_digest, "processes": distributed.world(),
-                             # examples per optimizer step, whatever the number of processes
-                             "effective_batch": {"forget": cfg.train.batch_size * cfg.train.grad_accum,
-                                                 "retain": data.retain_bs * cfg.train.grad_accum},
-                             "hyperparameters": asdict(m.hp), "config": cfg.to_dict(),
-                             "trainable": cfg.selection().describe(), "n_trainable_tensors": len(trainable),
-                             "n_forget_examples": len(data.forget), "n_retain_examples": len(data.retain),
-                             "steps_per_epoch": math.ceil(data.per_epoch / cfg.train.grad_accum),
+                             "hyperparameters": asdict(hp), "config": cfg.to_dict(), **fields,
                              "eval_config": record_cfg["eval"], "config_fingerprint": job.fingerprint,
                              "status": "running", **meta}
     with distributed.main_only() as writer:
         if writer:
             atomic_write_json(job.folder / RESULT, state)
     return state
+
+
+def _start_state(job: Step, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident, target_digest: str,
+                 trainable: list, data: _RunData) -> dict:
+    return start_record(job, benchmark, method, m.hp, cfg, ident,
+                        target_digest=target_digest, processes=distributed.world(),
+                        # examples per optimizer step, whatever the number of processes
+                        effective_batch={"forget": cfg.train.batch_size * cfg.train.grad_accum,
+                                         "retain": data.retain_bs * cfg.train.grad_accum},
+                        trainable=cfg.selection().describe(), n_trainable_tensors=len(trainable),
+                        n_forget_examples=len(data.forget), n_retain_examples=len(data.retain),
+                        steps_per_epoch=math.ceil(data.per_epoch / cfg.train.grad_accum))
 
 
 class _Evaluator:

@@ -45,9 +45,7 @@ def fully_shard_model(model: torch.nn.Module, device: torch.device, precision: s
     mesh = init_device_mesh(device.type, (distributed.world(),))
     low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     mp = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32) if low else MixedPrecisionPolicy()
-    for p in model.parameters():  # one dtype for every shard: fp32 master weights
-        if p.dtype != torch.float32:
-            p.data = p.data.float()
+    to_float32(model)  # one dtype for every shard: fp32 master weights
     layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
     for layer in layers:
         fully_shard(layer, mesh=mesh, mp_policy=mp)
@@ -111,8 +109,13 @@ def upcast_master_weights(model: torch.nn.Module, params: list[torch.nn.Paramete
     model has one dtype: bf16 layers next to fp32 ones fail every forward outside autocast (the
     evaluations between epochs). Returns the low dtype found among ``params``, if any."""
     low = next((p.dtype for p in params if p.dtype in LOW_PRECISION), None)
-    if low is None:
-        return None
+    if low is not None:
+        to_float32(model)
+    return low
+
+
+def to_float32(model: torch.nn.Module) -> None:
+    """Convert the bf16/fp16 parameters and buffers of ``model`` to fp32, in place."""
     for p in model.parameters():
         if p.dtype in LOW_PRECISION:
             p.data = p.data.float()
@@ -120,4 +123,3 @@ def upcast_master_weights(model: torch.nn.Module, params: list[torch.nn.Paramete
         for name, buf in module.named_buffers(recurse=False):
             if buf is not None and buf.dtype in LOW_PRECISION:
                 setattr(module, name, buf.float())
-    return low
