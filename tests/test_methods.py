@@ -270,6 +270,10 @@ def test_layer_range_and_name_pattern_select_parameters(tok):
 def test_overrides_parse_and_unknown_keys_fail_in_one_line():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
     assert parse_value("1e-4") == 1e-4 and parse_value("cosine") == "cosine" and parse_value("none") is None
+    # a setting named "no" is text (not YAML's False), and quotes keep any value text
+    assert parse_value("no") == "no" and parse_value('"3"') == "3" and parse_value("'none'") == "none"
+    _, no_amp = resolve_config("ga", {"mixed_precision": parse_value("no")})
+    assert no_amp.train.mixed_precision == "no"
     method, cfg = resolve_config("npo_rt", {"beta": 1, "alpha": 0.5, "lr": 2e-4, "epochs": 3})
     assert method.hp.beta == 1.0 and isinstance(method.hp.beta, float) and method.hp.alpha == 0.5
     assert cfg.train.lr == 2e-4 and cfg.train.epochs == 3 and cfg.preset == "literature" and cfg.train.batch_size == 32

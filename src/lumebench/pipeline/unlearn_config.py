@@ -88,11 +88,15 @@ TRAIN_KEYS = set(UnlearnConfig.setting_names())
 # ----------------------------------------------------------------------------- config resolution
 
 def parse_value(text: str) -> Any:
-    """``--set`` values: int, float, bool (true/false), none, else the string."""
-    low = text.strip().lower()
-    if low in ("true", "yes"):
+    """``--set`` values: int, float, bool (true/false), none, else the string (quotes stripped).
+    ``yes``/``no`` stay text: ``--set mixed_precision=no`` names a setting, it is not False."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    low = text.lower()
+    if low == "true":
         return True
-    if low in ("false", "no"):
+    if low == "false":
         return False
     if low in ("none", "null"):
         return None
