@@ -106,8 +106,9 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 def retire_checkpoint(out_dir: str | os.PathLike) -> None:
     """Drop ``out_dir/checkpoint/`` once the step that trained is marked done: its weights and AdamW
     state (three copies of the trainable weights: 2.1 GB for SmolLM2-135M) only served a resume.
-    Its ``trainer_state.json`` (lr, loss and gradient norm of every step) is kept as
-    ``out_dir/trainer_state.json``, beside ``train_log.jsonl``."""
+    Its ``trainer_state.json`` (the loop's counters, config and per-step history up to that
+    checkpoint: the last step of a finished run, the rollback point of a diverged one) is kept as
+    ``out_dir/trainer_state.json``, beside ``train_log.jsonl`` (every step that ran)."""
     out_dir = Path(out_dir)
     ckpt = find_checkpoint(out_dir)
     if ckpt is None:
