@@ -159,24 +159,35 @@ class ContinuousBatch:
         st.seconds["cache"] += time.perf_counter() - t0
 
     def _step(self, results: dict) -> None:
-        """One decoding forward: every row's pending token plus K draft tokens, verified at once."""
-        import torch
+        """One decoding forward: every row's pending token plus K draft tokens, verified at once;
+        the accepted tokens are pushed, finished rows leave, the rejected columns leave the cache."""
+        drafts, k = self._drafts()
+        pred, mask = self._verify(drafts, k)
+        keep, reject_cols = self._accept(pred, drafts, k, results)
+        self._compact(keep, reject_cols, mask)
 
-        st, slots = self.stats, self.slots
+    def _drafts(self) -> tuple[list[list[int]], int]:
+        """Each row's draft tokens and the number K of them to verify (0: plain greedy decoding)."""
         t0 = time.perf_counter()
         drafts: list[list[int]] = []
+        k = 0
         if self.speculative:
             budget = self.max_new_tokens
-            drafts = [s.drafter.propose(min(s.k, MAX_DRAFT, budget - len(s.tracker.ids) - 1)) for s in slots]
-            k = _choose_k(drafts, [s.rate for s in slots], self.cost.fixed_tokens())
-        else:
-            k = 0
-        cols = [[s.pending] + (drafts[r][:k] + [s.pending] * (k - len(drafts[r][:k])) if k else [])
-                for r, s in enumerate(slots)]
-        st.seconds["draft"] += time.perf_counter() - t0
+            drafts = [s.drafter.propose(min(s.k, MAX_DRAFT, budget - len(s.tracker.ids) - 1)) for s in self.slots]
+            k = _choose_k(drafts, [s.rate for s in self.slots], self.cost.fixed_tokens())
+        self.stats.seconds["draft"] += time.perf_counter() - t0
+        return drafts, k
+
+    def _verify(self, drafts: list[list[int]], k: int):
+        """One forward over every row's pending token and K draft columns (a row with fewer drafts
+        repeats its pending token, whose predictions are never read); returns the argmax of each
+        column and the attention mask over the cache with the new columns."""
+        import torch
 
         t0 = time.perf_counter()
-        b, q = len(slots), 1 + k
+        slots, b, q = self.slots, len(self.slots), 1 + k
+        cols = [[s.pending] + (drafts[r][:k] + [s.pending] * (k - len(drafts[r][:k])) if k else [])
+                for r, s in enumerate(slots)]
         inp = torch.tensor(cols, dtype=torch.long, device=self.device)
         n_pos = torch.tensor([s.n_pos for s in slots], dtype=torch.long, device=self.device)
         position_ids = n_pos[:, None] + torch.arange(q, device=self.device)[None, :]
@@ -185,15 +196,23 @@ class ContinuousBatch:
                             logits_to_keep=q, **{self.cache_kw: self.cache}).logits
         pred = logits.float().argmax(-1).tolist()
         dt = time.perf_counter() - t0
+        st = self.stats
         st.seconds["forward"] += dt
         st.forwards += 1
         st.rows_per_forward += b
         self.cost.add(b * q, dt)
+        return pred, mask
 
+    def _accept(self, pred: list[list[int]], drafts: list[list[int]], k: int,
+                results: dict) -> tuple[list[int], list[tuple[int, int]]]:
+        """Per row: the drafts equal to the model's argmax, then its own next token (token-identical
+        to greedy decoding); a row that finishes leaves with its result. Returns the rows that go on
+        and, for those that rejected a draft, (position among them, number of valid new columns)."""
         t0 = time.perf_counter()
+        st = self.stats
         keep: list[int] = []
-        reject_cols: list[tuple[int, int]] = []  # (row, number of valid new columns)
-        for r, s in enumerate(slots):
+        reject_cols: list[tuple[int, int]] = []
+        for r, s in enumerate(self.slots):
             p = pred[r]
             d = drafts[r][:k] if k else []
             a = 0
@@ -219,24 +238,30 @@ class ContinuousBatch:
             s.pending = new[-1]
             s.n_pos += a + 1
             keep.append(r)
-            if a + 1 < q:
+            if a + 1 < 1 + k:
                 reject_cols.append((len(keep) - 1, a + 1))
         st.seconds["accept"] += time.perf_counter() - t0
+        return keep, reject_cols
+
+    def _compact(self, keep: list[int], reject_cols: list[tuple[int, int]], mask) -> None:
+        """Keep the cache rows of ``keep``, mask their rejected draft columns, and drop the cache
+        columns no row attends to any more."""
+        import torch
 
         t0 = time.perf_counter()
         if not keep:
             self.slots, self.cache, self.mask = [], None, None
             return
         w = self.mask.shape[1]
-        if len(keep) < b:
+        if len(keep) < len(self.slots):
             index = torch.tensor(keep, device=self.device)
             self.cache.batch_select_indices(index)
             mask = mask[index]
         for r, valid in reject_cols:
             mask[r, w + valid:] = 0
-        self.slots = [slots[r] for r in keep]
+        self.slots = [self.slots[r] for r in keep]
         self.mask = kv_cache.cache_compact(self.cache, mask)
-        st.seconds["cache"] += time.perf_counter() - t0
+        self.stats.seconds["cache"] += time.perf_counter() - t0
 
     def run(self, order: list[int], results: dict, progress) -> None:
         from collections import deque
