@@ -238,7 +238,7 @@ class ContinuousBatch:
             s.pending = new[-1]
             s.n_pos += a + 1
             keep.append(r)
-            if a + 1 < 1 + k:
+            if a < k:  # the columns past the accepted ones (a rejected draft, or padding) leave the cache
                 reject_cols.append((len(keep) - 1, a + 1))
         st.seconds["accept"] += time.perf_counter() - t0
         return keep, reject_cols

@@ -187,8 +187,9 @@ def _method_job(job: tuple) -> tuple[str, dict]:
     from lumebench.progress import log_context
 
     cfg, seed, m, target, bench, run_dir = job
-    with log_context(f"{m.key}/seed{seed}"):
-        return f"{m.key}/seed{seed}", run_method(cfg, m, seed, target, bench, run_dir, eval_config(cfg.eval))
+    name = f"{m.key}/seed{seed}"
+    with log_context(name):
+        return name, run_method(cfg, m, seed, target, bench, run_dir, eval_config(cfg.eval))
 
 
 def _first_of_each_share_group(cfg: RunConfig, jobs: list[tuple], run_dir: Path) -> list[tuple]:

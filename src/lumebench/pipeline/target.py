@@ -26,7 +26,6 @@ from dataclasses import fields
 from pathlib import Path
 
 from lumebench import distributed
-from lumebench.train.checkpoint import retire_checkpoint
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
 from lumebench.eval.batching import eval_mode, pad_id
@@ -36,6 +35,7 @@ from lumebench.progress import log
 from lumebench.pipeline.step import Step
 from lumebench.provenance import run_meta
 from lumebench.pipeline.target_config import FinetuneConfig, check_settings  # noqa: F401 (the job's API)
+from lumebench.train.checkpoint import retire_checkpoint
 
 TARGET_JSON = "target.json"
 FORMAT = 1  # bump when the training recipe changes in a way that invalidates cached targets

@@ -159,9 +159,10 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
 
     job.run(compute)
     with distributed.main_only() as writer:
-        if writer:  # only now that the run is marked done are its checkpoints redundant
-            for train_dir in [job.folder / "train", *sorted(job.folder.glob("parts/*/train"))]:
-                retire_checkpoint(train_dir)
+        # only now that the run is marked done is its checkpoint redundant (a composite method's
+        # parts are unlearn() calls of their own: each retires its own checkpoint)
+        if writer:
+            retire_checkpoint(job.folder / "train")
     return out["state"]
 
 

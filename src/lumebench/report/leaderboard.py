@@ -129,9 +129,9 @@ def build_leaderboard(sources) -> list[Row]:
         if not done:
             continue
         ended = [r for r in done if r.status in ENDED]
-        status = _status(rs)
-        if ended and len(ended) < len(done):
-            status += f" ({len(done) - len(ended)} unfinished seed{'s' if len(done) - len(ended) > 1 else ''} not counted)"
+        status, unfinished = _status(rs), len(done) - len(ended)
+        if ended and unfinished:
+            status += f" ({unfinished} unfinished seed{'s' if unfinished > 1 else ''} not counted)"
             done = ended
         rows.append(Row(label, done[0].method, status, [r.seed for r in done],
                         max(r.final_epoch or 0.0 for r in done), _stats([r.final for r in done]),
