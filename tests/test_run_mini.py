@@ -232,7 +232,25 @@ def test_rerun_resumes_without_recomputing(mini_run, tmp_path, capsys):
     other = tmp_path / "other.yaml"
     other.write_text(cfg.read_text().replace("beta: 1.0", "beta: 2.0"), encoding="utf-8")
     assert main(["run", str(other), "--runs-dir", str(copy)]) == 2
-    assert "different config" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "different config: method 'npo-b1': overrides.beta (was 1.0, now 2.0)" in err
+
+    # a method row added (and one dropped) is not a different config: the finished runs are kept
+    # and only the new row runs; the dropped row's results stay in the folder and on the board
+    grown = tmp_path / "grown.yaml"
+    grown.write_text(cfg.read_text().replace(
+        "  - {name: ga, label: ga-guard,",
+        "  - {name: ga, label: ga-guard2, overrides: {epochs: 1, explode_grad_norm: 1.0e-9}}\n"
+        "  - {name: ga, label: ga-guard,").replace("  - {name: npo, label: npo-b1, overrides: {epochs: 1, beta: 1.0}}\n", ""),
+        encoding="utf-8")
+    assert main(["run", str(grown), "--runs-dir", str(copy)]) == 0
+    assert {(d, f): (d / f).stat().st_mtime_ns for d in kept[:2] for f in FILES_PER_METHOD} == {
+        k: v for k, v in before.items() if k[0] in kept[:2]}
+    assert (run2 / "methods" / "ga-guard2" / "seed1" / "done.json").is_file()
+    board = json.loads((run2 / "leaderboard.json").read_text())
+    assert [r["label"] for r in board["rows"]] == [TARGET_LABEL, "ga", "ga-guard2", "ga-guard", "npo-b1"]
+    assert [m.get("label") for m in json.loads((run2 / "config.json").read_text())["methods"]] == [
+        None, "ga-guard2", "ga-guard"]
 
 
 def test_lume_report_rebuilds_from_results_alone(mini_run, tmp_path, capsys):

