@@ -523,6 +523,19 @@ def test_an_unexpected_error_is_one_line_with_the_log_file_and_debug_shows_the_t
     assert res.returncode == 1 and "Traceback (most recent call last)" in res.stderr
 
 
+def test_out_of_memory_is_one_line_that_says_what_to_change_and_writes_no_crash_log(env, tmp_path):
+    """A full GPU (8 ``lume run`` workers on one H100 did it) is not a lumebench bug: one line saying
+    that the finished results are kept and what to lower, no crash log."""
+    cache = tmp_path / "cache"
+    res = _lume_subprocess("data", "validate", str(env["data"]),
+                           env_extra={"LUME_FAULT": "oom:cli:handler", "LUME_CACHE": str(cache)})
+    assert res.returncode == 1
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("error: out of memory (CUDA out of memory. Tried to allocate 426.00 MiB)")
+    assert "--workers" in res.stderr and "bug" not in res.stderr
+    assert not (cache / "logs").exists()
+
+
 # ------------------------------------------------------------------------------------- what is not an error
 
 def test_yaml_reads_1e_4_as_the_number_it_looks_like(tmp_path):

@@ -253,6 +253,21 @@ def test_rerun_resumes_without_recomputing(mini_run, tmp_path, capsys):
         None, "ga-guard2", "ga-guard"]
 
 
+def test_seeds_flag_runs_a_subset_of_the_seeds_and_keeps_the_others(mini_run, tmp_path, capsys):
+    cfg, runs, _ = mini_run
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    run2 = copy / "mini"
+    before = {p: p.stat().st_mtime_ns for p in (run2 / "methods").glob("*/seed*/done.json")}
+    assert len(before) == 6
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--runs-dir", str(copy), "--seeds", "0"]) == 0
+    assert json.loads((run2 / "config.json").read_text())["seeds"] == [0]
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing recomputed, nothing removed
+    assert main(["run", str(cfg), "--runs-dir", str(copy), "--seeds", "0,0"]) == 2
+    assert "--seeds: '0,0': expected distinct seeds" in capsys.readouterr().err
+
+
 def test_lume_report_rebuilds_from_results_alone(mini_run, tmp_path, capsys):
     _, runs, run_dir = mini_run
     copy = tmp_path / "mini"

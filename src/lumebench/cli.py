@@ -107,6 +107,16 @@ def _report_crash(exc: BaseException, argv: list[str] | None) -> str:
             + "run again with --debug to see it, and please report it)")
 
 
+def _out_of_memory(exc: BaseException) -> str | None:
+    """The one line for a process (or a worker of ``lume run``) that ran out of memory — not a bug:
+    the machine was asked for more than it has — or None for any other error."""
+    if not (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"):
+        return None
+    what = ". ".join(" ".join(str(exc).split()).split(". ")[:2]).rstrip(".")
+    return (f"error: out of memory ({what}); the finished results are saved: run the same command again "
+            f"with fewer --workers, a smaller batch_size or a shorter max_length to resume")
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -146,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: one line + the traceback in a log file (--debug: on stderr)
         if debug or getattr(args, "debug", False):
             raise
-        print(_report_crash(e, argv), file=sys.stderr)
+        print(_out_of_memory(e) or _report_crash(e, argv), file=sys.stderr)
         return 1
 
 

@@ -9,8 +9,9 @@ Points (see ``tests/test_faults.py``): ``eval:after-generation``, ``eval:after-m
 ``write:<file name>`` inside every atomic write, after half of the temporary file is on disk
 (e.g. ``write:nll.safetensors``, NPO's reference cache). ``LUME_FAULT_SKIP=N`` lets the point pass N
 times first (crash at the N+1-th time). ``LUME_FAULT=raise:<point>`` raises a RuntimeError there
-instead (an unexpected error, to test how the CLI reports one); ``cli:handler`` is just before a
-command's handler runs.
+instead (an unexpected error, to test how the CLI reports one), ``oom:<point>`` a
+``torch.OutOfMemoryError`` (what a full GPU raises); ``cli:handler`` is just before a command's
+handler runs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ def fault(point: str) -> None:
         return
     if wanted == f"raise:{point}":
         raise RuntimeError(f"fault injected at {point} (LUME_FAULT)")
+    if wanted == f"oom:{point}":
+        import torch
+
+        raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 426.00 MiB. Fault injected at "
+                                     f"{point} (LUME_FAULT)")
     if wanted != point:
         return
     n = _seen.get(point, 0)

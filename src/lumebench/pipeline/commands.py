@@ -193,6 +193,9 @@ def _register_run(sub) -> None:
                         "results do not depend on it). On a GPU the processes share the card")
     p.add_argument("--threads", type=arg(positive_int), default=None,
                    help="torch CPU threads of each process (overrides the config's threads)")
+    p.add_argument("--seeds", type=_seed_list, default=None,
+                   help="comma list of unlearning seeds to run instead of the config's (e.g. 0 first, "
+                        "then 0,1,2: the finished runs are kept, only the new seeds run)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(handler=_run)
 
@@ -216,6 +219,21 @@ def _sweep(args) -> int:
     return 0
 
 
+def _seed_list(text: str) -> list[int]:
+    import argparse
+
+    from lumebench.checks import seed
+    from lumebench.errors import LumeError
+
+    try:
+        seeds = [seed(int(v), "--seeds") for v in text.split(",") if v.strip()]
+    except (ValueError, LumeError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of seeds, e.g. 0,1,2") from e
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected distinct seeds, e.g. 0,1,2")
+    return seeds
+
+
 def _run(args) -> int:
     from lumebench.pipeline.config import load_config, to_yaml
 
@@ -231,7 +249,7 @@ def _run(args) -> int:
             raise LumeError(f"--name {args.name!r}: a run name is letters, digits, '_', '-', '.', '+' "
                             "(it names a folder inside --runs-dir)")
         cfg.name = args.name
-    for field in ("workers", "threads"):  # not results: a resumed run may change them
+    for field in ("workers", "threads", "seeds"):  # a resumed run may change them (seeds: add or drop)
         if getattr(args, field) is not None:
             setattr(cfg, field, getattr(args, field))
     if args.print_config:

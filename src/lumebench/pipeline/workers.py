@@ -4,8 +4,10 @@ A job is a picklable value given to a module-level function; each job runs in a 
 process (no state inherited from the parent: torch, the allocator and logging are set up as the CLI
 does) with ``threads`` torch threads. Results arrive in completion order through ``on_done`` (the
 caller records them as they come). A job that raises lets the running ones finish and starts no
-other; a worker process that dies (killed, out of memory) breaks the pool, which stops the other
-running jobs too: each resumes from its last checkpoint on the next run, finished jobs are kept. With one worker, or one job, everything runs here.
+other (those that finish are delivered through ``on_done`` before the error is raised again); a
+worker process that dies (killed, out of memory) breaks the pool, which stops the other running
+jobs too: each resumes from its last checkpoint on the next run, finished jobs are kept. With one
+worker, or one job, everything runs here.
 
 Thread counts do not change results on CPU: a GA run of the tiny target gave bit-identical weights
 at 1 and 2 threads (``benchmarks/`` and the README's parallel ``lume run`` check the leaderboard).
@@ -15,6 +17,7 @@ are kept.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, Callable
 
@@ -52,6 +55,19 @@ def _child_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _log_failure(e: BaseException, still_going: int) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from lumebench.progress import log
+
+    if isinstance(e, BrokenProcessPool):
+        log.error("a worker process died (killed, or out of memory): the runs still going stop "
+                  "here and resume from their checkpoints when the command is run again")
+    elif still_going:
+        log.error("a run failed (%s); the %d still going finish and are kept, no other starts",
+                  " ".join(f"{type(e).__name__}: {e}".split())[:160], still_going)
+
+
 def run_jobs(fn: Callable[[Any], Any], jobs: list, workers: int, threads: int | None,
              on_done: Callable[[Any, Any], None] | None = None) -> list:
     """``[fn(job) for job in jobs]`` on ``workers`` processes of ``threads`` threads each; returns the
@@ -68,26 +84,36 @@ def run_jobs(fn: Callable[[Any], Any], jobs: list, workers: int, threads: int | 
             on_done(job, out[-1])
         return out
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     results: dict[int, Any] = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_child_init,
-                             initargs=(threads_each(threads, workers),),
+    n = min(workers, len(jobs))
+    waiting = iter(enumerate(jobs))
+    failed: BaseException | None = None
+    # a job is submitted only when a process is free, so after a failure nothing is queued that could
+    # still start (the executor cannot cancel a job once it sits in its call queue)
+    with ProcessPoolExecutor(max_workers=n, initializer=_child_init, initargs=(threads_each(threads, workers),),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
+        running = {pool.submit(fn, job): i for i, job in itertools.islice(waiting, n)}
         try:
-            for f in as_completed(futures):
-                i = futures[f]
-                results[i] = f.result()
-                on_done(jobs[i], results[i])
-        except BaseException as e:  # a failed job: the running ones finish (their steps keep their work),
-            from concurrent.futures.process import BrokenProcessPool
-
-            from lumebench.progress import log
-
-            if isinstance(e, BrokenProcessPool):
-                log.error("a worker process died (killed, or out of memory): the runs still going stop "
-                          "here and resume from their checkpoints when the command is run again")
-            pool.shutdown(wait=True, cancel_futures=True)  # the waiting ones do not start
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    i = running.pop(f)
+                    if f.exception() is not None:
+                        if failed is None:
+                            failed = f.exception()
+                            _log_failure(failed, len(running))
+                        continue
+                    results[i] = f.result()
+                    on_done(jobs[i], results[i])  # the running ones that finish after a failure too
+                    if failed is None:
+                        for j, job in itertools.islice(waiting, 1):
+                            running[pool.submit(fn, job)] = j
+        except BaseException as e:  # interrupted here (Ctrl-C): the running ones finish, none starts
+            _log_failure(e, 0)
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
+    if failed is not None:
+        raise failed
     return [results[i] for i in range(len(jobs))]
