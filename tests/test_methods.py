@@ -289,6 +289,27 @@ def test_overrides_parse_and_unknown_keys_fail_in_one_line():
         resolve_config("nope", {})
 
 
+def test_smollm2_preset_is_the_literature_recipes_plus_rmus_measured_defaults():
+    """A SmolLM2 target resolves every method as the literature preset does, except RMU, whose recipe
+    leaves SmolLM2 untouched (README, the science config): c 150, alpha 100, the whole MLP, lr 5e-3."""
+    from lumebench.models.registry import spec_or_default
+    from lumebench.registry import METHODS
+
+    assert spec_or_default("smollm2-135m").unlearn_preset == "smollm2"
+    assert spec_or_default("some/hub-model").unlearn_preset == "literature"
+    for name in METHODS.names():
+        lit_m, lit = resolve_config(name, {}, family="literature")
+        smol_m, smol = resolve_config(name, {}, family="smollm2")
+        assert smol.preset == "smollm2" and lit.preset == "literature"
+        same = {**smol.to_dict(), "preset": "literature"} == lit.to_dict() and smol_m.hp == lit_m.hp
+        assert same == (name != "rmu"), name
+    rmu, cfg = resolve_config("rmu", {}, family="smollm2")
+    assert (rmu.hp.steering_coef, rmu.hp.alpha, rmu.hp.update) == (150.0, 100.0, "mlp")
+    assert cfg.train.lr == 5e-3 and cfg.train.batch_size == 4  # the recipe's batch 4 stays
+    rmu, cfg = resolve_config("rmu", {"steering_coef": 20.0, "lr": 1e-3}, family="smollm2")
+    assert rmu.hp.steering_coef == 20.0 and cfg.train.lr == 1e-3  # what the user gives wins
+
+
 def test_paired_batches_are_seeded_cover_the_data_and_cycle_retain(tok):
     ex = tokenize_rows(make_rows(), tok)
     forget, retain = ex[:5], ex

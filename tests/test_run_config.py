@@ -138,6 +138,18 @@ def test_smollm2_science_config_runs_every_method_with_three_seeds():
     cfg = load_config(path)
     assert cfg.target.model == "smollm2-135m" and len(cfg.seeds) >= 3
     assert {m.name for m in cfg.methods} == set(METHODS.names())  # every registered method
+    from lumebench.models.registry import spec_or_default
+
+    family = spec_or_default(cfg.target.model).unlearn_preset
+    assert family == "smollm2"
+    rmu = {}
     for m in cfg.methods:
-        method, cfg_m = resolve_config(m.name, m.overrides, family="literature")
+        method, cfg_m = resolve_config(m.name, m.overrides, family=family)
         assert cfg_m.train.epochs == 5 and cfg_m.lora == (m.name in ("atyaephyra", "zjuklab")), m.name
+        if m.name == "rmu":
+            rmu[m.key] = (method.hp.steering_coef, method.hp.alpha, method.hp.update, cfg_m.train.lr,
+                            cfg_m.train.batch_size)
+    # the three RMU rows of the README's table: the recipe, c 150 at lr 5e-4, and RMU's SmolLM2 defaults
+    assert rmu == {"rmu-recipe": (6.5, 1200.0, r"mlp\.down_proj", 5e-5, 4),
+                   "rmu-c150": (150.0, 100.0, "mlp", 5e-4, 4),
+                   "rmu": (150.0, 100.0, "mlp", 5e-3, 4)}

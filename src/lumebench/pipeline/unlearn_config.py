@@ -48,7 +48,7 @@ class UnlearnConfig(HoldsTrain):
     # "every": MMLU at every evaluation; "ends": only before unlearning and at the last evaluation
     # (the numbers the leaderboard reads), so the curve between the ends has no MMLU or final score
     mmlu_at: str = "every"
-    preset: str = "auto"            # "auto" (the target's ModelSpec.unlearn_preset), "tiny", "literature"
+    preset: str = "auto"            # "auto" (the target's ModelSpec.unlearn_preset), "literature", "smollm2", "tiny"
     # which weights are trained (see lumebench.methods.params)
     layers: str | None = None
     params: str | None = None
@@ -74,10 +74,16 @@ class UnlearnConfig(HoldsTrain):
 #: ratio of forget-lr to fine-tune-lr 1e-5/3e-5 as the 7B setting would give), batch 8 so that a
 #: ~50-row forget set still gives several steps per epoch, no weight decay (it would only add noise
 #: at this lr), 10 epochs. Measured: GA drives forget regurgitation to ~0 within these settings.
+#: smollm2 (SmolLM2-135M): the literature recipes for every method (each method's published trainer
+#: settings), plus a method's own ``preset_defaults["smollm2"]`` where the recipe was measured not to
+#: move SmolLM2 (RMU; see its class).
 PRESETS: dict[str, dict[str, Any]] = {
     "literature": {},
+    "smollm2": {},
     "tiny": {"lr": 1e-3, "batch_size": 8, "weight_decay": 0.0, "epochs": 10},
 }
+#: the presets built on the published recipes (each method's ``trainer_defaults`` apply)
+LITERATURE_BASED = ("literature", "smollm2")
 #: LoRA trains a few parameters from zero: the SemEval LoRA entries used lr 1e-4 (10x full FT)
 LORA_LR_FACTOR = 10.0
 
@@ -185,12 +191,12 @@ def resolve_config(method_name: str, overrides: dict, *, family: str = "literatu
     if preset not in PRESETS:
         raise LumeError(f"unknown preset '{preset}'; known: {', '.join(PRESETS)}")
     values = {**PRESETS[preset], "preset": preset}
-    if preset == "literature":
+    if preset in LITERATURE_BASED:
         values.update(cls.trainer_defaults)
     hp_preset, tr_preset = split_overrides(method_name, cls.preset_defaults.get(preset, {}))
     values.update(tr_preset)
     values.update(cls.recipe)  # what defines the method (LoRA, its rank, loss_on, ...), every preset
-    lr_given = "lr" in tr_over or "lr" in tr_preset or (preset == "literature" and "lr" in cls.trainer_defaults)
+    lr_given = "lr" in tr_over or "lr" in tr_preset or (preset in LITERATURE_BASED and "lr" in cls.trainer_defaults)
     if tr_over.get("lora", values.get("lora")) and not lr_given:
         values["lr"] = values.get("lr", UnlearnConfig.train_defaults()["lr"]) * LORA_LR_FACTOR
     values.update(tr_over)
