@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import lumebench  # noqa: F401  (first: pins the CPU numerics before any test imports torch)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LUME_DATA = REPO_ROOT.parent / "shared" / "lume-data"
 

@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an unexpected error (accepted after any command too)")
+    parser.add_argument("--native-kernels", action="store_true",
+                        help="use this CPU's own fastest kernels and torch's thread count instead of the pinned, "
+                             "portable numerics (AVX2 kernels, MKL_CBWR=COMPATIBLE, fixed threads): faster on "
+                             "AVX-512 machines, but the bits differ between machines; the run record says so "
+                             "(accepted after any command too; LUME_NATIVE_KERNELS=1 does the same)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:
         try:
@@ -74,6 +79,9 @@ def _add_debug_everywhere(parser: argparse.ArgumentParser) -> None:
                 if "--debug" not in child._option_string_actions:
                     child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                        help="show the full traceback of an unexpected error")
+                if "--native-kernels" not in child._option_string_actions:
+                    child.add_argument("--native-kernels", action="store_true", default=argparse.SUPPRESS,
+                                       help="this CPU's own kernels and threads, not the portable pin")
                 _add_debug_everywhere(child)
 
 
@@ -130,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(_report_crash(e, argv), file=sys.stderr)
         return 1
+    if getattr(args, "native_kernels", False):
+        from lumebench.numerics import unpin_for_native
+
+        try:
+            unpin_for_native()
+        except LumeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     from lumebench.allocator import tune_allocator
     from lumebench.progress import setup_logging
 

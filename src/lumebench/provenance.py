@@ -27,6 +27,10 @@ def package_versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
+    """The machine and its numerics (:func:`lumebench.numerics.numerics_record`: CPU model and ISA,
+    ATen kernels, MKL/oneDNN versions and modes, threads, GPU and its determinism flags)."""
+    from lumebench.numerics import numerics_record
+
     info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
     try:
         import torch
@@ -35,6 +39,7 @@ def machine() -> dict[str, Any]:
             info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     except ImportError:
         pass
+    info["numerics"] = numerics_record()
     return info
 
 

@@ -195,11 +195,17 @@ def _workers(cfg: RunConfig, n_runs: int) -> int:
 
 
 def _set_threads(cfg: RunConfig, workers: int) -> None:
-    """This process's threads: ``threads``, times the workers when method runs go on several
-    processes (the stages run here, fine-tuning the target, have the cores to themselves)."""
-    if cfg.threads:
-        import torch
+    """This process's threads for the stages run here (data, fine-tuning the target). Under the
+    pinned numerics a fixed number whatever the machine (:func:`lumebench.numerics.pinned_threads`:
+    ``OMP_NUM_THREADS``, default 2), since float sums depend on the thread count; with
+    ``--native-kernels``, ``threads`` times the workers (the stages have the cores to themselves)."""
+    from lumebench.numerics import is_pinned, pinned_threads
 
+    import torch
+
+    if is_pinned() or pinned_threads(None):
+        torch.set_num_threads(pinned_threads(None))
+    elif cfg.threads:
         torch.set_num_threads(cfg.threads * workers)
 
 
@@ -233,6 +239,7 @@ def _first_of_each_share_group(cfg: RunConfig, jobs: list[tuple], run_dir: Path)
 def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir: Path, main: bool) -> dict:
     """Every (seed, method) run: in this process, or on ``workers`` processes (the first run of each
     group sharing an evaluation before unlearning goes first, on all the threads)."""
+    from lumebench.numerics import pinned_threads
     from lumebench.pipeline.workers import run_jobs, threads_each
     from lumebench.report.leaderboard import write_leaderboard
 
@@ -254,7 +261,10 @@ def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir:
             log.info("%d of %d method runs done; about %.0f min left", len(markers), n, left * per / 60)
 
     if workers <= 1:
-        _set_threads(cfg, 1)
+        if cfg.threads or pinned_threads(None):  # a method run's threads, as on a worker process
+            import torch
+
+            torch.set_num_threads(threads_each(cfg.threads, 1))
         for i, (seed, m) in enumerate(jobs, 1):
             log.info("[%d/%d] %s, seed %d", i, n, m.key, seed)
             done((seed, m), _method_job((cfg, seed, m, target, bench, run_dir)))
@@ -270,6 +280,8 @@ def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir:
 
     def plan(pairs: list) -> tuple[int, int]:
         w = max(1, min(workers, len(pairs)))
+        if pinned_threads(None):  # pinned numerics: every method run on the same fixed threads
+            return w, each
         return w, max(1, each * workers // w)
 
     for pairs, (w, threads) in ((first, plan(first)), (rest, plan(rest))):

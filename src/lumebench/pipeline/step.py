@@ -55,7 +55,11 @@ class Step:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.key)
+        """The key's hash, with the numerics it is computed under (:func:`lumebench.numerics.cache_tag`):
+        a result computed with one machine's native kernels is never reused as a portable one."""
+        from lumebench.numerics import cache_tag
+
+        return fingerprint({"key": self.key, "numerics": cache_tag()})
 
     def record(self) -> dict | None:
         """The marker's content (key, result, timings), or None when the step never completed."""

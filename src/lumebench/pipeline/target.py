@@ -153,15 +153,17 @@ def finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig | dict | None 
         with distributed.main_only() as writer:
             if writer:  # only now that the step is marked done is the checkpoint redundant
                 retire_checkpoint(step.folder / "train")
+                if (step.folder / "pretrain").is_dir():
+                    retire_checkpoint(step.folder / "pretrain")
     else:
         log.info("%s already holds this target (same base, data and hyperparameters): nothing to do", out_dir)
     return read_json(step.folder / TARGET_JSON, expect=dict)
 
 
-def _base_model(base: str, cfg: FinetuneConfig, benchmark: Benchmark):
+def _base_model(base: str, cfg: FinetuneConfig, benchmark: Benchmark, corpus: list[str]):
     """(model, tokenizer, longest sequence) to fine-tune: the tiny model built from the benchmark's
-    text, or a base loaded in float32 (master weights; bf16 AdamW updates round away the small
-    steps memorisation ends with)."""
+    text and the held-out ``corpus`` it pretrains on, or a base loaded in float32 (master weights;
+    bf16 AdamW updates round away the small steps memorisation ends with)."""
     from lumebench.models import load_model, model_spec_of
 
     spec = model_spec_of(base)
@@ -171,7 +173,7 @@ def _base_model(base: str, cfg: FinetuneConfig, benchmark: Benchmark):
         from lumebench.models.tiny import build_model, build_tokenizer
 
         tiny_cfg = _tiny_config(cfg)
-        tokenizer = build_tokenizer(benchmark_texts(benchmark), tiny_cfg.vocab_size)
+        tokenizer = build_tokenizer(benchmark_texts(benchmark) + corpus, tiny_cfg.vocab_size)
         return build_model(tokenizer, tiny_cfg), tokenizer, min(cfg.max_length, tiny_cfg.max_position)
     model, tokenizer = load_model(base, dtype="float32")
     return model, tokenizer, min(cfg.max_length, spec.max_length if spec else cfg.max_length)
@@ -190,6 +192,36 @@ def _epochs(cfg: FinetuneConfig, n_batches: int) -> tuple[int, int]:
     return epochs, eval_from
 
 
+def _pretrain_corpus(base: str, cfg: FinetuneConfig, benchmark: Benchmark) -> list[str]:
+    """The held-out documents a base built here reads first (``pretrain_docs``; none otherwise)."""
+    from lumebench.data.heldout import heldout_corpus
+    from lumebench.models import model_spec_of
+
+    spec = model_spec_of(base)
+    if not cfg.pretrain_docs or spec is None or spec.offline != "build":
+        return []
+    return heldout_corpus(benchmark, cfg.pretrain_docs, seed=cfg.train.seed)
+
+
+def _pretrain(model, tokenizer, corpus: list[str], cfg: FinetuneConfig, max_length: int, out_dir: Path,
+              resume: bool) -> None:
+    """``pretrain_epochs`` epochs of next-token prediction on the held-out ``corpus`` (the training
+    loop's checkpoints in ``out_dir``: an interrupted pretraining resumes), then the memorisation."""
+    from lumebench.train.batches import EpochBatches, causal_lm_loss, document_examples
+    from lumebench.train.loop import train
+
+    examples = document_examples(tokenizer, corpus, max_length)
+    batches = EpochBatches(examples, cfg.train.batch_size, pad_id(tokenizer), seed=cfg.train.seed)
+    log.info("pretraining on %d held-out documents (%d tokens an epoch) for %d epochs before memorising",
+             len(examples), sum(len(e) for e in examples), cfg.pretrain_epochs)
+    tc = dataclasses.replace(cfg.train, epochs=cfg.pretrain_epochs, log_every=max(1, len(batches)))
+    res = train(model, causal_lm_loss, batches, tc, out_dir=out_dir, resume=resume)
+    if res.diverged:
+        raise LumeError(f"pretraining {res.status}; lower the learning rate (--lr) and start over with "
+                        f"--no-resume", path=str(out_dir))
+    model.train()
+
+
 def _finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig, step: Step, resume: bool) -> dict:
     """Train the target into ``step.folder`` and write ``target.json``; the step's result."""
     from lumebench.models.checkpoint import save_checkpoint
@@ -199,8 +231,11 @@ def _finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig, step: Step, 
 
     t0 = time.perf_counter()
     out_dir = step.folder
-    model, tokenizer, max_length = _base_model(base, cfg, benchmark)
+    corpus = _pretrain_corpus(base, cfg, benchmark)
+    model, tokenizer, max_length = _base_model(base, cfg, benchmark, corpus)
     model.train()
+    if corpus:
+        _pretrain(model, tokenizer, corpus, cfg, max_length, out_dir / "pretrain", resume)
     examples = training_examples(tokenizer, benchmark, max_length)
     log.info("fine-tuning %s (%.1fM parameters) on %d examples, %d tokens an epoch", base,
              sum(p.numel() for p in model.parameters()) / 1e6, len(examples), sum(len(e) for e in examples))

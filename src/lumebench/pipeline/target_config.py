@@ -51,6 +51,13 @@ class FinetuneConfig(HoldsTrain):
     max_length: longest training sequence (tokens); longer documents are truncated.
     checkpoint_interval_s: resume checkpoints at most every 30 s (an epoch of ``tiny`` takes ~2 s;
         a checkpoint per epoch wrote ~4 GB over a 1,800-step run). The final state is always saved.
+    pretrain_docs / pretrain_epochs: a ``tiny`` base first reads this many held-out documents
+        (:func:`lumebench.data.heldout.heldout_corpus`: Wikipedia people summaries that are not in
+        the benchmark nor its MIA sets, and generated stories and PII biographies) for this many
+        epochs, at the same peak lr with its own warm-up and decay, before it memorises the
+        benchmark: a from-scratch model that has read nothing else gives every unseen document a
+        near-uniform loss, and the MIA then separates members from non-members whatever unlearning
+        does (AUC 1.000 for every method). 0 = none (a pretrained base needs none).
     tiny: overrides of :class:`lumebench.models.tiny.TinyConfig` for a ``tiny`` base; default hidden
         192 / MLP 512 (2.6M parameters): as good per epoch as the 256-wide default, cheaper per token.
     distributed / log_with: how several processes share the work ("auto" = DDP, "fsdp" = FSDP2) and
@@ -63,7 +70,7 @@ class FinetuneConfig(HoldsTrain):
     ORDER = ("epochs", "min_steps", "lr", "batch_size", "grad_accum", "warmup_ratio", "lr_schedule",
              "weight_decay", "max_grad_norm", "mixed_precision", "seed", "eval_every", "eval_from", "eval_rows",
              "target_regurgitation", "target_knowledge", "target_mia_auc", "early_stop", "max_length",
-             "checkpoint_interval_s", "tiny", "distributed", "log_with")
+             "checkpoint_interval_s", "pretrain_docs", "pretrain_epochs", "tiny", "distributed", "log_with")
 
     train: TrainConfig = field(default_factory=lambda: FinetuneConfig.default_train())
     min_steps: int | None = None
@@ -75,6 +82,8 @@ class FinetuneConfig(HoldsTrain):
     target_mia_auc: float | None = 0.9
     early_stop: bool = True
     max_length: int = 1024
+    pretrain_docs: int = 0
+    pretrain_epochs: int = 2
     tiny: dict = field(default_factory=lambda: {"hidden_size": 192, "intermediate_size": 512})
 
     @classmethod
@@ -102,6 +111,8 @@ def check_settings(values: dict) -> dict:
     ranges = {**checks.TRAINING_RANGES, "eval_every": checks.positive_int, "eval_from": checks.positive_int,
               "eval_rows": checks.positive_int, "target_regurgitation": checks.probability,
               "target_knowledge": checks.probability, "target_mia_auc": checks.probability,
+              "pretrain_docs": lambda v, k: checks.integer(v, k, minimum=0),
+              "pretrain_epochs": checks.positive_int,
               "checkpoint_interval_s": lambda v, k: checks.finite_float(v, k, minimum=0.0)}
     names = FinetuneConfig.setting_names()
     for k in values:

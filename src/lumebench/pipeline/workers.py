@@ -39,8 +39,12 @@ def auto_workers(threads: int | None, jobs: int) -> int:
 
 
 def threads_each(threads: int | None, workers: int) -> int:
-    """Torch threads of each of ``workers`` processes: ``threads``, or the cores shared out."""
-    return threads or max(1, cpu_cores() // max(1, workers))
+    """Torch threads of each of ``workers`` processes: ``threads``; else, under the pinned numerics,
+    the fixed default (:func:`lumebench.numerics.pinned_threads`: results must not depend on the
+    core count); else (``--native-kernels``) the cores shared out."""
+    from lumebench.numerics import pinned_threads
+
+    return pinned_threads(threads) or max(1, cpu_cores() // max(1, workers))
 
 
 def _child_init(threads: int) -> None:
