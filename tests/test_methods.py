@@ -108,7 +108,7 @@ def test_npo_loss_formula():
 def test_simnpo_is_length_normalised_and_reference_free(tok):
     model = small_model(tok)
     ex = tokenize_rows(make_rows(), tok)
-    method, _ = resolve_config("simnpo", {"alpha": 0.0})
+    method, _ = resolve_config("simnpo", {"alpha": 0.0, "npo_coeff": 1.0})
     ctx = UnlearnContext(model=model, forget=ex, retain=ex, pad_id=tok.pad_token_id)
     method.setup(ctx)
     assert not ctx.cache and ctx._ref_copy is None

@@ -235,6 +235,8 @@ class Method:
     """Base class: subclasses set ``Hparams`` (a dataclass of documented defaults) and ``loss``."""
 
     Hparams: ClassVar[type] = NoHparams
+    #: where the method comes from, one line (repository + file and/or paper); ``lume methods`` shows it
+    source: ClassVar[str] = ""
     #: True if the loss needs the reference model's outputs during training (KL terms)
     needs_reference_model: ClassVar[bool] = False
     #: trainer settings of the method's published recipe, applied with the "literature" preset
@@ -243,7 +245,9 @@ class Method:
     #: (the user's overrides still win); e.g. Atyaephyra is LoRA rank 5 by definition
     recipe: ClassVar[dict] = {}
     #: per-preset settings (trainer settings and/or hyperparameters) where the literature numbers are
-    #: for 7B models and do nothing on the tiny target, e.g. ``{"tiny": {"lr": 3e-2, "steering_coef": 20}}``
+    #: for 7B models and do nothing on the tiny target, e.g. ``{"tiny": {"lr": 3e-2, "steering_coef": 20}}``.
+    #: ``"original"``: the source as published (every number cited where it is set); ``"lumebench"``:
+    #: lumebench's own variant where it differs from the source (see each method's docstring)
     preset_defaults: ClassVar[dict[str, dict]] = {}
 
     def default_selection(self, n_layers: int) -> dict:
