@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lumebench.data.records import Benchmark, Row
-from lumebench.methods.base import Example, collate
+from lumebench.methods.base import Example, collate, collate_share
 
 
 def tokenize_rows(rows: list[Row], tokenizer, *, max_length: int = 1024, loss_on: str = "target"
@@ -72,6 +72,46 @@ class PairedBatches:
     def __call__(self, chunk_index: int) -> list[dict]:
         start = chunk_index * self.chunk
         return [self.batch(k) for k in range(start, min(start + self.chunk, self.total))]
+
+
+@dataclass
+class MixedBatches:
+    """Micro-batches drawn from the forget and retain examples *shuffled together*: every epoch the
+    concatenated list (retain then forget, as Atyaephyra's ``pd.concat`` builds it) is shuffled
+    (seeded by the epoch, like a ``DataLoader(shuffle=True)``) and cut into ``batch_size`` examples,
+    so a micro-batch holds a random mix (possibly no forget or no retain example: that share is a
+    placeholder row without target tokens). A method's :meth:`~lumebench.methods.base.Method.schedule`.
+    Each share carries ``epoch`` (a 0-d tensor) for methods whose loss depends on it (SHA256).
+    One epoch = one pass over forget + retain."""
+
+    forget: list[Example]
+    retain: list[Example]
+    batch_size: int
+    epochs: int
+    pad_id: int
+    seed: int
+
+    @property
+    def per_epoch(self) -> int:
+        return math.ceil((len(self.forget) + len(self.retain)) / self.batch_size)
+
+    @property
+    def total(self) -> int:
+        return self.epochs * self.per_epoch
+
+    def batch(self, k: int) -> dict:
+        import torch
+
+        epoch, j = divmod(k, self.per_epoch)
+        items = [("retain", e) for e in self.retain] + [("forget", e) for e in self.forget]
+        random.Random(f"lumebench-mixed:{self.seed}:{epoch}").shuffle(items)
+        part = items[j * self.batch_size:(j + 1) * self.batch_size]
+        out = {}
+        for kind, pool in (("forget", self.forget), ("retain", self.retain)):
+            share = collate_share([e for what, e in part if what == kind], self.pad_id, pool[0])
+            share["epoch"] = torch.tensor(epoch)
+            out[kind] = share
+        return out
 
 
 @dataclass

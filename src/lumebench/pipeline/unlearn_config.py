@@ -199,6 +199,12 @@ RANGES: dict[str, Any] = {
     # method hyperparameters
     "beta": checks.positive_float, "alpha": lambda v, k: checks.finite_float(v, k, minimum=0.0),
     "layer": lambda v, k: checks.integer(v, k, minimum=0),
+    # how a method's terms are reduced where its sources differ (see the method files)
+    "npo_reduction": lambda v, k: checks.choice(v, k, ("sequence", "token", "batch")),
+    "kl_form": lambda v, k: checks.choice(v, k, ("vocab", "token")),
+    "kl_on": lambda v, k: checks.choice(v, k, ("target", "all")),
+    "ties_on": lambda v, k: checks.choice(v, k, ("delta", "factors")),
+    "alpha_rule": lambda v, k: checks.choice(v, k, ("gap", "epoch_baseline")),
 }
 
 
