@@ -32,6 +32,11 @@ reproduced by the preset ``original``:
   default runs one schedule over all chunks (on the official data the last chunks would then
   train at an lr near 0).
 
+- ``train_outside_layers``: with ``train_last_k`` the notebooks freeze only the decoder layers below
+  the last 8 (``for i, layer in enumerate(model.model.layers): ... requires_grad = False``,
+  ``SUGD.ipynb`` cell 15), so the embeddings, the final norm and the LM head train too; lumebench's
+  default trains the last 8 layers only.
+
 Not reproduced: the forget and retain files' own order (lumebench shuffles both once, seeded),
 the bf16/fp16 weights of the notebooks (lumebench trains fp32 master weights).
 """
@@ -58,6 +63,8 @@ class AILSNTUAHparams:
     sequential: bool = later(False)
     # a fresh optimizer and lr schedule for every chunk (a new HF Trainer per chunk in the source)
     restart_per_chunk: bool = later(False)
+    # also train what lies outside the decoder layers (embeddings, final norm, LM head), as the source does
+    train_outside_layers: bool = later(False)
 
 
 @dataclass
@@ -195,6 +202,7 @@ class AILSNTUA(Method):
             "lr": 1e-5,                  # l. 14
             "epochs": 7,                 # l. 15: 7 passes over each chunk (a Trainer's num_train_epochs)
             "sequential": True, "restart_per_chunk": True,  # sequential.py l. 33-49, 132-133, 294-348
+            "train_outside_layers": True,  # SUGD.ipynb cell 15 freezes only the layers below the last k
             # TrainingArguments of example-notebooks/Sequential.ipynb (cell 18) set none of these:
             # the Trainer's defaults, AdamW (0.9, 0.999), no weight decay, no warm-up, linear decay
             # to 0 over each chunk's steps, gradients clipped at norm 1
@@ -206,6 +214,9 @@ class AILSNTUA(Method):
 
     def default_selection(self, n_layers: int) -> dict:
         first = max(0, n_layers - self.hp.last_layers)
+        if self.hp.train_outside_layers:  # a name outside every layer, or inside one of the last k
+            last = "|".join(str(i) for i in range(first, n_layers))
+            return {"params": rf"^(?!(?:.*\.)?layers\.\d+\.)|(?:^|\.)layers\.(?:{last})\."}
         return {"layers": f"{first}-{n_layers - 1}"}
 
     def schedule(self, forget, retain, *, batch_size, retain_batch_size, pad_id, seed, epochs):
