@@ -385,3 +385,34 @@ def test_sha256_retain_weight_follows_the_published_curve():
     assert m.retain_weight(1.0) == pytest.approx(2.6)
     assert m.retain_weight(2.0) == pytest.approx(2.8)       # 11.6, clipped down
     assert m.default_selection(16) == {"layers": "0-5"} and m.default_selection(4) == {"layers": "0-3"}
+
+
+def test_lume_methods_lists_each_source_and_original_preset_and_the_trainer_defaults(capsys):
+    """``lume methods``: every method's source and its 'original' preset with where its numbers are
+    cited, and the trainer settings printed as values (not ``dataclasses._MISSING_TYPE`` objects)."""
+    from lumebench.cli import main as lume
+
+    assert lume(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "_MISSING_TYPE" not in out and "object at 0x" not in out
+    blocks = {}
+    for line in out.splitlines():
+        if line and not line.startswith(" ") and not line.startswith(("trainer", "literature", "preset")):
+            name = line.split()[0]
+            blocks[name] = []
+        elif line.startswith(" ") and blocks:
+            blocks[name].append(line.strip())
+    assert set(blocks) == {e.name for e in METHODS.entries()}
+    for name, lines in blocks.items():
+        cls = METHODS.get(name)
+        assert f"source: {cls.source}" in lines, name
+        original = next(x for x in lines if x.startswith("original preset"))
+        assert f"cited in {cls.__module__.removeprefix('lumebench.')}" in original
+        for k, v in cls.preset_defaults["original"].items():
+            assert f"{k}={v}" in original, (name, k)
+    assert "source: OPTML-Group/Unlearn-Simple" in "\n".join(blocks["simnpo"])
+    assert "npo_coeff=0.125" in "\n".join(blocks["simnpo"]) and "lumebench preset: npo_coeff=1.0, alpha=0.125" in blocks["simnpo"]
+    trainer = next(x for x in out.splitlines() if x.startswith("trainer settings"))
+    assert "lr=1e-05" in trainer and "epochs=10" in trainer and "batch_size=32" in trainer and "lora_r=16" in trainer
+    assert "literature trainer defaults (TOFU code base): lr=1e-05, epochs=10, batch_size=32" in out
+    assert "preset original:" in out and "preset tiny: lr=0.001" in out
