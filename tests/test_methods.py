@@ -416,3 +416,16 @@ def test_lume_methods_lists_each_source_and_original_preset_and_the_trainer_defa
     assert "lr=1e-05" in trainer and "epochs=10" in trainer and "batch_size=32" in trainer and "lora_r=16" in trainer
     assert "literature trainer defaults (TOFU code base): lr=1e-05, epochs=10, batch_size=32" in out
     assert "preset original:" in out and "preset tiny: lr=0.001" in out
+
+
+def test_grad_accum_groups_each_epoch_so_every_epoch_gets_its_steps(tok, tmp_path):
+    """The loop groups an epoch's micro-batches by grad_accum (the last group of an epoch may be
+    smaller, as the HF Trainer steps at an epoch's end): 3 micro-batches an epoch at grad_accum 2
+    are 2 steps an epoch, 6 in 3 epochs (the run used to stop at ceil(9 / 2) = 5)."""
+    from lumebench.data.records import Benchmark
+    from lumebench.pipeline.unlearn import unlearn
+
+    bench = Benchmark(make_rows("forget"), make_rows("retain"), [], [], "accum")
+    r = unlearn((small_model(tok), tok), bench, "gd", tmp_path, evaluate=False,
+                overrides={"mixed_precision": "no", "epochs": 3, "batch_size": 2, "grad_accum": 2})
+    assert r["steps"] == 6 and r["status"] == "finished"

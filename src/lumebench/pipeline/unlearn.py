@@ -195,8 +195,11 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
 
     # the loop's "epochs" are evaluation chunks; the last one may be shorter (eval_every steps need not
     # divide the run), so the step count is given too: the lr schedule spans the steps that run
-    train_cfg = dataclasses.replace(cfg.train, epochs=data.n_chunks,
-                                    max_steps=math.ceil(data.total / cfg.train.grad_accum), restarts=data.restarts)
+    # the loop groups each chunk's micro-batches by grad_accum (a chunk's last group may be smaller)
+    chunk = data.chunk
+    last = data.total - (data.n_chunks - 1) * chunk
+    steps = (data.n_chunks - 1) * math.ceil(chunk / cfg.train.grad_accum) + math.ceil(last / cfg.train.grad_accum)
+    train_cfg = dataclasses.replace(cfg.train, epochs=data.n_chunks, max_steps=steps, restarts=data.restarts)
     res = train(model, loss_fn, data.batches, train_cfg, out_dir=out_dir / "train",
                 params=[p for p in model.parameters() if p.requires_grad], on_epoch_end=on_epoch_end,
                 unit="epoch" if cfg.eval_every == "epoch" else "chunk")
@@ -246,6 +249,7 @@ class _RunData:
     batches: Any    # the loop's epoch_batches: chunk index -> micro-batches
     n_chunks: int
     total: int      # micro-batches in the whole run
+    chunk: int = 0  # micro-batches per loop chunk (the last one may be shorter)
     restarts: list[int] | None = None  # optimizer steps where a fresh optimizer and schedule begin
 
 
@@ -274,7 +278,7 @@ def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig,
     # micro-batches where each part starts, as optimizer steps
     starts = getattr(plan, "restarts", None)
     restarts = sorted({math.ceil(b / cfg.train.grad_accum) for b in starts if 0 < b < total}) if starts else None
-    return _RunData(forget, retain, ctx, retain_bs, per_epoch, batches, math.ceil(total / chunk), total,
+    return _RunData(forget, retain, ctx, retain_bs, per_epoch, batches, math.ceil(total / chunk), total, chunk,
                     restarts or None)
 
 
