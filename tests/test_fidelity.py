@@ -406,6 +406,18 @@ def test_sha256_fidelity_mlp_layers_and_epoch_baseline(tok, examples):
             expected.add(k)
     assert set(c.names) == expected and len(expected) == 6 * 3
     assert (c.cfg.train.batch_size * c.cfg.train.grad_accum, c.cfg.train.lr, c.cfg.train.epochs) == (120, 1.5e-5, 8)
+    # DataGenerator (l. 34-43): the input as a user turn in the chat template with the generation
+    # prompt, then tokenizer(output); the loss mask covers the output only (lumebench adds an EOS)
+    assert c.cfg.prompt_format == "chat"
+    chat_tok = build_tokenizer([q + " " + a for q, a in ROWS], vocab_size=300)
+    chat_tok.chat_template = ("{% for m in messages %}<|user|> {{ m['content'] }}{% endfor %}"
+                              "{% if add_generation_prompt %} <|assistant|>{% endif %}")
+    row = Row.from_fields("100qa0", "Task3", "forget", *ROWS[1])
+    ex = tokenize_rows([row], chat_tok, prompt_format=c.cfg.prompt_format)[0]
+    inp = list(chat_tok.apply_chat_template([{"role": "user", "content": ROWS[1][0]}], tokenize=True,
+                                            add_generation_prompt=True, return_dict=True)["input_ids"])
+    out = chat_tok(ROWS[1][1])["input_ids"]
+    assert list(ex.ids) == inp + out + [chat_tok.eos_token_id] and ex.n_target == len(out) + 1
 
 
 def test_zjuklab_fidelity_weights_pooled_npo_all_position_kl(tok, examples):

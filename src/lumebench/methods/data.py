@@ -12,19 +12,38 @@ from lumebench.data.records import Benchmark, Row
 from lumebench.methods.base import Example, collate, collate_share
 
 
-def tokenize_rows(rows: list[Row], tokenizer, *, max_length: int = 1024, loss_on: str = "target"
-                  ) -> list[Example]:
-    """One :class:`Example` per row: ``tokenizer(input)`` + ``" " + output`` + EOS."""
+def tokenize_rows(rows: list[Row], tokenizer, *, max_length: int = 1024, loss_on: str = "target",
+                  prompt_format: str = "plain") -> list[Example]:
+    """One :class:`Example` per row: ``tokenizer(input)`` + ``" " + output`` + EOS.
+
+    ``prompt_format="chat"`` (SHA256's training data, its ``unlearn.py`` l. 34-43): the prompt is the
+    input as one user turn in the tokenizer's chat template with the generation prompt, followed by
+    the output's tokens (no space) + EOS. A tokenizer without a chat template keeps the plain prompt.
+    """
     out = []
     eos = tokenizer.eos_token_id
+    chat = prompt_format == "chat" and getattr(tokenizer, "chat_template", None)
     for i, r in enumerate(rows):
-        prompt = list(tokenizer(r.input)["input_ids"])
-        target = list(tokenizer(" " + r.output, add_special_tokens=False)["input_ids"]) + [eos]
+        if chat:
+            prompt = chat_prompt(tokenizer, r.input)
+            target = list(tokenizer(r.output, add_special_tokens=False)["input_ids"]) + [eos]
+        else:
+            prompt = list(tokenizer(r.input)["input_ids"])
+            target = list(tokenizer(" " + r.output, add_special_tokens=False)["input_ids"]) + [eos]
         target = target[:max_length - 1]
         prompt = prompt[-(max_length - len(target)):]
         n_target = len(target) if loss_on == "target" else len(prompt) + len(target) - 1
         out.append(Example(tuple(prompt + target), n_target, i, n_prompt=len(prompt)))
     return out
+
+
+def chat_prompt(tokenizer, text: str) -> list[int]:
+    """The ids of ``text`` as a user turn in the chat template, ending with the assistant's prompt."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
+                                        add_generation_prompt=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return [int(x) for x in ids]
 
 
 @dataclass

@@ -26,9 +26,13 @@ The source (LAB-FLAIR/Constrained-Unlearning-for-LLM, ``unlearn.py``) — preset
 - per-device batch 12 × accumulation 10 = 120 examples a step, lr 1.5e-5, 8 epochs (l. 298-301,
   351), the Trainer's AdamW (0.9, 0.999), no weight decay, no warm-up, linear decay, clipping at 1.
 
-Not reproduced: the prompts in the chat template (``apply_chat_template(..., add_generation_prompt=
-True)``, l. 34-43; lumebench trains on the evaluation's plain prompt), and keeping the best
-checkpoint by validation loss (``load_best_model_at_end``, l. 310-311; lumebench keeps the last).
+- ``prompt_format="chat"`` (a trainer setting): the training prompts are the input as one user turn
+  in the chat template with the generation prompt, the output's tokens right after it
+  (``apply_chat_template(..., add_generation_prompt=True)`` + ``tokenizer(output)``, l. 34-43);
+  lumebench evaluates on the raw prompt either way, as the official evaluation does.
+
+Not reproduced: keeping the best checkpoint by validation loss (``load_best_model_at_end``,
+l. 310-311; lumebench keeps the last); the source's target has no EOS appended (lumebench's does).
 The baseline is kept in memory: a run resumed after epoch 0 starts its baseline again.
 
 Layers 0–5 on SmolLM2-135M (30 layers) are its first fifth, the first 6 of 30 blocks: the number
@@ -76,6 +80,7 @@ class SHA256(Method):
             # weight decay, no warm-up, linear decay to 0, gradients clipped at norm 1
             "adam_betas": [0.9, 0.999], "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_schedule": "linear",
             "max_grad_norm": 1.0, "lora": False,
+            "prompt_format": "chat",                         # l. 34-43 (apply_chat_template)
         },
         "lumebench": {},
     }

@@ -255,8 +255,13 @@ class _RunData:
 
 def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig, out_dir: Path,
                   target_digest: str) -> _RunData:
-    forget = tokenize_rows(benchmark.forget, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on)
-    retain = tokenize_rows(benchmark.retain, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on)
+    fmt = cfg.prompt_format
+    if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
+        log.warning("prompt_format chat: the tokenizer has no chat template; training on the plain prompts")
+    forget = tokenize_rows(benchmark.forget, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on,
+                           prompt_format=fmt)
+    retain = tokenize_rows(benchmark.retain, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on,
+                           prompt_format=fmt)
     if not forget or not retain:
         raise LumeError("unlearning needs a non-empty forget set and retain set")
     pad = pad_id(tokenizer)

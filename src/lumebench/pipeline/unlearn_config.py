@@ -34,10 +34,10 @@ class UnlearnConfig(HoldsTrain):
     ORDER = ("lr", "epochs", "batch_size", "retain_batch_size", "grad_accum", "warmup_ratio", "lr_schedule",
              "weight_decay", "max_grad_norm", "adam_betas", "mixed_precision", "explode_grad_norm", "max_steps",
              "seed", "max_length", "loss_on", "eval_every", "eval_subset", "mmlu_at", "preset", "layers", "params",
-             "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "distributed", "log_with")
+             "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "prompt_format", "distributed", "log_with")
     #: settings added after results were first recorded: left out of :meth:`to_dict` (what a run's
     #: step is keyed by) while at their default, so that the runs recorded before keep their keys
-    LATER = ("adam_betas", "lora_targets")
+    LATER = ("adam_betas", "lora_targets", "prompt_format")
 
     # the training run: lr, epochs, batch_size (forget examples per step), grad_accum, warm-up and
     # schedule, weight decay, clipping, precision, divergence guard (pre-clipping gradient norm),
@@ -61,6 +61,9 @@ class UnlearnConfig(HoldsTrain):
     lora_alpha: int = 64
     lora_dropout: float = 0.0
     lora_targets: list[str] | None = None  # None: every attention and MLP projection (ParamSelection)
+    # training prompts: "plain" (the evaluation's raw prompt) or "chat" (the input as a user turn in
+    # the tokenizer's chat template, as SHA256 trained); evaluation always uses the raw prompt
+    prompt_format: str = "plain"
 
     @classmethod
     def train_defaults(cls) -> dict:
@@ -196,6 +199,7 @@ RANGES: dict[str, Any] = {
     "layers": _layers, "params": checks.regex,
     "lora_r": checks.positive_int, "lora_alpha": checks.positive_int, "lora_dropout": _dropout,
     "adam_betas": _betas, "lora_targets": _names,
+    "prompt_format": lambda v, k: checks.choice(v, k, ("plain", "chat")),
     # method hyperparameters
     "beta": checks.positive_float, "alpha": lambda v, k: checks.finite_float(v, k, minimum=0.0),
     "layer": lambda v, k: checks.integer(v, k, minimum=0),
