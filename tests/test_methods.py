@@ -108,7 +108,7 @@ def test_npo_loss_formula():
 def test_simnpo_is_length_normalised_and_reference_free(tok):
     model = small_model(tok)
     ex = tokenize_rows(make_rows(), tok)
-    method, _ = resolve_config("simnpo", {"alpha": 0.0})
+    method, _ = resolve_config("simnpo", {"alpha": 0.0, "npo_coeff": 1.0})
     ctx = UnlearnContext(model=model, forget=ex, retain=ex, pad_id=tok.pad_token_id)
     method.setup(ctx)
     assert not ctx.cache and ctx._ref_copy is None
@@ -385,3 +385,47 @@ def test_sha256_retain_weight_follows_the_published_curve():
     assert m.retain_weight(1.0) == pytest.approx(2.6)
     assert m.retain_weight(2.0) == pytest.approx(2.8)       # 11.6, clipped down
     assert m.default_selection(16) == {"layers": "0-5"} and m.default_selection(4) == {"layers": "0-3"}
+
+
+def test_lume_methods_lists_each_source_and_original_preset_and_the_trainer_defaults(capsys):
+    """``lume methods``: every method's source and its 'original' preset with where its numbers are
+    cited, and the trainer settings printed as values (not ``dataclasses._MISSING_TYPE`` objects)."""
+    from lumebench.cli import main as lume
+
+    assert lume(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "_MISSING_TYPE" not in out and "object at 0x" not in out
+    blocks = {}
+    for line in out.splitlines():
+        if line and not line.startswith(" ") and not line.startswith(("trainer", "literature", "preset")):
+            name = line.split()[0]
+            blocks[name] = []
+        elif line.startswith(" ") and blocks:
+            blocks[name].append(line.strip())
+    assert set(blocks) == {e.name for e in METHODS.entries()}
+    for name, lines in blocks.items():
+        cls = METHODS.get(name)
+        assert f"source: {cls.source}" in lines, name
+        original = next(x for x in lines if x.startswith("original preset"))
+        assert f"cited in {cls.__module__.removeprefix('lumebench.')}" in original
+        for k, v in cls.preset_defaults["original"].items():
+            assert f"{k}={v}" in original, (name, k)
+    assert "source: OPTML-Group/Unlearn-Simple" in "\n".join(blocks["simnpo"])
+    assert "npo_coeff=0.125" in "\n".join(blocks["simnpo"]) and "lumebench preset: npo_coeff=1.0, alpha=0.125" in blocks["simnpo"]
+    trainer = next(x for x in out.splitlines() if x.startswith("trainer settings"))
+    assert "lr=1e-05" in trainer and "epochs=10" in trainer and "batch_size=32" in trainer and "lora_r=16" in trainer
+    assert "literature trainer defaults (TOFU code base): lr=1e-05, epochs=10, batch_size=32" in out
+    assert "preset original:" in out and "preset tiny: lr=0.001" in out
+
+
+def test_grad_accum_groups_each_epoch_so_every_epoch_gets_its_steps(tok, tmp_path):
+    """The loop groups an epoch's micro-batches by grad_accum (the last group of an epoch may be
+    smaller, as the HF Trainer steps at an epoch's end): 3 micro-batches an epoch at grad_accum 2
+    are 2 steps an epoch, 6 in 3 epochs (the run used to stop at ceil(9 / 2) = 5)."""
+    from lumebench.data.records import Benchmark
+    from lumebench.pipeline.unlearn import unlearn
+
+    bench = Benchmark(make_rows("forget"), make_rows("retain"), [], [], "accum")
+    r = unlearn((small_model(tok), tok), bench, "gd", tmp_path, evaluate=False,
+                overrides={"mixed_precision": "no", "epochs": 3, "batch_size": 2, "grad_accum": 2})
+    assert r["steps"] == 6 and r["status"] == "finished"

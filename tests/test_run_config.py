@@ -143,9 +143,13 @@ def test_smollm2_science_config_runs_every_method_with_three_seeds():
     family = spec_or_default(cfg.target.model).unlearn_preset
     assert family == "smollm2"
     rmu = {}
+    winners = ("ails_ntua", "sha256", "atyaephyra", "zjuklab")
     for m in cfg.methods:
         method, cfg_m = resolve_config(m.name, m.overrides, family=family)
-        assert cfg_m.train.epochs == 5 and cfg_m.lora == (m.name in ("atyaephyra", "zjuklab")), m.name
+        assert cfg_m.lora == (m.name in ("atyaephyra", "zjuklab")), m.name
+        assert (cfg_m.preset == "original") == (m.name in winners), m.name
+        if m.name not in winners:
+            assert cfg_m.train.epochs == 5, m.name
         if m.name == "rmu":
             rmu[m.key] = (method.hp.steering_coef, method.hp.alpha, method.hp.update, cfg_m.train.lr,
                             cfg_m.train.batch_size)
@@ -153,3 +157,39 @@ def test_smollm2_science_config_runs_every_method_with_three_seeds():
     assert rmu == {"rmu-recipe": (6.5, 1200.0, r"mlp\.down_proj", 5e-5, 4),
                    "rmu-c150": (150.0, 100.0, "mlp", 5e-4, 4),
                    "rmu": (150.0, 100.0, "mlp", 5e-3, 4)}
+
+
+def test_smollm2_science_config_runs_each_winner_at_its_original_budget():
+    """The SemEval winners run as their sources published them (preset 'original'), at the teams'
+    budget per forget example: epochs, examples per optimizer step, lr schedule (issue 24)."""
+    from lumebench.pipeline.unlearn_config import resolve_config
+
+    cfg = load_config("configs/smollm2-science.yaml")
+    got = {}
+    for m in cfg.methods:
+        if m.name in ("ails_ntua", "sha256", "atyaephyra", "zjuklab"):
+            method, c = resolve_config(m.name, m.overrides, family="smollm2")
+            t = c.train
+            got[m.name] = (t.epochs, t.batch_size * t.grad_accum, t.lr, t.lr_schedule, t.warmup_ratio,
+                           tuple(t.adam_betas), t.max_grad_norm, t.weight_decay)
+            hp = method.hp
+            if m.name == "ails_ntua":  # batch 1 in the source's order, a new schedule per chunk of 32
+                assert (hp.sequential, hp.restart_per_chunk, hp.chunk_size, hp.retain_ratio) == (True, True, 32, 7)
+            if m.name == "atyaephyra":  # per-token NPO, forget and retain in one batch, q/v LoRA r=alpha=5
+                assert (hp.npo_reduction, hp.kl_form, hp.mixed_batches) == ("token", "token", True)
+                assert (c.lora_r, c.lora_alpha, c.lora_targets) == (5, 5, ["q_proj", "v_proj"])
+            if m.name == "sha256":  # MLPs of layers 0-5, the epoch-0 baseline rule capped at 2.3
+                assert (hp.update, hp.alpha_rule, hp.alpha_max, hp.mixed_batches) == (r"\.mlp\.", "epoch_baseline",
+                                                                                     2.3, True)
+            if m.name == "zjuklab":  # the two runs' weights and batches, TIES on the LoRA factors at 0.8
+                assert (hp.npo_weight_0, hp.kl_weight_0, hp.nll_weight_0) == (0.4, 0.4, 0.2)
+                assert (hp.npo_weight_1, hp.kl_weight_1, hp.nll_weight_1) == (0.3, 0.3, 0.4)
+                assert (hp.batch_size_0, hp.batch_size_1, hp.density, hp.ties_on) == (4, 8, 0.8, "factors")
+                assert (c.lora_r, c.lora_alpha, c.lora_dropout) == (32, 32, 0.05)
+    hf = (0.9, 0.999)  # the HF Trainer's / torch Adam's betas
+    assert got == {
+        "ails_ntua": (7, 1, 1e-5, "linear", 0.0, hf, 1.0, 0.0),      # configs/sequential_args.json
+        "sha256": (8, 120, 1.5e-5, "linear", 0.0, hf, 1.0, 0.0),      # unlearn.py l. 298-301
+        "atyaephyra": (20, 4, 1e-4, "constant", 0.0, hf, None, 0.0),  # src/unlearn.py, plain Adam
+        "zjuklab": (5, 32, 1e-4, "linear", 0.2, hf, 1.0, 0.01),       # the runs' own batches: 4 and 8
+    }

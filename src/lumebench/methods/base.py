@@ -109,6 +109,17 @@ def sequence_weights(n_target: torch.Tensor) -> torch.Tensor:
     return (n_target > 0).to(torch.float32)
 
 
+def kl_all_positions(logits: torch.Tensor, ref_logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """KL(p_ref ‖ p_θ) summed over the vocabulary, averaged over *every* real position of the batch
+    (prompt and target alike: the next-token distribution after each non-padding token), as TOFU's
+    ``KL`` and ZJUKLAB compute it (``log_softmax(...).view(-1, V)``, ``kl_div(..., "batchmean")``)."""
+    mask = attention_mask.bool()
+    logp = F.log_softmax(logits.float(), dim=-1)[mask]
+    logp_ref = F.log_softmax(ref_logits.float(), dim=-1)[mask]
+    kl = F.kl_div(logp, logp_ref, log_target=True, reduction="none").sum(-1)
+    return global_mean(kl) + logits.sum() * 0.0
+
+
 def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """KL(p_ref ‖ p_θ) = Σ_v p_ref (log p_ref − log p_θ), averaged over the target positions."""
     mask = labels[:, 1:] != IGNORE
@@ -235,6 +246,8 @@ class Method:
     """Base class: subclasses set ``Hparams`` (a dataclass of documented defaults) and ``loss``."""
 
     Hparams: ClassVar[type] = NoHparams
+    #: where the method comes from, one line (repository + file and/or paper); ``lume methods`` shows it
+    source: ClassVar[str] = ""
     #: True if the loss needs the reference model's outputs during training (KL terms)
     needs_reference_model: ClassVar[bool] = False
     #: trainer settings of the method's published recipe, applied with the "literature" preset
@@ -243,7 +256,9 @@ class Method:
     #: (the user's overrides still win); e.g. Atyaephyra is LoRA rank 5 by definition
     recipe: ClassVar[dict] = {}
     #: per-preset settings (trainer settings and/or hyperparameters) where the literature numbers are
-    #: for 7B models and do nothing on the tiny target, e.g. ``{"tiny": {"lr": 3e-2, "steering_coef": 20}}``
+    #: for 7B models and do nothing on the tiny target, e.g. ``{"tiny": {"lr": 3e-2, "steering_coef": 20}}``.
+    #: ``"original"``: the source as published (every number cited where it is set); ``"lumebench"``:
+    #: lumebench's own variant where it differs from the source (see each method's docstring)
     preset_defaults: ClassVar[dict[str, dict]] = {}
 
     def default_selection(self, n_layers: int) -> dict:
@@ -283,10 +298,53 @@ class Method:
         """Turn the trained model into the unlearned one in place, before it is saved (default: nothing)."""
 
 
+def later(default: Any) -> Any:
+    """A hyperparameter added after runs were recorded with its method: at its default it is left out
+    of the run's key (:func:`hparams_key`), so those runs stay valid (their numbers do not change)."""
+    return field(default=default, metadata={"later": True})
+
+
+def hparams_key(hp: Any) -> dict[str, Any]:
+    """``asdict(hp)`` without the :func:`later` fields that are at their default."""
+    out = dataclasses.asdict(hp)
+    for f in dataclasses.fields(hp):
+        if f.metadata.get("later") and out[f.name] == f.default:
+            del out[f.name]
+    return out
+
+
+def collate_share(examples: list[Example], pad_id: int, fallback: Example) -> dict[str, torch.Tensor]:
+    """:func:`collate`, or for an empty share (a batch drawn from forget and retain together that
+    holds none of one kind) one placeholder row of ``fallback`` with no target token."""
+    if examples:
+        return collate(examples, pad_id)
+    batch = collate([fallback], pad_id)
+    batch["labels"].fill_(IGNORE)
+    return batch
+
+
 def hparam_fields(cls: type) -> dict[str, Any]:
     """``{name: default}`` of a method's hyperparameter dataclass."""
     return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
             for f in dataclasses.fields(cls.Hparams)}
+
+
+#: TOFU's trainer as published (locuslab/tofu ``config/forget.yaml``, ``forget.py``, ``README.md``):
+#: lr 1e-5 (forget.yaml l. 8); batch 4 x accumulation 4 on 2 GPUs (README.md l. 60) = 32 a step;
+#: 5 epochs (l. 13); one epoch of warm-up (forget.py l. 92) then the Trainer's linear decay;
+#: weight decay 0.01 (l. 18); ``paged_adamw_32bit`` (forget.py l. 100): AdamW (0.9, 0.999); the
+#: Trainer's clipping at norm 1; full fine-tuning (LoRA r 0, forget.yaml l. 4)
+TOFU_TRAINER = {"lr": 1e-5, "batch_size": 32, "grad_accum": 1, "epochs": 5, "warmup_ratio": 0.2,
+                "lr_schedule": "linear", "weight_decay": 0.01, "adam_betas": [0.9, 0.999],
+                "max_grad_norm": 1.0, "lora": False}
+
+#: the NPO authors' TOFU trainer (licong-lin/negative-preference-optimization ``TOFU/config/
+#: forget.yaml``, ``TOFU/forget.py``): lr 1e-5 (l. 8); batch 4 x accumulation 4 (l. 11-12) on 2 GPUs
+#: (``2GPU_`` in save_dir, l. 29) = 32; 10 epochs (l. 13); weight decay 0.01 (l. 21); one epoch of
+#: warm-up (l. 27; forget.py l. 127) then linear decay; ``paged_adamw_32bit`` (forget.py l. 135)
+NPO_TRAINER = {"lr": 1e-5, "batch_size": 32, "grad_accum": 1, "epochs": 10, "warmup_ratio": 0.1,
+               "lr_schedule": "linear", "weight_decay": 0.01, "adam_betas": [0.9, 0.999],
+               "max_grad_norm": 1.0, "lora": False}
 
 
 # ----------------------------------------------------------------------------- reusable loss terms
@@ -297,8 +355,11 @@ def forget_ascent(model, forget: dict) -> tuple[torch.Tensor, float]:
     return -nll, float(nll.detach())
 
 
-def retain_kl(ctx: UnlearnContext, retain: dict) -> tuple[torch.Tensor, float]:
-    """KL(p_ref ‖ p_θ) on the retain target tokens."""
+def retain_kl(ctx: UnlearnContext, retain: dict, on: str = "target") -> tuple[torch.Tensor, float]:
+    """KL(p_ref ‖ p_θ) on the retain target tokens (``on="all"``: every real position)."""
     logits = forward_logits(ctx.model, retain)
-    kl = kl_to_reference(logits, ctx.reference_logits(retain), retain["labels"])
+    if on == "all":
+        kl = kl_all_positions(logits, ctx.reference_logits(retain), retain["attention_mask"])
+    else:
+        kl = kl_to_reference(logits, ctx.reference_logits(retain), retain["labels"])
     return kl, float(kl.detach())

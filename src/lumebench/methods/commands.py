@@ -1,4 +1,5 @@
-"""``lume methods``: the unlearning methods with their hyperparameters and the trainer settings."""
+"""``lume methods``: the unlearning methods with their sources, hyperparameters and presets, and the
+trainer settings."""
 
 from __future__ import annotations
 
@@ -6,30 +7,58 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    m = sub.add_parser("methods", help="list the unlearning methods with their default hyperparameters",
-                       description="Every registered unlearning method, its hyperparameters with their "
-                                   "defaults, and the trainer settings every method accepts via --set.")
+    m = sub.add_parser("methods", help="list the unlearning methods with their sources and default hyperparameters",
+                       description="Every registered unlearning method: where it comes from, its hyperparameters "
+                                   "with their defaults, the settings each preset gives it (the preset 'original' "
+                                   "is the source as published; every number is cited in the method's file), "
+                                   "and the trainer settings every method accepts via --set.")
     m.set_defaults(handler=_methods)
 
 
-def _methods(args) -> int:
+def _fmt(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def describe_method(entry) -> list[str]:
+    """The lines of one method: help, source, hyperparameters, recipe and presets."""
     import dataclasses
 
+    cls = entry.obj
+    fields = dataclasses.fields(cls.Hparams)
+    hp = ", ".join(f"{f.name}={f.default}" for f in fields) or "no hyperparameters"
+    pad = " " * 11
+    lines = [f"{entry.name:8s} {entry.help}", f"{pad}source: {cls.source or '(none given)'}", f"{pad}{hp}"]
+    module = cls.__module__.removeprefix("lumebench.")
+    presets = [("recipe (every preset)", cls.recipe), ("literature preset", cls.trainer_defaults)]
+    presets += [(f"{k} preset", v) for k, v in cls.preset_defaults.items() if k != "original"]
+    for what, values in presets:
+        if values:
+            lines.append(f"{pad}{what}: {_fmt(values)}")
+    original = cls.preset_defaults.get("original")
+    if original is not None:
+        lines.append(f"{pad}original preset (as its source published it; numbers cited in {module}): "
+                     + (_fmt(original) or "the literature settings"))
+    return lines
+
+
+def trainer_lines() -> list[str]:
+    """The trainer settings with their defaults, the literature defaults and the presets."""
     from lumebench.pipeline.unlearn_config import PRESETS, UnlearnConfig
+
+    lines = [f"trainer settings (every method; --set KEY=VALUE): {_fmt(UnlearnConfig().settings())}",
+             f"literature trainer defaults (TOFU code base): {_fmt(UnlearnConfig.train_defaults())}"]
+    for name, preset in PRESETS.items():
+        lines.append(f"preset {name}: " + (_fmt(preset) or "the literature trainer defaults, then each method's "
+                                                             "own settings for it"))
+    return lines
+
+
+def _methods(args) -> int:
+    import lumebench.methods.catalog  # noqa: F401  (registration)
     from lumebench.registry import METHODS
 
     for e in METHODS.entries():
-        fields = dataclasses.fields(e.obj.Hparams)
-        hp = ", ".join(f"{f.name}={f.default}" for f in fields) or "no hyperparameters"
-        print(f"{e.name:8s} {e.help}\n{'':8s}   {hp}")
-        for what, values in (("recipe (every preset)", e.obj.recipe),
-                             ("literature preset", e.obj.trainer_defaults),
-                             *((f"{k} preset", v) for k, v in e.obj.preset_defaults.items())):
-            if values:
-                print(f"{'':8s}   {what}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
-    trainer = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(UnlearnConfig))
-    print(f"\ntrainer settings (every method; --set KEY=VALUE): {trainer}")
-    for name, preset in PRESETS.items():
-        if preset:
-            print(f"preset {name}: " + ", ".join(f"{k}={v}" for k, v in preset.items()))
+        print("\n".join(describe_method(e)))
+    print()
+    print("\n".join(trainer_lines()))
     return 0

@@ -9,22 +9,41 @@ from dataclasses import dataclass
 from typing import Any
 
 from lumebench.data.records import Benchmark, Row
-from lumebench.methods.base import Example, collate
+from lumebench.methods.base import Example, collate, collate_share
 
 
-def tokenize_rows(rows: list[Row], tokenizer, *, max_length: int = 1024, loss_on: str = "target"
-                  ) -> list[Example]:
-    """One :class:`Example` per row: ``tokenizer(input)`` + ``" " + output`` + EOS."""
+def tokenize_rows(rows: list[Row], tokenizer, *, max_length: int = 1024, loss_on: str = "target",
+                  prompt_format: str = "plain") -> list[Example]:
+    """One :class:`Example` per row: ``tokenizer(input)`` + ``" " + output`` + EOS.
+
+    ``prompt_format="chat"`` (SHA256's training data, its ``unlearn.py`` l. 34-43): the prompt is the
+    input as one user turn in the tokenizer's chat template with the generation prompt, followed by
+    the output's tokens (no space) + EOS. A tokenizer without a chat template keeps the plain prompt.
+    """
     out = []
     eos = tokenizer.eos_token_id
+    chat = prompt_format == "chat" and getattr(tokenizer, "chat_template", None)
     for i, r in enumerate(rows):
-        prompt = list(tokenizer(r.input)["input_ids"])
-        target = list(tokenizer(" " + r.output, add_special_tokens=False)["input_ids"]) + [eos]
+        if chat:
+            prompt = chat_prompt(tokenizer, r.input)
+            target = list(tokenizer(r.output, add_special_tokens=False)["input_ids"]) + [eos]
+        else:
+            prompt = list(tokenizer(r.input)["input_ids"])
+            target = list(tokenizer(" " + r.output, add_special_tokens=False)["input_ids"]) + [eos]
         target = target[:max_length - 1]
         prompt = prompt[-(max_length - len(target)):]
         n_target = len(target) if loss_on == "target" else len(prompt) + len(target) - 1
         out.append(Example(tuple(prompt + target), n_target, i, n_prompt=len(prompt)))
     return out
+
+
+def chat_prompt(tokenizer, text: str) -> list[int]:
+    """The ids of ``text`` as a user turn in the chat template, ending with the assistant's prompt."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
+                                        add_generation_prompt=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return [int(x) for x in ids]
 
 
 @dataclass
@@ -72,6 +91,46 @@ class PairedBatches:
     def __call__(self, chunk_index: int) -> list[dict]:
         start = chunk_index * self.chunk
         return [self.batch(k) for k in range(start, min(start + self.chunk, self.total))]
+
+
+@dataclass
+class MixedBatches:
+    """Micro-batches drawn from the forget and retain examples *shuffled together*: every epoch the
+    concatenated list (retain then forget, as Atyaephyra's ``pd.concat`` builds it) is shuffled
+    (seeded by the epoch, like a ``DataLoader(shuffle=True)``) and cut into ``batch_size`` examples,
+    so a micro-batch holds a random mix (possibly no forget or no retain example: that share is a
+    placeholder row without target tokens). A method's :meth:`~lumebench.methods.base.Method.schedule`.
+    Each share carries ``epoch`` (a 0-d tensor) for methods whose loss depends on it (SHA256).
+    One epoch = one pass over forget + retain."""
+
+    forget: list[Example]
+    retain: list[Example]
+    batch_size: int
+    epochs: int
+    pad_id: int
+    seed: int
+
+    @property
+    def per_epoch(self) -> int:
+        return math.ceil((len(self.forget) + len(self.retain)) / self.batch_size)
+
+    @property
+    def total(self) -> int:
+        return self.epochs * self.per_epoch
+
+    def batch(self, k: int) -> dict:
+        import torch
+
+        epoch, j = divmod(k, self.per_epoch)
+        items = [("retain", e) for e in self.retain] + [("forget", e) for e in self.forget]
+        random.Random(f"lumebench-mixed:{self.seed}:{epoch}").shuffle(items)
+        part = items[j * self.batch_size:(j + 1) * self.batch_size]
+        out = {}
+        for kind, pool in (("forget", self.forget), ("retain", self.retain)):
+            share = collate_share([e for what, e in part if what == kind], self.pad_id, pool[0])
+            share["epoch"] = torch.tensor(epoch)
+            out[kind] = share
+        return out
 
 
 @dataclass

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from lumebench.methods.base import Method, forget_ascent, mean_nll
+from lumebench.methods.base import TOFU_TRAINER, Method, forget_ascent, mean_nll
 from lumebench.registry import METHODS
 
 
@@ -16,6 +17,9 @@ class GDHparams:
 @METHODS.register("gd", help="gradient difference: -NLL(forget) + alpha*NLL(retain)")
 class GradientDifference(Method):
     Hparams = GDHparams
+    source: ClassVar[str] = "locuslab/tofu dataloader.py (grad_diff, l. 101-111); Liu et al. 2022; LUME baseline"
+    #: TOFU: −NLL̄(forget) + NLL̄(retain), weight 1 (l. 105-111)
+    preset_defaults: ClassVar[dict] = {"original": {**TOFU_TRAINER, "alpha": 1.0}, "lumebench": {}}
 
     def loss(self, ctx, forget, retain):
         loss_f, nll_f = forget_ascent(ctx.model, forget)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch.nn.functional as F
 
@@ -43,6 +44,20 @@ class IdkDPOHparams:
                                   "(beta 0.1) + alpha*NLL(retain)")
 class IdkDPO(Method):
     Hparams = IdkDPOHparams
+    source: ClassVar[str] = ("locuslab/open-unlearning src/trainer/unlearn/dpo.py + src/trainer/utils.py "
+                             "(compute_dpo_loss); Maini et al. 2024 (TOFU)")
+    #: OpenUnlearning's DPO with the TOFU idk experiment: γ·(−(2/β)·mean log σ(β·(log-ratio_idk −
+    #: log-ratio_forget))) + α·NLL̄(retain) (dpo.py l. 12-33, utils.py l. 47-67, summed NLLs l. 34-44);
+    #: β 0.1, α 1, γ 1 (configs/trainer/DPO.yaml l. 6-8); lr 1e-5, one epoch of warm-up, weight decay
+    #: 0.01, 10 epochs (configs/experiment/unlearn/tofu/idk.yaml l. 40-43); batch 8 x accumulation 4
+    #: and paged AdamW (configs/trainer/finetune.yaml l. 3, 5, 15). Not reproduced: the refusals
+    #: (TOFU's list of 100 ``idontknow`` answers; lumebench writes its own, :data:`IDK_ANSWERS`).
+    preset_defaults: ClassVar[dict] = {
+        "original": {"beta": 0.1, "alpha": 1.0, "gamma": 1.0, "lr": 1e-5, "warmup_ratio": 0.1, "weight_decay": 0.01,
+                     "epochs": 10, "batch_size": 32, "grad_accum": 1, "lr_schedule": "linear",
+                     "adam_betas": [0.9, 0.999], "max_grad_norm": 1.0, "lora": False},
+        "lumebench": {},
+    }
 
     def idk_examples(self, ctx) -> list[Example]:
         tok, eos = ctx.tokenizer, ctx.tokenizer.eos_token_id

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from lumebench.methods.base import retain_kl
+from lumebench.methods.base import NPO_TRAINER, later, retain_kl
 from lumebench.methods.npo import NPO
 from lumebench.registry import METHODS
 
@@ -13,14 +14,21 @@ from lumebench.registry import METHODS
 class NPOKLHparams:
     beta: float = 0.1   # as NPO
     alpha: float = 1.0  # retain KL weight; 1 in the NPO paper (NPO-KL) and TOFU
+    kl_on: str = later("target")  # "target": answer tokens (lumebench); "all": every position (the source, l. 309-319)
 
 
 @METHODS.register("npo_kl", help="NPO + alpha*KL(p_ref||p) on retain")
 class NPOKL(NPO):
     Hparams = NPOKLHparams
     needs_reference_model = True
+    source: ClassVar[str] = ("licong-lin/negative-preference-optimization TOFU/dataloader.py (npo_KL, l. 293-320); "
+                             "Zhang et al. 2024")
+    #: npo_coeff 1 · NPO + KL_coeff 1 · KL over every position of the retain batch (l. 309-320;
+    #: forget.yaml l. 16, 18), β 0.1 (l. 20)
+    preset_defaults: ClassVar[dict] = {"original": {**NPO_TRAINER, "beta": 0.1, "alpha": 1.0, "kl_on": "all"},
+                                       "lumebench": {}}
 
     def loss(self, ctx, forget, retain):
         loss, logs = self.npo_term(ctx, forget)
-        kl, logs["retain_kl"] = retain_kl(ctx, retain)
+        kl, logs["retain_kl"] = retain_kl(ctx, retain, self.hp.kl_on)
         return loss + self.hp.alpha * kl, logs

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from lumebench.methods.base import mean_nll
+from lumebench.methods.base import NPO_TRAINER, mean_nll
 from lumebench.methods.npo import NPO
 from lumebench.registry import METHODS
 
@@ -18,6 +19,10 @@ class NPORTHparams:
 @METHODS.register("npo_rt", help="NPO + alpha*NLL(retain)")
 class NPORetain(NPO):
     Hparams = NPORTHparams
+    source: ClassVar[str] = ("licong-lin/negative-preference-optimization TOFU/dataloader.py (npo_grad_diff, "
+                             "l. 272-291); Zhang et al. 2024")
+    #: npo_coeff 1 · NPO + grad_diff_coeff 1 · NLL̄(retain) (l. 291; forget.yaml l. 16-17), β 0.1 (l. 20)
+    preset_defaults: ClassVar[dict] = {"original": {**NPO_TRAINER, "beta": 0.1, "alpha": 1.0}, "lumebench": {}}
 
     def loss(self, ctx, forget, retain):
         loss, logs = self.npo_term(ctx, forget)

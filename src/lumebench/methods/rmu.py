@@ -76,6 +76,7 @@ def _masked_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
 class RMU(Method):
     Hparams = RMUHparams
     needs_reference_model = True
+    source: ClassVar[str] = "centerforaisafety/wmdp rmu/unlearn.py; Li et al. 2024 'The WMDP Benchmark' §5, App. B"
     #: published recipe (Zephyr-7B): lr 5e-5, batches of 4 (used with the literature preset)
     trainer_defaults: ClassVar[dict] = {"lr": 5e-5, "batch_size": 4}
     #: the tiny target (hidden 128-256, residual norms ~10x Zephyr's per dimension): c 6.5 / α 1200 /
@@ -92,6 +93,17 @@ class RMU(Method):
     preset_defaults: ClassVar[dict] = {
         "tiny": {"lr": 3e-2, "steering_coef": 50.0, "alpha": 100.0, "update": "mlp"},
         "smollm2": {"lr": 5e-3, "steering_coef": 150.0, "alpha": 100.0, "update": "mlp"},
+        # The published Zephyr-7B recipe (WMDP paper App. B; SPEC.md §4): steered layer 7, layers 5-7
+        # ``mlp.down_proj`` updated (wmdp rmu/unlearn.py l. 26, as OpenUnlearning's configs/trainer/
+        # RMU.yaml l. 14 cites it), c 6.5, alpha 1200, lr 5e-5, batches of 4 (150 of them: set
+        # max_steps for that), AdamW (torch's defaults: betas 0.9 / 0.999, weight decay 0.01), no lr
+        # schedule, no clipping. The WMDP repository could not be read from here: the optimizer
+        # settings are from the paper's description, not re-checked against the file.
+        "original": {"layer": 7, "update": r"mlp\.down_proj", "steering_coef": 6.5, "alpha": 1200.0,
+                     "lr": 5e-5, "batch_size": 4, "grad_accum": 1, "adam_betas": [0.9, 0.999],
+                     "weight_decay": 0.01, "warmup_ratio": 0.0, "lr_schedule": "constant", "max_grad_norm": None,
+                     "lora": False},
+        "lumebench": {},
     }
 
     def steered_layer(self, n_layers: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -27,6 +28,11 @@ class TaskVectorHparams:
 @METHODS.register("task_vector", help="task vector: fine-tune on forget, then theta0 - alpha*(theta_ft - theta0)")
 class TaskVector(Method):
     Hparams = TaskVectorHparams
+    source: ClassVar[str] = "Ilharco et al. 2023 'Editing Models with Task Arithmetic' §3 (forgetting via negation)"
+    #: the paper's negation: θ0 − λ·τ with τ the fine-tuning update (§3); λ is tuned on held-out data
+    #: there (no single value), 1 = plain negation. The paper publishes no trainer for this setting:
+    #: the fine-tuning uses the literature trainer (TOFU's, UnlearnConfig.train_defaults).
+    preset_defaults: ClassVar[dict] = {"original": {"alpha": 1.0}, "lumebench": {}}
 
     def _negated(self, ctx):
         for name, p in ctx.model.named_parameters():

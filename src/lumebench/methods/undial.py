@@ -7,6 +7,13 @@ the true next token's logit lowered by β:
     q = softmax(z_ref − β·onehot(y)),   L = mean_t CE(q_t, p_θ,t) + α·NLL̄(retain)
 
 The teacher is the model before unlearning (the adapter-disabled base under LoRA, else a frozen copy).
+
+Source of the preset ``original``: OpenUnlearning's port (locuslab/open-unlearning
+``src/trainer/unlearn/undial.py`` l. 12-27, ``src/trainer/utils.py`` ``compute_undial_loss``
+l. 70-99, ``configs/trainer/UNDIAL.yaml``). Not reproduced: that port averages the cross-entropy over
+*every* position of the batch (``loss.mean()``, l. 94-99), prompt and padding included, where the
+label −100 indexes token V−100 when the teacher's logit is lowered (l. 85-91) — lumebench averages
+over the answer tokens, as the paper defines the loss.
 """
 
 from __future__ import annotations
@@ -43,8 +50,19 @@ def undial_loss(logits, ref_logits, labels, beta: float):
 class UNDIAL(Method):
     Hparams = UNDIALHparams
     needs_reference_model = True
+    source: ClassVar[str] = ("locuslab/open-unlearning src/trainer/unlearn/undial.py (compute_undial_loss); "
+                             "Dong et al. 2024 'UNDIAL' (arXiv 2402.10052)")
     #: lr 1e-4 (UNDIAL paper; SPEC.md §4)
     trainer_defaults: ClassVar[dict] = {"lr": 1e-4}
+    preset_defaults: ClassVar[dict] = {
+        # configs/trainer/UNDIAL.yaml: lr 1e-4 (l. 6), 10 epochs (l. 7), alpha 0 (l. 10), beta 10 (l. 11);
+        # configs/trainer/finetune.yaml: batch 8 x accumulation 4 (l. 3, 5), paged AdamW (l. 15),
+        # no weight decay (l. 18); no warm-up (the Trainer's linear decay)
+        "original": {"beta": 10.0, "alpha": 0.0, "lr": 1e-4, "epochs": 10, "batch_size": 32, "grad_accum": 1,
+                     "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_schedule": "linear",
+                     "adam_betas": [0.9, 0.999], "max_grad_norm": 1.0, "lora": False},
+        "lumebench": {},
+    }
 
     def loss(self, ctx, forget, retain):
         logits = forward_logits(ctx.model, forget)

@@ -37,7 +37,7 @@ from lumebench.errors import LumeError
 from lumebench.eval.batching import eval_mode, pad_id
 from lumebench.faults import fault
 from lumebench.io import append_jsonl, atomic_write_json, read_json
-from lumebench.methods.base import UnlearnContext
+from lumebench.methods.base import UnlearnContext, hparams_key
 from lumebench.methods.data import PairedBatches, PlannedBatches, eval_benchmark, tokenize_rows
 from lumebench.methods.params import apply_selection, num_layers
 from lumebench.pipeline.curve import CURVE, Evaluation, read_curve, summarize
@@ -118,7 +118,7 @@ def unlearn_step(target, benchmark: Benchmark, method: str, out_dir, overrides: 
     # a built target is known by its target.json (content), not where it lies: a run folder moved or
     # copied with its cache keeps its finished steps
     target_key = {"target.json": ident["target.json"]} if "target.json" in ident else ident
-    key = {"method": method, "hyperparameters": asdict(m.hp), "config": cfg.to_dict(), "target": target_key,
+    key = {"method": method, "hyperparameters": hparams_key(m.hp), "config": cfg.to_dict(), "target": target_key,
            "data": benchmark.fingerprint(), "eval": _eval_cfg_dict(eval_cfg), "evaluate": evaluate}
     return Step(Path(out_dir), key, what=f"unlearning with {method}"), m, cfg, ident
 
@@ -195,8 +195,11 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
 
     # the loop's "epochs" are evaluation chunks; the last one may be shorter (eval_every steps need not
     # divide the run), so the step count is given too: the lr schedule spans the steps that run
-    train_cfg = dataclasses.replace(cfg.train, epochs=data.n_chunks,
-                                    max_steps=math.ceil(data.total / cfg.train.grad_accum))
+    # the loop groups each chunk's micro-batches by grad_accum (a chunk's last group may be smaller)
+    chunk = data.chunk
+    last = data.total - (data.n_chunks - 1) * chunk
+    steps = (data.n_chunks - 1) * math.ceil(chunk / cfg.train.grad_accum) + math.ceil(last / cfg.train.grad_accum)
+    train_cfg = dataclasses.replace(cfg.train, epochs=data.n_chunks, max_steps=steps, restarts=data.restarts)
     res = train(model, loss_fn, data.batches, train_cfg, out_dir=out_dir / "train",
                 params=[p for p in model.parameters() if p.requires_grad], on_epoch_end=on_epoch_end,
                 unit="epoch" if cfg.eval_every == "epoch" else "chunk")
@@ -246,12 +249,19 @@ class _RunData:
     batches: Any    # the loop's epoch_batches: chunk index -> micro-batches
     n_chunks: int
     total: int      # micro-batches in the whole run
+    chunk: int = 0  # micro-batches per loop chunk (the last one may be shorter)
+    restarts: list[int] | None = None  # optimizer steps where a fresh optimizer and schedule begin
 
 
 def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig, out_dir: Path,
                   target_digest: str) -> _RunData:
-    forget = tokenize_rows(benchmark.forget, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on)
-    retain = tokenize_rows(benchmark.retain, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on)
+    fmt = cfg.prompt_format
+    if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
+        log.warning("prompt_format chat: the tokenizer has no chat template; training on the plain prompts")
+    forget = tokenize_rows(benchmark.forget, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on,
+                           prompt_format=fmt)
+    retain = tokenize_rows(benchmark.retain, tokenizer, max_length=cfg.max_length, loss_on=cfg.loss_on,
+                           prompt_format=fmt)
     if not forget or not retain:
         raise LumeError("unlearning needs a non-empty forget set and retain set")
     pad = pad_id(tokenizer)
@@ -269,7 +279,12 @@ def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig,
     chunk = {"epoch": per_epoch, "end": total}.get(cfg.eval_every) or cfg.eval_every * cfg.train.grad_accum
     batches = (PairedBatches(forget, retain, cfg.train.batch_size, retain_bs, pad, cfg.train.seed, total, chunk)
                if plan is None else PlannedBatches(plan, total, chunk))
-    return _RunData(forget, retain, ctx, retain_bs, per_epoch, batches, math.ceil(total / chunk), total)
+    # a method whose source builds a new trainer per part of the data (AILS-NTUA's chunks): the
+    # micro-batches where each part starts, as optimizer steps
+    starts = getattr(plan, "restarts", None)
+    restarts = sorted({math.ceil(b / cfg.train.grad_accum) for b in starts if 0 < b < total}) if starts else None
+    return _RunData(forget, retain, ctx, retain_bs, per_epoch, batches, math.ceil(total / chunk), total, chunk,
+                    restarts or None)
 
 
 def start_record(job: Step, benchmark: Benchmark, method: str, hp, cfg: UnlearnConfig, ident, **fields) -> dict:

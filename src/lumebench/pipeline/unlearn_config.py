@@ -30,11 +30,14 @@ class UnlearnConfig(HoldsTrain):
 
     TRAIN_KEYS = ("lr", "epochs", "batch_size", "grad_accum", "warmup_ratio", "lr_schedule", "weight_decay",
                   "max_grad_norm", "mixed_precision", "explode_grad_norm", "max_steps", "seed", "distributed",
-                  "log_with")
+                  "log_with", "adam_betas")
     ORDER = ("lr", "epochs", "batch_size", "retain_batch_size", "grad_accum", "warmup_ratio", "lr_schedule",
-             "weight_decay", "max_grad_norm", "mixed_precision", "explode_grad_norm", "max_steps", "seed",
-             "max_length", "loss_on", "eval_every", "eval_subset", "mmlu_at", "preset", "layers", "params", "lora", "lora_r",
-             "lora_alpha", "lora_dropout", "distributed", "log_with")
+             "weight_decay", "max_grad_norm", "adam_betas", "mixed_precision", "explode_grad_norm", "max_steps",
+             "seed", "max_length", "loss_on", "eval_every", "eval_subset", "mmlu_at", "preset", "layers", "params",
+             "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "prompt_format", "distributed", "log_with")
+    #: settings added after results were first recorded: left out of :meth:`to_dict` (what a run's
+    #: step is keyed by) while at their default, so that the runs recorded before keep their keys
+    LATER = ("adam_betas", "lora_targets", "prompt_format")
 
     # the training run: lr, epochs, batch_size (forget examples per step), grad_accum, warm-up and
     # schedule, weight decay, clipping, precision, divergence guard (pre-clipping gradient norm),
@@ -48,7 +51,8 @@ class UnlearnConfig(HoldsTrain):
     # "every": MMLU at every evaluation; "ends": only before unlearning and at the last evaluation
     # (the numbers the leaderboard reads), so the curve between the ends has no MMLU or final score
     mmlu_at: str = "every"
-    preset: str = "auto"            # "auto" (the target's ModelSpec.unlearn_preset), "literature", "smollm2", "tiny"
+    # "auto" (the target's ModelSpec.unlearn_preset), "literature", "smollm2", "tiny", "original", "lumebench"
+    preset: str = "auto"
     # which weights are trained (see lumebench.methods.params)
     layers: str | None = None
     params: str | None = None
@@ -56,6 +60,10 @@ class UnlearnConfig(HoldsTrain):
     lora_r: int = 16
     lora_alpha: int = 64
     lora_dropout: float = 0.0
+    lora_targets: list[str] | None = None  # None: every attention and MLP projection (ParamSelection)
+    # training prompts: "plain" (the evaluation's raw prompt) or "chat" (the input as a user turn in
+    # the tokenizer's chat template, as SHA256 trained); evaluation always uses the raw prompt
+    prompt_format: str = "plain"
 
     @classmethod
     def train_defaults(cls) -> dict:
@@ -63,8 +71,19 @@ class UnlearnConfig(HoldsTrain):
                 "weight_decay": 0.01}
 
     def selection(self) -> ParamSelection:
+        targets = {"lora_targets": list(self.lora_targets)} if self.lora_targets else {}
         return ParamSelection(layers=self.layers, pattern=self.params, lora=self.lora, lora_r=self.lora_r,
-                              lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
+                              lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, **targets)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.settings()
+        default = UnlearnConfig().settings()
+        for k in self.LATER:
+            if out[k] == default[k]:
+                del out[k]
+        if "adam_betas" in out:
+            out["adam_betas"] = list(out["adam_betas"])
+        return out
 
 
 
@@ -77,13 +96,20 @@ class UnlearnConfig(HoldsTrain):
 #: smollm2 (SmolLM2-135M): the literature recipes for every method (each method's published trainer
 #: settings), plus a method's own ``preset_defaults["smollm2"]`` where the recipe was measured not to
 #: move SmolLM2 (RMU; see its class).
+#: original: each method as its source published it (``preset_defaults["original"]`` of the method,
+#: on top of its published trainer settings): loss, reductions, parameters, optimizer, schedule,
+#: batch composition, epochs, each number cited in the method's file.
+#: lumebench: the literature recipes with lumebench's own variant of a method where it differs from
+#: the source (e.g. SimNPO's weights before issue 24), kept so that earlier results can be rerun.
 PRESETS: dict[str, dict[str, Any]] = {
     "literature": {},
     "smollm2": {},
     "tiny": {"lr": 1e-3, "batch_size": 8, "weight_decay": 0.0, "epochs": 10},
+    "original": {},
+    "lumebench": {},
 }
 #: the presets built on the published recipes (each method's ``trainer_defaults`` apply)
-LITERATURE_BASED = ("literature", "smollm2")
+LITERATURE_BASED = ("literature", "smollm2", "original", "lumebench")
 #: LoRA trains a few parameters from zero: the SemEval LoRA entries used lr 1e-4 (10x full FT)
 LORA_LR_FACTOR = 10.0
 
@@ -138,6 +164,21 @@ def _dropout(v, k):
     return x
 
 
+def _betas(v, k):
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise LumeError(f"expected two numbers [beta1, beta2], got {v!r}", field=k)
+    out = [checks.finite_float(x, k, minimum=0.0) for x in v]
+    if any(x >= 1.0 for x in out):
+        raise LumeError(f"each beta must be >= 0 and < 1, got {v!r}", field=k)
+    return out
+
+
+def _names(v, k):
+    if not v or not all(isinstance(x, str) and x for x in v):
+        raise LumeError(f"expected a list of module names such as [q_proj, v_proj], got {v!r}", field=k)
+    return list(v)
+
+
 def _layers(v, k):
     from lumebench.methods.params import parse_layers
 
@@ -157,9 +198,17 @@ RANGES: dict[str, Any] = {
     "preset": lambda v, k: checks.choice(v, k, ("auto", *PRESETS)),
     "layers": _layers, "params": checks.regex,
     "lora_r": checks.positive_int, "lora_alpha": checks.positive_int, "lora_dropout": _dropout,
+    "adam_betas": _betas, "lora_targets": _names,
+    "prompt_format": lambda v, k: checks.choice(v, k, ("plain", "chat")),
     # method hyperparameters
     "beta": checks.positive_float, "alpha": lambda v, k: checks.finite_float(v, k, minimum=0.0),
     "layer": lambda v, k: checks.integer(v, k, minimum=0),
+    # how a method's terms are reduced where its sources differ (see the method files)
+    "npo_reduction": lambda v, k: checks.choice(v, k, ("sequence", "token", "batch")),
+    "kl_form": lambda v, k: checks.choice(v, k, ("vocab", "token")),
+    "kl_on": lambda v, k: checks.choice(v, k, ("target", "all")),
+    "ties_on": lambda v, k: checks.choice(v, k, ("delta", "factors")),
+    "alpha_rule": lambda v, k: checks.choice(v, k, ("gap", "epoch_baseline")),
 }
 
 

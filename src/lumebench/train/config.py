@@ -56,6 +56,10 @@ class TrainConfig:
         of names and ``accelerate.tracking.GeneralTracker`` objects) that receive the training
         losses, learning rate and the caller's evaluation numbers; None = off. Not recorded in the
         checkpoint's comparison (a resumed run may log elsewhere).
+    restarts: optimizer steps (0-based) at which the run starts afresh as if a new trainer were
+        built: AdamW's moments are dropped and the warm-up + schedule begin again over the steps up
+        to the next restart (AILS-NTUA builds a new HF Trainer for every chunk of the forget set).
+        None = one schedule over the whole run. Set by the caller, not a user setting.
     """
 
     lr: float = 5e-5
@@ -77,6 +81,7 @@ class TrainConfig:
     adam_eps: float = 1e-8
     distributed: str = "auto"
     log_with: str | list | None = None
+    restarts: list[int] | None = None
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "linear", "cosine"):
@@ -95,6 +100,8 @@ class TrainConfig:
         d = {f.name: getattr(self, f.name) for f in fields(self)}  # (asdict would deep-copy trackers)
         d["adam_betas"] = list(self.adam_betas)
         d["log_with"] = ",".join(_tracker_names(self.log_with)) or None
+        if self.restarts is None:  # (added later: a checkpoint written before has no such key)
+            del d["restarts"]
         return d
 
 

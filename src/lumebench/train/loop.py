@@ -174,6 +174,9 @@ def _train_step(tr: TrainingSetup, run: _Run, last_good: LastGood, epoch: int, l
                 group: list[Batch], progress) -> float | None:
     """One optimizer step over ``group``; its loss, or None when training diverged (rolled back)."""
     t0 = time.perf_counter()
+    if tr.cfg.restarts and run.step in tr.cfg.restarts and run.step > 0:
+        # a new trainer from here on (TrainConfig.restarts): AdamW starts without moments
+        getattr(tr.optimizer, "optimizer", tr.optimizer).state.clear()
     tr.optimizer.zero_grad(set_to_none=True)
     sums = forward_backward(tr, loss_fn, group)
     skip = False

@@ -26,8 +26,21 @@ def resolve_mixed_precision(setting: str) -> str:
     return "no"
 
 
-def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str) -> Callable[[int], float]:
-    """Multiplier of the peak lr at optimizer step ``s`` (0-based): linear warm-up, then the schedule."""
+def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str,
+              restarts: list[int] | None = None) -> Callable[[int], float]:
+    """Multiplier of the peak lr at optimizer step ``s`` (0-based): linear warm-up, then the schedule.
+    With ``restarts`` (steps where a new schedule begins) each segment has its own warm-up and
+    schedule over its own length, as a fresh trainer per segment would."""
+    if restarts:
+        starts = sorted({0, *(r for r in restarts if 0 < r < total_steps)})
+        ends = starts[1:] + [total_steps]
+        parts = [(a, lr_lambda(b - a, warmup_ratio, schedule)) for a, b in zip(starts, ends)]
+
+        def segmented(s: int) -> float:
+            a, g = next((a, g) for a, g in reversed(parts) if s >= a)
+            return g(s - a)
+
+        return segmented
     warm = math.ceil(warmup_ratio * total_steps)
 
     def f(s: int) -> float:
@@ -153,7 +166,7 @@ def prepare_training(model: torch.nn.Module, epoch_batches: Callable[[int], list
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.adam_betas,
                                   eps=cfg.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(total_steps, cfg.warmup_ratio, cfg.lr_schedule))
+        optimizer, lr_lambda(total_steps, cfg.warmup_ratio, cfg.lr_schedule, cfg.restarts))
     train_model = (accelerator.prepare_model(model, device_placement=False) if world > 1 and not fsdp
                    else model)
     optimizer = accelerator.prepare_optimizer(optimizer, device_placement=False)
