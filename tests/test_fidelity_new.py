@@ -56,7 +56,7 @@ def setup():
     batch = collate(forget[:2] + retain, tok.pad_token_id)  # half the forget rows: p spreads over (0, 1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(40):
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        loss = _hf(model, batch).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -11,6 +11,7 @@ over every target position of the batch (``F.cross_entropy`` with probability ta
 reduction, ``ceu.py:58-61``). The first ``ignore_first_n_answer_tokens`` labelled tokens of each
 row are left out (``ceu.py:69-74``: "the trick to ignore the first n answer tokens mentioned in the
 footnote in the Training Settings section of arXiv:2503.01224"; n = 1, ``configs/trainer/CEU.yaml:6``).
+With ``loss_on=all`` the first labelled tokens are the prompt's (the source labels the answer only).
 Forget set only: no retain term (``ceu.py:89-96``), no reference model. All weights train (full
 fine-tuning).
 """
@@ -57,8 +58,9 @@ class CEU(Method):
                              "Yang 2025 arXiv 2503.01224")
     #: OpenUnlearning's TOFU recipe for CE-U (``community/methods/CEU/run.sh`` with
     #: ``configs/experiment/unlearn/tofu/default.yaml`` over ``configs/trainer/CEU.yaml`` -> ``finetune.yaml``).
-    #: bf16 there (finetune.yaml:7): lumebench's mixed_precision "auto" is bf16 on a GPU. Optimiser
-    #: paged_adamw_32bit (finetune.yaml:15) = AdamW, the trainer's default.
+    #: bf16 there (``finetune.yaml:7``): lumebench's mixed_precision "auto" is bf16 on a GPU. Optimiser
+    #: paged_adamw_32bit (``finetune.yaml:15``) = AdamW, the trainer's default; its betas there are HF's
+    #: (0.9, 0.999), lumebench's AdamW uses (0.9, 0.95) (``TrainConfig.adam_betas``, not a setting).
     preset_defaults: ClassVar[dict] = {"original": {
         "ignore_first_n_answer_tokens": 1,  # CEU.yaml:6
         "lr": 1e-5,           # run.sh:25 (tofu/default.yaml:45, finetune.yaml:6)

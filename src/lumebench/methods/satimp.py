@@ -47,7 +47,8 @@ class SatImp(Method):
     #: the authors' recipe (tmlr-group/SatImp ``forget_sat.py`` with ``config/forget_sat.yaml``, the
     #: command of its ``README.md:44``), Llama-2-7B setting. bf16 there (``forget_sat.py:96``):
     #: lumebench's mixed_precision "auto" is bf16 on a GPU. Optimiser paged_adamw_32bit
-    #: (``forget_sat.py:101``) = AdamW, the trainer's default.
+    #: (``forget_sat.py:101``) = AdamW, the trainer's default; its betas there are HF's (0.9, 0.999),
+    #: lumebench's AdamW uses (0.9, 0.95) (``TrainConfig.adam_betas``, not a setting).
     preset_defaults: ClassVar[dict] = {"original": {
         "beta1": 5.0, "beta2": 1.0, "gamma": 1.0, "alpha": 0.1,  # as the Hparams (see the module docstring)
         "lr": 1e-5,           # Llama-2-7B (2e-5 for Phi-1.5): open-unlearning community/methods/SatImp/README.md:7
@@ -63,4 +64,5 @@ class SatImp(Method):
     def loss(self, ctx, forget, retain):
         b1, b2 = self.hp.beta1, self.hp.beta2
         loss_f, logs = weighted_ascent(ctx.model, forget, lambda p: p ** b1 * (1.0 - p) ** b2)
-        return with_retain(ctx, self.hp.gamma * loss_f, self.hp.alpha, retain, {"satimp": float(loss_f.detach()), **logs})
+        logs = {"satimp": float(loss_f.detach()), **logs}
+        return with_retain(ctx, self.hp.gamma * loss_f, self.hp.alpha, retain, logs)
