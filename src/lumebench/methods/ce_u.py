@@ -60,7 +60,7 @@ class CEU(Method):
     #: ``configs/experiment/unlearn/tofu/default.yaml`` over ``configs/trainer/CEU.yaml`` -> ``finetune.yaml``).
     #: bf16 there (``finetune.yaml:7``): lumebench's mixed_precision "auto" is bf16 on a GPU. Optimiser
     #: paged_adamw_32bit (``finetune.yaml:15``) = AdamW, the trainer's default; its betas there are HF's
-    #: (0.9, 0.999), lumebench's AdamW uses (0.9, 0.95) (``TrainConfig.adam_betas``, not a setting).
+    #: (0.9, 0.999) (lumebench's default is (0.9, 0.95)).
     preset_defaults: ClassVar[dict] = {"original": {
         "ignore_first_n_answer_tokens": 1,  # CEU.yaml:6
         "lr": 1e-5,           # run.sh:25 (tofu/default.yaml:45, finetune.yaml:6)
@@ -71,7 +71,8 @@ class CEU(Method):
         "lr_schedule": "linear",  # HF TrainingArguments' default lr_scheduler_type (no config sets one for TOFU)
         "weight_decay": 0.01,  # tofu/default.yaml:46 (over finetune.yaml:18's 0.0)
         "max_grad_norm": 1.0,  # HF TrainingArguments' default (no config sets one)
-    }}
+        "adam_betas": [0.9, 0.999],  # HF TrainingArguments' AdamW default (no config sets one)
+    }, "lumebench": {}}  # lumebench's CE-U is the source's: no variant
 
     def loss(self, ctx, forget, retain):
         logits = forward_logits(ctx.model, forget)

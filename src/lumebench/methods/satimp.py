@@ -47,8 +47,8 @@ class SatImp(Method):
     #: the authors' recipe (tmlr-group/SatImp ``forget_sat.py`` with ``config/forget_sat.yaml``, the
     #: command of its ``README.md:44``), Llama-2-7B setting. bf16 there (``forget_sat.py:96``):
     #: lumebench's mixed_precision "auto" is bf16 on a GPU. Optimiser paged_adamw_32bit
-    #: (``forget_sat.py:101``) = AdamW, the trainer's default; its betas there are HF's (0.9, 0.999),
-    #: lumebench's AdamW uses (0.9, 0.95) (``TrainConfig.adam_betas``, not a setting).
+    #: (``forget_sat.py:101``) = AdamW, the trainer's default; its betas there are HF's (0.9, 0.999)
+    #: (lumebench's default is (0.9, 0.95)).
     preset_defaults: ClassVar[dict] = {"original": {
         "beta1": 5.0, "beta2": 1.0, "gamma": 1.0, "alpha": 0.1,  # as the Hparams (see the module docstring)
         "lr": 1e-5,           # Llama-2-7B (2e-5 for Phi-1.5): open-unlearning community/methods/SatImp/README.md:7
@@ -59,7 +59,8 @@ class SatImp(Method):
         "lr_schedule": "linear",  # HF TrainingArguments' default lr_scheduler_type (forget_sat.py sets none)
         "weight_decay": 0.0,  # README.md:44 weight_decay=0.0; config/forget_sat.yaml:25
         "max_grad_norm": 1.0,  # forget_sat.py:111
-    }}
+        "adam_betas": [0.9, 0.999],  # HF TrainingArguments' AdamW default (forget_sat.py sets none)
+    }, "lumebench": {}}  # lumebench's SatImp is the source's: no variant
 
     def loss(self, ctx, forget, retain):
         b1, b2 = self.hp.beta1, self.hp.beta2

@@ -74,10 +74,10 @@ class WGA(Method):
     #: the authors' recipe (tmlr-group/G-effect: ``basher1.py`` runs ``forget2.py`` with
     #: ``config/forget.yaml``), Llama-2-7B setting. bf16 there (``forget2.py:96``): lumebench's
     #: mixed_precision "auto" is bf16 on a GPU. Optimiser paged_adamw_32bit (``forget2.py:101``) = AdamW,
-    #: the trainer's default; its betas there are HF's (0.9, 0.999), lumebench's AdamW uses (0.9, 0.95)
-    #: (``TrainConfig.adam_betas``, not a setting). OpenUnlearning's TOFU experiment
-    #: (``configs/experiment/unlearn/tofu/default.yaml:44-47``, merged after WGA.yaml) would instead run
-    #: 10 epochs, weight decay 0.01, warm-up 1 epoch, clipping at 1.0, effective batch 32 (``run.sh:22-23``).
+    #: the trainer's default; its betas there are HF's (0.9, 0.999) (lumebench's default is (0.9, 0.95)).
+    #: OpenUnlearning's TOFU experiment (``configs/experiment/unlearn/tofu/default.yaml:44-47``, merged
+    #: after WGA.yaml) would instead run 10 epochs, weight decay 0.01, warm-up 1 epoch, clipping at 1.0,
+    #: effective batch 32 (``community/methods/WGA/run.sh:22-23``).
     preset_defaults: ClassVar[dict] = {"original": {
         "beta": 1.0, "gamma": 1.0, "alpha": 1.0,   # WGA.yaml:11-13 (README.md:7: beta 1.0)
         "lr": 1e-5,            # Llama-2-7B: G-effect basher1.py:28-29 (2e-5 for Phi-1.5, :26-27); WGA/README.md:7
@@ -88,7 +88,8 @@ class WGA(Method):
         "lr_schedule": "linear",  # HF TrainingArguments' default lr_scheduler_type (forget2.py sets none)
         "weight_decay": 0.0,   # G-effect config/forget.yaml:21
         "max_grad_norm": None,  # no clipping: G-effect forget2.py:111 max_grad_norm=None
-    }}
+        "adam_betas": [0.9, 0.999],  # HF TrainingArguments' AdamW default (forget2.py sets none)
+    }, "lumebench": {}}  # lumebench's WGA is the source's: no variant
 
     def loss(self, ctx, forget, retain):
         beta = self.hp.beta

@@ -160,10 +160,12 @@ RANGES: dict[str, Any] = {
     # method hyperparameters
     "beta": checks.positive_float, "alpha": lambda v, k: checks.finite_float(v, k, minimum=0.0),
     "layer": lambda v, k: checks.integer(v, k, minimum=0),
-    "beta1": lambda v, k: checks.finite_float(v, k, minimum=0.0),
-    "beta2": lambda v, k: checks.finite_float(v, k, minimum=0.0),
-    "ignore_first_n_answer_tokens": lambda v, k: checks.integer(v, k, minimum=0),
 }
+
+#: the hyperparameters of the methods added since LUME (issue 24): SatImp's exponents, CE-U's first tokens
+RANGES.update({"beta1": lambda v, k: checks.finite_float(v, k, minimum=0.0),
+               "beta2": lambda v, k: checks.finite_float(v, k, minimum=0.0),
+               "ignore_first_n_answer_tokens": lambda v, k: checks.integer(v, k, minimum=0)})
 
 
 def _coerce(defaults: dict, values: dict) -> dict:
