@@ -488,3 +488,25 @@ def test_the_winners_against_the_baselines_across_seeds(seed_runs, target, bench
     for m in ("ga", "gd", "npo_rt"):
         left, theirs = aty["forget_regurgitation"], st[m]["forget_regurgitation"]
         assert left.mean - theirs.mean > 0.15 and within_spread(left, theirs) is False, (m, left, theirs)
+
+
+# ----------------------------------------------------------------------------- the field since LUME (issue 24)
+
+FIELD_METHODS = ("wga", "satimp", "ce_u")
+
+
+@pytest.mark.parametrize("method", FIELD_METHODS)
+def test_field_methods_run_through_lume_unlearn(method, target, short_bench_dir, tmp_path, capsys):
+    """WGA, SatImp and CE-U through the CLI on the tiny target (tiny preset, 2 epochs): finished with
+    their default hyperparameters, every weight trained (the sources' full fine-tuning), and the
+    forget set moved (regurgitation below the target's)."""
+    out = tmp_path / method
+    assert lume(["unlearn", "--method", method, "--target", target, "--data", str(short_bench_dir), "--out", str(out),
+                 "--epochs", "2", "--max-new-tokens", "48"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    rec = json.loads((out / "unlearn.json").read_text())
+    assert printed["status"] == rec["status"] == "finished"
+    assert rec["hyperparameters"] == dataclasses.asdict(METHODS.get(method).Hparams())
+    assert rec["trainable"] == "all weights" and not rec["config"]["lora"]
+    assert [c["epoch"] for c in rec["curve"]] == [0.0, 1.0, 2.0]
+    assert rec["final"]["forget_regurgitation"] < rec["curve"][0]["forget_regurgitation"], rec["final"]

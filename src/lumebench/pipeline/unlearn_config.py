@@ -211,6 +211,11 @@ RANGES: dict[str, Any] = {
     "alpha_rule": lambda v, k: checks.choice(v, k, ("gap", "epoch_baseline")),
 }
 
+#: the hyperparameters of the methods added since LUME (issue 24): SatImp's exponents, CE-U's first tokens
+RANGES.update({"beta1": lambda v, k: checks.finite_float(v, k, minimum=0.0),
+               "beta2": lambda v, k: checks.finite_float(v, k, minimum=0.0),
+               "ignore_first_n_answer_tokens": lambda v, k: checks.integer(v, k, minimum=0)})
+
 
 def _coerce(defaults: dict, values: dict) -> dict:
     """Cast override values to the type of the setting's default (an int given for a float field, ...)."""
