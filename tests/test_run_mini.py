@@ -180,7 +180,8 @@ def test_curve_lines_follow_the_one_schema(mini_run):
 
 
 def test_parallel_and_serial_method_runs_give_the_same_numbers(mini_run, tmp_path, capsys):
-    """The module's run used 2 processes of 1 thread (the first method run alone, on 2 threads); the
+    """The module's run used 2 processes of 1 thread (the first method run alone, on 1 thread: the pinned
+    numerics fix every method run's threads); the
     same config with workers 1, all in one process, gives bit-identical evaluations."""
     cfg, runs, run_dir = mini_run
     assert json.loads((run_dir / "config.json").read_text())["workers"] == 2
@@ -434,3 +435,56 @@ def test_transformers_warnings_that_say_nothing_to_a_researcher_stay_out_of_the_
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "tokenised", res.stderr
     assert "Token indices" not in res.stderr, res.stderr
+
+
+def test_compare_says_which_numbers_and_which_provenance_fields_differ(mini_run, tmp_path, capsys):
+    """`lume compare`: a copy of a run is identical (exit 0); a copy whose one number and whose ATen
+    kernels differ (as on a machine without the pin) is reported with both, and the reason."""
+    _, _, run_dir = mini_run
+    twin = tmp_path / "twin"
+    shutil.copytree(run_dir, twin)
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), str(twin)]) == 0
+    out = capsys.readouterr().out
+    assert "numbers: all" in out and "identical" in out and "provenance: identical" in out
+    curve = twin / "methods" / "ga" / "seed1" / "curve.jsonl"
+    lines = curve.read_text().splitlines()
+    last = json.loads(lines[-1])
+    last["results"]["mia_loss_acc"] = 0.5 if last["results"]["mia_loss_acc"] != 0.5 else 0.25
+    curve.write_text("\n".join(lines[:-1] + [json.dumps(last)]) + "\n")
+    prov = json.loads((twin / "run.json").read_text())
+    prov["meta"]["machine"]["numerics"]["aten_capability"] = "AVX512"
+    (twin / "run.json").write_text(json.dumps(prov))
+    assert main(["compare", str(run_dir), str(twin)]) == 1
+    out = capsys.readouterr().out
+    assert "numbers: 1 of" in out and "ga 1 / mia_auc" in out
+    assert "meta.machine.numerics.aten_capability: AVX2 -> AVX512" in out
+    assert "likely why: ATen ran other CPU kernels" in out
+
+
+def test_target_seeds_run_every_method_on_each_target_build(tmp_path, capsys):
+    """`target.seeds`: one run folder per target build, and the run's leaderboard over all of them
+    (2 builds x 1 unlearning seed = 2 runs a method); the builds are different models."""
+    cfg = tmp_path / "builds.yaml"
+    cfg.write_text("""
+name: builds
+data: {source: generated, docs_per_task: 1, seed: 0}
+target: {model: tiny, finetune: {epochs: 2, min_steps: 0}, seeds: [0, 1]}
+methods: [{name: ga, overrides: {epochs: 1}}]
+eval: {max_new_tokens: 8, mmlu: false, mia: true}
+seeds: [0]
+threads: 1
+""", encoding="utf-8")
+    runs = tmp_path / "runs"
+    assert main(["run", str(cfg), "--runs-dir", str(runs)]) == 0
+    top = runs / "builds"
+    for k in (0, 1):
+        assert (top / f"target{k}" / "methods" / "ga" / "seed0" / "done.json").is_file()
+        assert json.loads((top / f"target{k}" / "config.json").read_text())["target"]["finetune"]["seed"] == k
+    keys = {json.loads((top / f"target{k}" / "run.json").read_text())["target_info"]["key"] for k in (0, 1)}
+    assert len(keys) == 2  # two target builds, not one cached twice
+    rows = {r["label"]: r for r in json.loads((top / "leaderboard.json").read_text())["rows"]}
+    assert sorted(rows["ga"]["seeds"]) == ["target0:0", "target1:0"]
+    assert rows["ga"]["metrics"]["final"]["n"] == 0 or len(rows["ga"]["metrics"]["mia_auc"]["values"]) == 2
+    assert len(rows[TARGET_LABEL]["seeds"]) == 2
+    assert (top / "report.html").is_file()

@@ -250,7 +250,8 @@ def numerics_record() -> dict:
             p = torch.cuda.get_device_properties(i)
             gpus.append({"name": p.name, "capability": f"{p.major}.{p.minor}", "memory_gib": round(p.total_memory / 2**30, 1)})
         rec["gpu"] = {"devices": gpus, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-                      "driver": _cuda_driver(), "cudnn_deterministic": torch.backends.cudnn.deterministic,
+                      "driver": _cuda_driver(), "cublas": _cublas_version(),
+                      "cudnn_deterministic": torch.backends.cudnn.deterministic,
                       "cudnn_benchmark": torch.backends.cudnn.benchmark,
                       "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
                       "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
@@ -272,3 +273,15 @@ def _cuda_driver() -> str | None:
         return f"{v.value // 1000}.{v.value % 1000 // 10}"
     except Exception:  # noqa: BLE001 - no driver library
         return None
+
+
+def _cublas_version() -> str | None:
+    """The cuBLAS wheel's version (pip CUDA builds of torch ship it as ``nvidia-cublas-*``)."""
+    from importlib import metadata
+
+    for name in ("nvidia-cublas-cu12", "nvidia-cublas-cu13", "nvidia-cublas", "nvidia-cublas-cu11"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None

@@ -63,11 +63,17 @@ class TargetConfig:
         false for a model that already is a target (e.g. the official OLMo targets).
     finetune: fine-tuning hyperparameters passed to ``build_target`` (fields of its config;
         unspecified ones keep its defaults).
+    seeds: several target builds (fine-tuning seeds: the model's initialisation, its batch order,
+        the tiny tokenizer and held-out text): every method x unlearning seed runs on each, in
+        ``<name>/target<k>/`` (a run folder each), and the run's leaderboard is over all of them, so
+        its spread covers the target build as well as the unlearning seed. None = one target
+        (``finetune``'s seed, default 0) in ``<name>/`` itself.
     """
 
     model: str
     memorise: bool
     finetune: dict
+    seeds: list[int] | None = None
 
 
 @dataclass
@@ -171,6 +177,11 @@ def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
         seen.add(m.key)
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise where.error("seeds must be a non-empty list of distinct integers", ["seeds"])
+    ts = cfg.target.seeds
+    if ts is not None and (not ts or len(set(ts)) != len(ts)):
+        raise where.error("target seeds must be a non-empty list of distinct integers (or null)", ["target", "seeds"])
+    if ts is not None and "seed" in cfg.target.finetune:
+        raise where.error("give the target's seed either here or as target.seeds, not both", ["target", "finetune", "seed"])
     if not (cfg.eval.every in EVAL_EVERY or (isinstance(cfg.eval.every, int) and cfg.eval.every >= 1)):
         raise where.error("expected 'epoch', 'end' or a positive number of optimizer steps", ["eval", "every"])
     if cfg.eval.engine not in ("fast", "reference"):
@@ -190,7 +201,8 @@ def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
             (["threads"], cfg.threads, checks.positive_int),
             (["workers"], cfg.workers, checks.positive_int),
             (["data", "seed"], cfg.data.seed, checks.seed),
-            *((["seeds", i], s, checks.seed) for i, s in enumerate(cfg.seeds))):
+            *((["seeds", i], s, checks.seed) for i, s in enumerate(cfg.seeds)),
+            *((["target", "seeds", i], s, checks.seed) for i, s in enumerate(cfg.target.seeds or []))):
         if value is not None:
             try:
                 check(value, keys[-1])

@@ -290,8 +290,36 @@ def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir:
     return {f"{m.key}/seed{seed}": markers[f"{m.key}/seed{seed}"] for seed, m in jobs}
 
 
-def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None = None) -> Path:
-    """Run (or resume) the benchmark described by ``cfg``; returns the run folder."""
+def _run_builds(cfg: RunConfig, runs_dir: Path, cache: Path) -> Path:
+    """A run over several target builds (``target.seeds``): one run folder per build inside the run's
+    folder, then the leaderboard and report over all of them."""
+    from lumebench.report.html import build_report
+
+    run_dir = runs_dir / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _save_config(run_dir, cfg)
+    builds = []
+    for ts in cfg.target.seeds:
+        log.info("run %s: target build %d of %d (fine-tuning seed %d)", cfg.name, len(builds) + 1,
+                 len(cfg.target.seeds), ts)
+        sub = dataclasses.replace(cfg, name=f"target{ts}", target=dataclasses.replace(
+            cfg.target, seeds=None, finetune={**cfg.target.finetune, "seed": ts}))
+        builds.append(run(sub, runs_dir=run_dir, cache=cache, quiet=True))
+    if distributed.is_main():
+        atomic_write_json(run_dir / "run.json", {"name": cfg.name, "target_builds": [b.name for b in builds],
+                                                  "seeds": cfg.seeds, "target_seeds": cfg.target.seeds})
+        report = build_report(run_dir)
+        print((run_dir / "leaderboard.md").read_text(encoding="utf-8"), end="")
+        rel = os.path.relpath(report)
+        print(f"\nreport: {report if rel.startswith('..') else rel}")
+    distributed.barrier()
+    return run_dir
+
+
+def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None = None, *,
+        cache: Path | None = None, quiet: bool = False) -> Path:
+    """Run (or resume) the benchmark described by ``cfg``; returns the run folder. ``cache``: the
+    cached data and targets (default ``<runs_dir>/.cache``); ``quiet``: no leaderboard printed."""
     from lumebench.report.html import build_report
 
     t_start = time.time()
@@ -299,7 +327,9 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     main = distributed.is_main()
     runs_dir = Path(runs_dir)
     run_dir = runs_dir / cfg.name
-    cache = runs_dir / ".cache"
+    cache = cache or runs_dir / ".cache"
+    if cfg.target.seeds:
+        return _run_builds(cfg, runs_dir, cache)
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_config(run_dir, cfg)
     _set_threads(cfg, _workers(cfg, len(cfg.seeds) * len(cfg.methods)))
@@ -342,9 +372,10 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     prov["timings_last_invocation"] = {**timings, "total": {"wall_s": round(time.time() - t_start, 1),
                                                             "cpu_s": round(time.process_time(), 1)}}
     atomic_write_json(prov_path, prov)
-    print((run_dir / "leaderboard.md").read_text(encoding="utf-8"), end="")
-    rel = os.path.relpath(report)
-    print(f"\nreport: {report if rel.startswith('..') else rel}")
+    if not quiet:
+        print((run_dir / "leaderboard.md").read_text(encoding="utf-8"), end="")
+        rel = os.path.relpath(report)
+        print(f"\nreport: {report if rel.startswith('..') else rel}")
     log.info("run %s: done in %.0f s", cfg.name, time.time() - t_start)
     distributed.barrier()
     return run_dir

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lumebench.errors import LumeError
 from lumebench.io import atomic_write_text, read_json
+from lumebench.provenance import flatten
 from lumebench.report.leaderboard import (Row, build_leaderboard, cell_text, columns, seed_notes, seeds_label,
                                           write_leaderboard)
 from lumebench.report.plots import make_plots
@@ -144,7 +145,7 @@ def _provenance(run_dir: Path, runs: list[MethodRun]) -> tuple[dict, dict]:
         for r in runs:
             if r.info.get("versions"):
                 prov = {"from": str(r.path / "unlearn.json"),
-                        "seeds": sorted({x.seed for x in runs if x.seed is not None}),
+                        "seeds": sorted({x.seed_label for x in runs if x.seed is not None}, key=str),
                         **{k: r.info[k] for k in ("data_fingerprint", "versions", "machine", "started_at")
                            if k in r.info}}
                 break
@@ -168,8 +169,8 @@ def _provenance_table(prov: dict) -> str:
             rows.append((f"target: {key}", json.dumps(v) if isinstance(v, (dict, list)) else v))
     for k, v in (meta.get("versions") or {}).items():
         rows.append((f"version: {k}", v))
-    for k, v in (meta.get("machine") or {}).items():
-        rows.append((f"machine: {k}", v))
+    for k, v in flatten(meta.get("machine") or {}).items():  # the numerics too: CPU, ISA, kernels, MKL, threads
+        rows.append((f"machine: {k}", ", ".join(map(str, v)) if isinstance(v, list) else v))
     return '<table id="provenance">' + "".join(
         f"<tr><th>{_escape(k)}</th><td style='text-align:left'>{_escape(v)}</td></tr>" for k, v in rows) + "</table>"
 

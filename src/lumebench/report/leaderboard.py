@@ -118,11 +118,12 @@ def build_leaderboard(sources) -> list[Row]:
     # Target: the epoch-0 evaluation, one per seed (every method of a seed starts from the same model).
     before: dict = {}
     for r in runs:
-        if r.before_point is not None and r.seed not in before:
-            before[r.seed] = (r.before, r.before_point.mmlu_partial)
+        if r.before_point is not None and (r.build, r.seed) not in before:
+            before[(r.build, r.seed)] = (r.before, r.before_point.mmlu_partial)
     if before:
         res = [b for b, _ in before.values()]
-        rows.append(Row(TARGET_LABEL, "target", "—", sorted(before, key=str), 0.0, _stats(res),
+        rows.append(Row(TARGET_LABEL, "target", "—", sorted((f"{b}:{s}" if b else s for b, s in before), key=str),
+                        0.0, _stats(res),
                         any(p for _, p in before.values())))
     for label, rs in group(runs).items():
         done = [r for r in rs if r.final is not None]
@@ -133,7 +134,7 @@ def build_leaderboard(sources) -> list[Row]:
         if ended and unfinished:
             status += f" ({unfinished} unfinished seed{'s' if unfinished > 1 else ''} not counted)"
             done = ended
-        rows.append(Row(label, done[0].method, status, [r.seed for r in done],
+        rows.append(Row(label, done[0].method, status, [r.seed_label for r in done],
                         max(r.final_epoch or 0.0 for r in done), _stats([r.final for r in done]),
                         any(r.final_point.mmlu_partial for r in done),
                         dict(done[0].info.get("hyperparameters") or {}),

@@ -81,6 +81,13 @@ class MethodRun:
     curve: list[Evaluation]
     info: dict = field(default_factory=dict)
     seed: int | None = None
+    #: the target build it ran on (``target<k>`` of a run with several targets; "" for one target)
+    build: str = ""
+
+    @property
+    def seed_label(self):
+        """The unlearning seed, with its target build where a run has several (``target1:0``)."""
+        return f"{self.build}:{self.seed}" if self.build else self.seed
 
     @property
     def method(self) -> str:
@@ -153,26 +160,36 @@ def collect(sources: Path | str | Iterable[Path | str]) -> list[MethodRun]:
 
     The order is that of ``methods`` in the run's ``config.json`` when there is one, else by name.
     """
+    builds: dict[Path, str] = {}
     if isinstance(sources, (str, Path)):
         root = Path(sources)
         if not root.is_dir():
             raise LumeError("run folder not found", path=str(root))
         dirs = sorted({p.parent for p in root.rglob(CURVE) if ".cache" not in p.parts})
+        for d in dirs:  # <run>/target<k>/methods/<label>/seed<s>: a run over several target builds
+            rel = d.relative_to(root).parts
+            if len(rel) >= 4 and rel[1] == "methods" and _BUILD_DIR.match(rel[0]):
+                builds[d] = rel[0]
         order = _config_order(root)
     else:
         dirs, order = [Path(s) for s in sources], []
     runs = [load_method_dir(d) for d in dirs]
+    for r in runs:
+        r.build = builds.get(r.path, "")
     runs = [r for r in runs if r.curve]
     seen: dict[tuple, Path] = {}
     for r in runs:
-        key = (r.label, r.seed)
+        key = (r.label, r.build, r.seed)
         if key in seen:
-            raise LumeError(f"two results for method '{r.label}' seed {r.seed} ({seen[key]} and {r.path}); "
+            raise LumeError(f"two results for method '{r.label}' seed {r.seed_label} ({seen[key]} and {r.path}); "
                             "point at one run folder, or give method folders with distinct names")
         seen[key] = r.path
     rank = {name: i for i, name in enumerate(order)}
-    runs.sort(key=lambda r: (rank.get(r.label, len(rank)), r.label, r.seed if r.seed is not None else -1))
+    runs.sort(key=lambda r: (rank.get(r.label, len(rank)), r.label, r.build, r.seed if r.seed is not None else -1))
     return runs
+
+
+_BUILD_DIR = re.compile(r"^target\d+$")
 
 
 def _config_order(root: Path) -> list[str]:

@@ -1,0 +1,244 @@
+"""Write the README's generated sections from the committed result files in ``docs/results/``, so that
+no table or figure in the README is copied by hand and none can drift from what a run gave.
+
+    python docs/results/readme_tables.py          # rewrite README.md's generated sections
+    python docs/results/readme_tables.py --check  # exit 1 (and say which section) if README.md differs
+
+Sections (between ``<!-- BEGIN GENERATED: NAME -->`` and ``<!-- END GENERATED: NAME -->``):
+
+- ``default``: the default ``lume run``'s leaderboard (``default/leaderboard.json``) and where it was
+  measured (``default/run.json``: machine, numerics, versions, date).
+- ``default-timings``: its stages' wall times (``default/run.json``) and the whole command from a
+  fresh clone (``default/fresh-clone.json``, written by ``benchmarks/fresh_clone.py``).
+- ``default-robust``: the default's methods over 3 target builds x 3 unlearning seeds
+  (``default-robust/leaderboard.json``): the table, and the orderings between methods that hold
+  beyond the combined spread, next to those the single-target table shows that do not.
+- ``numerics-cost``: the cost of the pinned numerics (``numerics-cost.json``, ``benchmarks/numerics_pin.py``).
+
+Result files come from ``lume run`` (``runs/<name>/leaderboard.json`` and ``run.json``, copied
+here as they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parents[1] / "README.md"
+sys.path.insert(0, str(HERE.parents[1] / "src"))
+
+from lumebench.report.leaderboard import Row, Stat, mark_ties, to_markdown  # noqa: E402
+from lumebench.report.results import TERMS, term_key  # noqa: E402
+
+MARK = re.compile(r"(<!-- BEGIN GENERATED: ([\w-]+) -->\n)(.*?)(<!-- END GENERATED: \2 -->)", re.S)
+FORGET = [term_key(*t) for t in TERMS if t[0] == "forget"]
+RETAIN = [term_key(*t) for t in TERMS if t[0] == "retain"]
+
+
+def _load(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def rows_of(board: dict) -> list[Row]:
+    rows = []
+    for r in board["rows"]:
+        metrics = {k: Stat(v["mean"], v["std"], v["n"], v["values"]) for k, v in r["metrics"].items()}
+        rows.append(Row(r["label"], r["method"], r["status"], r["seeds"], r["epochs"], metrics,
+                        r.get("mmlu_partial", False), r.get("hyperparameters") or {}, r.get("status_detail") or []))
+    mark_ties(rows)
+    return rows
+
+
+def _where(run: dict) -> str:
+    meta = run.get("meta") or {}
+    m = meta.get("machine") or {}
+    num = m.get("numerics") or {}
+    cpu = num.get("cpu") or {}
+    isa = cpu.get("isa") or []
+    widest = "AVX-512" if any(f.startswith("avx512") for f in isa) else ("AVX2" if "avx2" in isa else "no AVX2")
+    v = meta.get("versions") or {}
+    return (f"Measured with `lume run` on {cpu.get('model') or 'an x86 CPU'} ({widest}, {m.get('cpu_count')} cores), "
+            f"numerics {num.get('mode')} (ATen {num.get('aten_capability')}, MKL {num.get('mkl_cnr')}, "
+            f"{(num.get('threads') or {}).get('intra_op')} threads), lumebench {v.get('lumebench')}, torch "
+            f"{v.get('torch')}, {(run.get('finished_at') or meta.get('started_at') or '')[:10]}. The pinned "
+            f"numerics give these bits on every x86 CPU with AVX2 (`tests/test_golden.py` checks it on every "
+            f"machine CI runs on).")
+
+
+def section_default() -> str:
+    board, run = _load(HERE / "default" / "leaderboard.json"), _load(HERE / "default" / "run.json")
+    return to_markdown(rows_of(board)) + "\n" + _where(run) + "\n"
+
+
+def section_default_timings() -> str:
+    run = _load(HERE / "default" / "run.json")
+    t = run.get("timings_last_invocation") or {}
+    names = {"data": "data generation", "target": "target (held-out pretraining + memorisation, cached)",
+             "methods": "method runs (every method x seed, on parallel processes)", "report": "leaderboard, plots, report",
+             "total": "`lume run`"}
+    lines = ["| stage | wall |", "|---|---|"]
+    for k, label in names.items():
+        if k in t:
+            lines.append(f"| {label} | {t[k]['wall_s']:.0f} s |")
+    fresh = HERE / "default" / "fresh-clone.json"
+    if fresh.exists():
+        f = _load(fresh)
+        lines.append(f"| `./install.sh` (new `.venv`) | {f['install_s']:.0f} s |")
+        lines.append(f"| **whole first command from a fresh clone** | **{f['total_s'] // 60:.0f} min "
+                     f"{f['total_s'] % 60:.0f} s** |")
+        lines.append("")
+        lines.append(f"`{f['command']}` on {f['cpu']}, {f['date']}; the machine was {f['load']}. "
+                     f"{f['noise']}")
+    return "\n".join(lines) + "\n"
+
+
+def _per_run(row: Row, keys: list[str]) -> list[float] | None:
+    cols = [row.metrics[k].values for k in keys if k in row.metrics]
+    if not cols or len({len(c) for c in cols}) != 1 or not cols[0]:
+        return None
+    return [statistics.fmean(vals) for vals in zip(*cols)]
+
+
+def _stat(values: list[float]) -> Stat:
+    return Stat.of(values)
+
+
+def measures(rows: list[Row]) -> dict[str, dict[str, Stat]]:
+    """Per method: final score, forget mean (the 6 forget terms, lower = forgotten), retain mean (the
+    6 retain terms, higher = kept) and MIA AUC, each over its runs."""
+    out = {}
+    for r in rows:
+        if r.method == "target":
+            continue
+        f, k = _per_run(r, FORGET), _per_run(r, RETAIN)
+        out[r.label] = {"final score": r.metrics["final"], "MIA AUC": r.metrics["mia_auc"],
+                        "forget mean": _stat(f) if f else Stat.of([]), "retain mean": _stat(k) if k else Stat.of([])}
+    return out
+
+
+def apart(a: Stat, b: Stat) -> bool:
+    """Different beyond the combined spread: |Δ| > √(s_a² + s_b²) (needs ≥ 2 runs each)."""
+    if a.mean is None or b.mean is None or a.std is None or b.std is None:
+        return False
+    return abs(a.mean - b.mean) > (a.std ** 2 + b.std ** 2) ** 0.5
+
+
+def ordering(m: dict[str, dict[str, Stat]], measure: str) -> str:
+    """``a 0.80 ± 0.05 > b 0.61 ± 0.10 ≈ c 0.55 ± 0.12`` (">": apart beyond the spread)."""
+    names = sorted((n for n in m if m[n][measure].mean is not None), key=lambda n: -m[n][measure].mean)
+    parts = []
+    for i, n in enumerate(names):
+        if i:
+            parts.append(">" if apart(m[names[i - 1]][measure], m[n][measure]) else "≈")
+        parts.append(f"{n} {m[n][measure].fmt()}")
+    return " ".join(parts)
+
+
+def pairs_apart(m: dict[str, dict[str, Stat]], measure: str) -> set[tuple[str, str]]:
+    """(higher, lower) pairs apart beyond the spread."""
+    out = set()
+    for a in m:
+        for b in m:
+            sa, sb = m[a][measure], m[b][measure]
+            if a != b and sa.mean is not None and sb.mean is not None and sa.mean > sb.mean and apart(sa, sb):
+                out.add((a, b))
+    return out
+
+
+def section_default_robust() -> str:
+    board, run = _load(HERE / "default-robust" / "leaderboard.json"), _load(HERE / "default-robust" / "run.json")
+    rows = rows_of(board)
+    robust = measures(rows)
+    single = measures(rows_of(_load(HERE / "default" / "leaderboard.json")))
+    n = max(len(r.seeds) for r in rows if r.method != "target")
+    out = [f"`lume run configs/default-robust.yaml`: the default's methods on {len(run.get('target_builds') or [])} "
+           f"target builds x {len(run.get('seeds') or [])} unlearning seeds ({n} runs a method; a cell is mean ± "
+           "std over all of them, so the spread covers the target build).", "", to_markdown(rows), "",
+           "What holds beyond the combined spread (`>`: |Δ| > √(s₁² + s₂²) over all runs; `≈`: not apart):", ""]
+    for measure, what in (("final score", "higher is better"), ("forget mean", "mean of the 6 forget terms, lower "
+                                                                                 "= more forgotten"),
+                          ("retain mean", "mean of the 6 retain terms, higher = more kept"),
+                          ("MIA AUC", "1.0 = members perfectly separated; 0.5 = indistinguishable")):
+        out.append(f"- **{measure}** ({what}): {ordering(robust, measure)}")
+    lost = []
+    for measure in ("final score", "forget mean", "retain mean", "MIA AUC"):
+        for a, b in sorted(pairs_apart(single, measure) - pairs_apart(robust, measure)):
+            lost.append(f"{a} vs {b} on {measure}")
+    out.append("")
+    if lost:
+        out.append("Differences that the single-target default table shows beyond its seed spread but that do "
+                   "not hold across target builds (not findings): " + "; ".join(lost) + ".")
+    else:
+        out.append("Every difference the single-target default table shows beyond its seed spread holds "
+                   "across target builds too.")
+    moved = [n for n, s in robust.items() if s["MIA AUC"].mean is not None and s["MIA AUC"].std is not None
+             and s["MIA AUC"].mean + s["MIA AUC"].std < 1.0]
+    out.append("")
+    out.append("MIA AUC below 1.0 beyond its spread: " + (", ".join(moved) if moved else "no method") + ".")
+    return "\n".join(out) + "\n"
+
+
+def section_numerics_cost() -> str:
+    c = _load(HERE / "numerics-cost.json")
+    s = c["settings"]
+    lines = ["| numerics | ATen kernels | MKL | CPU time of a training step, ratio to native | weights |",
+             "|---|---|---|---|---|"]
+    native = s["native"]["digests"]
+    for name in ("native", "pinned", "compatible"):
+        x = s[name]
+        same = "same as native" if x["digests"] == native else "other bits"
+        lines.append(f"| {name} | {x['aten']} | {x['mkl_cnr'].split(' (')[0]} | {x['ratio_to_native']:.2f}x "
+                     f"(min–max {x['min_cpu_s'] / s['native']['median_cpu_s']:.2f}–"
+                     f"{x['max_cpu_s'] / s['native']['median_cpu_s']:.2f}) | {same} |")
+    lines += ["", f"`{c['command']}` on {c['cpu']}, {c['date']}: {c['rounds']} rounds of {c['steps']} steps of the "
+              f"tiny model (batch 8 x 150 tokens, 1 thread) per setting, each in a fresh process, interleaved; CPU "
+              f"seconds (process time), so other load on the machine moves them less than wall time; min–max "
+              f"is the spread over the rounds."]
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = {"default": section_default, "default-timings": section_default_timings,
+            "default-robust": section_default_robust, "numerics-cost": section_numerics_cost}
+
+
+def render(text: str) -> tuple[str, list[str]]:
+    """``text`` with every generated section rewritten; the names of the sections that changed."""
+    changed = []
+
+    def sub(m: re.Match) -> str:
+        name = m.group(2)
+        if name not in SECTIONS:
+            raise SystemExit(f"error: README.md: unknown generated section {name!r}")
+        body = SECTIONS[name]()
+        if body != m.group(3):
+            changed.append(name)
+        return m.group(1) + body + m.group(4)
+
+    return MARK.sub(sub, text), changed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="exit 1 if README.md is not what the results give")
+    args = ap.parse_args()
+    text = README.read_text(encoding="utf-8")
+    new, changed = render(text)
+    if args.check:
+        if changed:
+            print(f"README.md is out of date in section(s) {', '.join(changed)}: run python docs/results/readme_tables.py")
+            return 1
+        print("README.md's generated sections match docs/results/")
+        return 0
+    if new != text:
+        README.write_text(new, encoding="utf-8")
+    print(f"README.md: {len(changed)} section(s) rewritten" + (f" ({', '.join(changed)})" if changed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
