@@ -54,3 +54,23 @@ def test_pretrain_settings_are_checked_by_name():
     with pytest.raises(LumeError) as e:
         check_settings({"pretrain_epochs": 0})
     assert e.value.field == "pretrain_epochs"
+
+
+def test_replay_batches_mix_a_rotating_slice_of_held_out_text_into_every_epoch():
+    from lumebench.train.batches import EpochBatches, ReplayBatches
+
+    examples = [[1] * (i % 5 + 1) for i in range(20)]
+    pool = [[100 + i] * 3 for i in range(10)]
+    rb = ReplayBatches(examples, 4, 0, seed=3, replay=pool, per_epoch=4)
+    assert len(rb) == 6  # (20 + 4) / 4
+    seen = []
+    for epoch in range(3):
+        ids = [row[0] for b in rb(epoch) for row in b["input_ids"].tolist()]
+        replayed = sorted(i for i in ids if i >= 100)
+        assert sorted(i for i in ids if i < 100) == sorted(e[0] for e in examples)  # every example, every epoch
+        seen.append(replayed)
+    assert seen == [[100, 101, 102, 103], [104, 105, 106, 107], [100, 101, 108, 109]]  # in turn, wrapping round
+    assert [b["input_ids"].tolist() for b in rb(1)] == [b["input_ids"].tolist() for b in rb(1)]
+    plain = EpochBatches(examples, 4, 0, seed=3)
+    none = ReplayBatches(examples, 4, 0, seed=3, replay=pool, per_epoch=0)
+    assert [b["input_ids"].tolist() for b in none(2)] == [b["input_ids"].tolist() for b in plain(2)]

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback of an unexpected error (accepted after any command too)")
     parser.add_argument("--native-kernels", action="store_true",
                         help="use this CPU's own fastest kernels and torch's thread count instead of the pinned, "
-                             "portable numerics (AVX2 kernels, MKL_CBWR=COMPATIBLE, fixed threads): faster on "
+                             "portable numerics (ATen AVX2 kernels, MKL_CBWR=AVX2,STRICT, oneDNN AVX2, fixed threads): faster on "
                              "AVX-512 machines, but the bits differ between machines; the run record says so "
                              "(accepted after any command too; LUME_NATIVE_KERNELS=1 does the same)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

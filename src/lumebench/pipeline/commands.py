@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--eval-from", type=arg(positive_int), help="first epoch to check memorisation at (default 32)")
     p.add_argument("--no-early-stop", action="store_true", help="train all epochs even once memorised")
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left in --out and start over")
-    p.add_argument("--threads", type=arg(positive_int), help="CPU threads for torch (default: torch's choice; use 1 on a machine shared with other jobs, where extra threads spin and slow everything down)")
+    p.add_argument("--threads", type=arg(positive_int), help="CPU threads for torch (default: OMP_NUM_THREADS, which lumebench sets to 2 unless given: a fixed number, since float sums can depend on it; use 1 on a machine shared with other jobs, where extra threads spin and slow everything down)")
     p.set_defaults(handler=run_finetune)
 
     _register_unlearn(sub)

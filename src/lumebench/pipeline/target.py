@@ -240,6 +240,13 @@ def _finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig, step: Step, 
     log.info("fine-tuning %s (%.1fM parameters) on %d examples, %d tokens an epoch", base,
              sum(p.numel() for p in model.parameters()) / 1e6, len(examples), sum(len(e) for e in examples))
     batches = EpochBatches(examples, cfg.train.batch_size, pad_id(tokenizer), seed=cfg.train.seed)
+    if corpus and cfg.pretrain_replay:
+        from lumebench.train.batches import ReplayBatches, document_examples
+
+        per_epoch = round(cfg.pretrain_replay * len(examples))
+        batches = ReplayBatches(examples, cfg.train.batch_size, pad_id(tokenizer), seed=cfg.train.seed,
+                                replay=document_examples(tokenizer, corpus, max_length), per_epoch=per_epoch)
+        log.info("each epoch also reads %d of the %d held-out documents, in turn", per_epoch, len(corpus))
     epochs, eval_from = _epochs(cfg, len(batches))
     eval_rows = None
     if cfg.eval_rows is not None:

@@ -58,6 +58,11 @@ class FinetuneConfig(HoldsTrain):
         benchmark: a from-scratch model that has read nothing else gives every unseen document a
         near-uniform loss, and the MIA then separates members from non-members whatever unlearning
         does (AUC 1.000 for every method). 0 = none (a pretrained base needs none).
+    pretrain_replay: and while it memorises, every epoch also reads this many held-out documents
+        per benchmark example (taken in turn): without it, 1,600 steps at lr 5e-3 on the benchmark
+        alone made the model give unseen documents ~15 nats a token (measured: members 0.07-0.10,
+        non-members 14-15), far above a pretrained LM's, and the MIA AUC stayed 1.000 after every
+        method. 0 = none.
     tiny: overrides of :class:`lumebench.models.tiny.TinyConfig` for a ``tiny`` base; default hidden
         192 / MLP 512 (2.6M parameters): as good per epoch as the 256-wide default, cheaper per token.
     distributed / log_with: how several processes share the work ("auto" = DDP, "fsdp" = FSDP2) and
@@ -70,7 +75,7 @@ class FinetuneConfig(HoldsTrain):
     ORDER = ("epochs", "min_steps", "lr", "batch_size", "grad_accum", "warmup_ratio", "lr_schedule",
              "weight_decay", "max_grad_norm", "mixed_precision", "seed", "eval_every", "eval_from", "eval_rows",
              "target_regurgitation", "target_knowledge", "target_mia_auc", "early_stop", "max_length",
-             "checkpoint_interval_s", "pretrain_docs", "pretrain_epochs", "tiny", "distributed", "log_with")
+             "checkpoint_interval_s", "pretrain_docs", "pretrain_epochs", "pretrain_replay", "tiny", "distributed", "log_with")
 
     train: TrainConfig = field(default_factory=lambda: FinetuneConfig.default_train())
     min_steps: int | None = None
@@ -84,6 +89,7 @@ class FinetuneConfig(HoldsTrain):
     max_length: int = 1024
     pretrain_docs: int = 0
     pretrain_epochs: int = 2
+    pretrain_replay: float = 0.0
     tiny: dict = field(default_factory=lambda: {"hidden_size": 192, "intermediate_size": 512})
 
     @classmethod
@@ -113,6 +119,7 @@ def check_settings(values: dict) -> dict:
               "target_knowledge": checks.probability, "target_mia_auc": checks.probability,
               "pretrain_docs": lambda v, k: checks.integer(v, k, minimum=0),
               "pretrain_epochs": checks.positive_int,
+              "pretrain_replay": lambda v, k: checks.finite_float(v, k, minimum=0.0, maximum=10.0),
               "checkpoint_interval_s": lambda v, k: checks.finite_float(v, k, minimum=0.0)}
     names = FinetuneConfig.setting_names()
     for k in values:

@@ -14,7 +14,7 @@ it is asked for — what the training loop's exact resume relies on.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -114,3 +114,29 @@ def causal_lm_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     mask = labels != IGNORE
     nll = F.cross_entropy(logits[:, :-1, :].float().transpose(1, 2), labels.clamp(min=0), reduction="none")
     return global_mean(nll, mask), {}
+
+
+@dataclass
+class ReplayBatches(EpochBatches):
+    """:class:`EpochBatches` plus, in every epoch, ``per_epoch`` examples of a ``replay`` pool taken
+    in turn (epoch k takes the k-th slice, wrapping round), shuffled in with the others: a model
+    that memorises ``examples`` keeps reading text like them, as a pretrained LM fine-tuned on a
+    benchmark still models other text (``lumebench.data.heldout``)."""
+
+    replay: list[list[int]] = field(default_factory=list)
+    per_epoch: int = 0
+
+    def _epoch_examples(self, epoch: int) -> list[list[int]]:
+        k = min(self.per_epoch, len(self.replay))
+        if not k:
+            return self.examples
+        start = (epoch * k) % len(self.replay)
+        return self.examples + [self.replay[(start + i) % len(self.replay)] for i in range(k)]
+
+    def __len__(self) -> int:
+        return -(-(len(self.examples) + min(self.per_epoch, len(self.replay))) // self.batch_size)
+
+    def __call__(self, epoch: int) -> list[dict[str, torch.Tensor]]:
+        examples = self._epoch_examples(epoch)
+        view = EpochBatches(examples, self.batch_size, self.pad_id, self.seed, self.shuffle, self.group_by_length)
+        return [collate([examples[i] for i in b], self.pad_id) for b in view.order(epoch)]
