@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -44,7 +45,7 @@ def run(root: Path) -> dict:
     from lumebench.pipeline.target import FinetuneConfig, build_target
     from lumebench.pipeline.unlearn import unlearn
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("LUME_GOLDEN_THREADS", "1")))
     bench = load_benchmark(generate_benchmark(root / "data", docs_per_task=1, seed=0))
     cfg = FinetuneConfig.for_base("tiny", {"epochs": 6, "min_steps": 0, "eval_from": 6, "tiny": TINY,
                                             "mixed_precision": "no", "pretrain_docs": 6, "pretrain_epochs": 1})
