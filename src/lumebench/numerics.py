@@ -54,7 +54,8 @@ PIN: dict[str, str] = {
 DEFAULT_THREADS = 2
 NATIVE_ENV = "LUME_NATIVE_KERNELS"
 
-_state: dict = {"pinned": False, "native": False, "torch_was_imported": False, "replaced": {}, "before": {}}
+_state: dict = {"pinned": False, "native": False, "torch_was_imported": False, "set_late": False, "replaced": {},
+                "before": {}}
 
 
 def _x86() -> bool:
@@ -87,7 +88,11 @@ def pin() -> None:
             _state["replaced"][key] = old
         os.environ[key] = value
     _state["pinned"] = True
-    if _state["torch_was_imported"]:
+    # torch loaded first matters only where the pin changed a variable (a process started with the
+    # pinned environment, e.g. a worker or a subprocess of a pinned one, is pinned whatever it imports first)
+    _state["set_late"] = _state["torch_was_imported"] and any(
+        _state["before"].get(k) != os.environ.get(k) for k in PIN)
+    if _state["set_late"]:
         missing = unpinned()
         if missing:
             warnings.warn("lumebench: torch was imported before lumebench, so its CPU numerics are not pinned ("
@@ -133,7 +138,7 @@ def unpinned() -> list[str]:
         out.append(f"ATen CPU kernels {cap}, not AVX2")
     elif not _cpu_has("avx2"):
         out.append(f"this CPU has no AVX2 (ATen kernels {cap})")
-    if _state["torch_was_imported"]:
+    if _state.get("set_late"):
         out.append("MKL_CBWR/ONEDNN_MAX_CPU_ISA set after torch was imported")
     return out
 
