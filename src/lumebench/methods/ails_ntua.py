@@ -67,8 +67,38 @@ class AILSNTUAHparams:
     train_outside_layers: bool = later(False)
 
 
+class _Chunked:
+    """What both schedules share: ``steps[c]`` micro-batches per pass over chunk ``c``, ``epochs``
+    passes over a chunk before the next one (chunk-major order)."""
+
+    steps: list[int]
+    epochs: int
+
+    @property
+    def per_epoch(self) -> int:
+        return sum(self.steps)
+
+    @property
+    def total(self) -> int:
+        return self.epochs * self.per_epoch
+
+    @property
+    def restarts(self) -> list[int]:
+        """The micro-batch where each chunk's passes begin."""
+        return [self.epochs * sum(self.steps[:c]) for c in range(len(self.steps))]
+
+    def locate(self, k: int) -> tuple[int, int]:
+        """Global micro-batch ``k`` -> (chunk, position inside a pass over it: the same every pass)."""
+        rest = k
+        for c, n in enumerate(self.steps):
+            if rest < n * self.epochs:
+                return c, rest % n
+            rest -= n * self.epochs
+        raise IndexError(k)
+
+
 @dataclass
-class ChunkSchedule:
+class ChunkSchedule(_Chunked):
     """Global micro-batch ``k`` -> (chunk, pass, position) in chunk-major order; deterministic from the seed."""
 
     forget: list[Example]
@@ -88,28 +118,9 @@ class ChunkSchedule:
         self.retain_order = list(range(len(self.retain)))
         random.Random(f"lumebench-ails:{self.seed}:retain").shuffle(self.retain_order)
 
-    @property
-    def per_epoch(self) -> int:
-        return sum(self.steps)
-
-    @property
-    def total(self) -> int:
-        return self.epochs * self.per_epoch
-
-    @property
-    def restarts(self) -> list[int]:
-        """The micro-batch where each chunk's passes begin."""
-        return [self.epochs * sum(self.steps[:c]) for c in range(len(self.chunks))]
-
     def batch(self, k: int) -> dict:
-        rest = k
-        for chunk, n in zip(self.chunks, self.steps):
-            if rest < n * self.epochs:
-                break
-            rest -= n * self.epochs
-        else:
-            raise IndexError(k)
-        j = rest % n  # position inside this pass over the chunk (the same order every pass)
+        c, j = self.locate(k)
+        chunk = self.chunks[c]
         f = [self.forget[i] for i in chunk[j * self.batch_size:(j + 1) * self.batch_size]]
         start = k * self.retain_per_batch  # the retain stream continues across chunks, cyclically
         r = [self.retain[self.retain_order[p % len(self.retain)]] for p in range(start, start + self.retain_per_batch)]
@@ -117,7 +128,7 @@ class ChunkSchedule:
 
 
 @dataclass
-class SourceOrderSchedule:
+class SourceOrderSchedule(_Chunked):
     """The source's order (``sequential``): chunk by chunk, each pass over a chunk = its forget
     examples in order, each followed by its ``retain_ratio`` retain examples (the chunk's slice of
     the cycled retain stream, the same in every pass); ``batch_size`` consecutive items a
@@ -148,28 +159,9 @@ class SourceOrderSchedule:
             self.chunks.append(items)
         self.steps = [math.ceil(len(c) / self.batch_size) for c in self.chunks]
 
-    @property
-    def per_epoch(self) -> int:
-        return sum(self.steps)
-
-    @property
-    def total(self) -> int:
-        return self.epochs * self.per_epoch
-
-    @property
-    def restarts(self) -> list[int]:
-        return [self.epochs * sum(self.steps[:c]) for c in range(len(self.chunks))]
-
     def batch(self, k: int) -> dict:
-        rest = k
-        for items, n in zip(self.chunks, self.steps):
-            if rest < n * self.epochs:
-                break
-            rest -= n * self.epochs
-        else:
-            raise IndexError(k)
-        j = rest % n
-        part = items[j * self.batch_size:(j + 1) * self.batch_size]
+        c, j = self.locate(k)
+        part = self.chunks[c][j * self.batch_size:(j + 1) * self.batch_size]
         f = [self.forget[i] for kind, i in part if kind == "forget"]
         r = [self.retain[i] for kind, i in part if kind == "retain"]
         return {"forget": collate_share(f, self.pad_id, self.forget[0]),
