@@ -54,6 +54,11 @@ def rows_of(board: dict) -> list[Row]:
     return rows
 
 
+def _threads(num: dict) -> str:
+    n = (num.get("threads") or {}).get("intra_op")
+    return f"{n} thread{'' if n == 1 else 's'} in the main process"
+
+
 def _where(run: dict) -> str:
     meta = run.get("meta") or {}
     m = meta.get("machine") or {}
@@ -63,8 +68,8 @@ def _where(run: dict) -> str:
     widest = "AVX-512" if any(f.startswith("avx512") for f in isa) else ("AVX2" if "avx2" in isa else "no AVX2")
     v = meta.get("versions") or {}
     return (f"Measured with `lume run` on {cpu.get('model') or 'an x86 CPU'} ({widest}, {m.get('cpu_count')} cores), "
-            f"numerics {num.get('mode')} (ATen {num.get('aten_capability')}, MKL {num.get('mkl_cnr')}, "
-            f"{(num.get('threads') or {}).get('intra_op')} threads), lumebench {v.get('lumebench')}, torch "
+            f"numerics {num.get('mode')} (ATen {num.get('aten_capability')}, MKL {str(num.get('mkl_cnr')).split(' (')[0]}, "
+            f"{_threads(num)}), lumebench {v.get('lumebench')}, torch "
             f"{v.get('torch')}, {(run.get('finished_at') or meta.get('started_at') or '')[:10]}. The pinned "
             f"numerics give these bits on every x86 CPU with AVX2 (`tests/test_golden.py` checks it on every "
             f"machine CI runs on).")
