@@ -62,9 +62,16 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.no_early_stop:
         cfg.early_stop = False  # every epoch is trained; the target is still measured and reported
     info = finetune(args.model, bench, cfg, args.out, resume=not args.no_resume)
-    s = info["memorisation"]
-    print(f"target written to {args.out} ({info['status']}, {info['epochs']} epochs, {info['wall_s']:.0f} s)")
-    print("memorisation: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in s.items() if v is not None))
+    from lumebench import distributed
+
+    if distributed.is_main():
+        s = info["memorisation"]
+        print(f"target written to {args.out} ({info['status']}, {info['epochs']} epochs, {info['wall_s']:.0f} s)")
+        print("memorisation: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in s.items() if v is not None),
+              flush=True)
+    # under a launcher, a process that ends with a non-zero status gets the others stopped at once
+    # (torchrun's agent): none leaves before the main process has printed
+    distributed.barrier()
     return 0 if info["target_met"] else 1
 
 
