@@ -129,6 +129,40 @@ def test_bad_checkpoints_are_one_line_each(tmp_path, capsys, lume_data):
     assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()
 
 
+def test_lume_eval_of_a_60_row_sample_gives_the_12_terms_of_parity_s_lumebench_side(tmp_path, capsys, lume_data,
+                                                                                    one_thread):
+    """``lume parity``'s sample of the official files (30 rows per split: documents' qa rows without
+    their sc1 row among them) written as data files: ``lume eval`` scores it (issue 29: it refused
+    it, "document ... has no sc1 row") and finds the 12 terms and the overall means that the
+    lumebench side of ``lume parity`` finds on that sample (the same model, engine and budget)."""
+    from lumebench.data.loaders import load_benchmark
+    from lumebench.errors import DataError
+    from lumebench.io import write_jsonl
+    from lumebench.models.tiny import TinyConfig, build_model, build_tokenizer
+    from lumebench.parity.compare import ParityConfig, lumebench_side, official_sample
+
+    sample = official_sample(load_benchmark(lume_data / "official", whole_documents=False), 30, 0, seed=0)
+    data = tmp_path / "sample"
+    write_jsonl(data / "forget.jsonl", [r.to_official() for r in sample.forget])
+    write_jsonl(data / "retain.jsonl", [r.to_official() for r in sample.retain])
+    with pytest.raises(DataError, match="has no sc1 row"):  # a sample, not whole documents
+        load_benchmark(data)
+    tok = build_tokenizer([r.input + " " + r.output for r in sample.rows], 600)
+    model = build_model(tok, TinyConfig(vocab_size=600, hidden_size=32, num_layers=2, num_heads=2,
+                                        intermediate_size=64, max_position=1024))
+    save_checkpoint(model, tok, tmp_path / "model")
+    assert main(["eval", "--model", str(tmp_path / "model"), "--data", str(data), "--no-mia",
+                 "--max-new-tokens", "16", "--out", str(tmp_path / "eval")]) == 0
+    capsys.readouterr()
+    got = json.loads((tmp_path / "eval" / "results.json").read_text())
+    _, _, side, _ = lumebench_side(tmp_path / "model", sample, ParityConfig(max_new_tokens=16), tmp_path / "side")
+    assert len(got["aggregated-terms"]) == 12 and got["aggregated-terms"] == side["aggregated-terms"]
+    assert len(set(got["aggregated-terms"])) > 2  # terms that say something (not all 0 or 1)
+    for split in ("forget-set", "retain-set"):
+        assert got[split] == side[split]
+    assert got["meta"]["n_rows"] == 60
+
+
 # --- inside the official environment ----------------------------------------------------------------
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,9 @@ def _eval(args: argparse.Namespace, batch_size) -> int:
     from lumebench.models import load_model
     from lumebench.progress import log
 
-    benchmark = load_benchmark(args.data, mia=args.mia)
+    # any non-empty set of valid rows is scored (a sample, one task, the SemEval validation parts), as
+    # the official script scores what it is given: no sc1 row per document needed (no documents here)
+    benchmark = load_benchmark(args.data, mia=args.mia, whole_documents=False)
     row_ids = None
     if args.limit_rows is not None:
         row_ids = [r.id for r in sample_rows(benchmark.rows, args.limit_rows, args.seed)]
