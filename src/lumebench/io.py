@@ -47,6 +47,22 @@ def _remove_leftovers(path: Path) -> None:
             pass  # alive under another user: not ours to touch
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux shows it (``/proc/self/status``)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text()
+        return int(next(l for l in status.splitlines() if l.startswith("Umask:")).split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def usual_permissions(path: str | os.PathLike) -> None:
+    """Give a file that a library wrote (``safetensors.torch.save_file`` creates 0600 files) the
+    usual permissions of a result file, 0666 minus the umask (e.g. 0644), as every write here has."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
     The file gets the usual permissions (0666 minus the umask)."""
@@ -139,6 +155,55 @@ def _drop_cut_off_tail(path: Path) -> None:
         f.truncate(data.rfind(b"\n") + 1)  # 0 when the file is one cut-off line
 
 
+def deepest_line(text: str) -> tuple[int, int]:
+    """``(depth, line)``: the deepest nesting of ``[``/``{`` in a JSON (or TOML, flow YAML) text,
+    outside strings, and the 1-based line where it is first reached."""
+    depth = deepest = 0
+    line = at = 1
+    quote, escaped = None, False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, line
+        elif ch in "]}":
+            depth -= 1
+    return deepest, at
+
+
+def too_deep(path: str | os.PathLike, text: str, line: int | None = None, *, depth_line=None) -> DataError:
+    """The one line for a value nested deeper than a parser can follow (Python's recursion limit,
+    ``sys.getrecursionlimit()``, 1,000 by default, bounds the JSON, YAML and TOML parsers): bad
+    input, not a bug. ``line``: the line ``text`` starts on (a jsonl line); ``depth_line``: a
+    ``(depth, line)`` the caller found itself (YAML block nesting has no brackets)."""
+    import sys
+
+    depth, at = depth_line or deepest_line(text)
+    return DataError(f"nested {depth:,} levels deep, more than can be read (the parser's limit is about "
+                     f"{sys.getrecursionlimit():,}; a data or config file nests a few levels)",
+                     path=str(path), line=(line or 1) + at - 1)
+
+
+def parse_json(text: str, path: str | os.PathLike, line: int | None = None, **kw) -> Any:
+    """``json.loads(text, **kw)``; a value nested too deep is one :func:`too_deep` line naming ``path``
+    and the line (``line``: where ``text`` starts). Syntax errors raise ``json.JSONDecodeError``."""
+    try:
+        return json.loads(text, **kw)
+    except RecursionError:
+        raise too_deep(path, text, line) from None
+
+
 def iter_jsonl(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)``; a malformed line raises a one-line :class:`DataError`.
 
@@ -151,7 +216,7 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = parse_json(line, path, i + 1)
         except json.JSONDecodeError as e:
             if tolerate_truncated_tail and i == last:
                 return
@@ -186,7 +251,7 @@ def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
     path = Path(path)
     text = read_text(path)
     try:
-        obj = json.loads(text)
+        obj = parse_json(text, path)
     except json.JSONDecodeError as e:
         raise DataError(f"malformed JSON ({e.msg})", path=str(path), line=e.lineno) from None
     if expect is not None and not isinstance(obj, expect):

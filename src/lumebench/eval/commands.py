@@ -79,7 +79,7 @@ def _batch_size(text: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lumebench.checks import device, mmlu_source, model, output_dir
+    from lumebench.checks import device, mmlu_source, model, output_dir, reachable
     from lumebench.io import output_lock
 
     batch_size = _batch_size(str(args.batch_size))
@@ -90,6 +90,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for flag, spec in (("--model", args.model), ("--reference-model", args.reference_model)):
         if spec:
             model(spec, flag)  # unknown name / missing path: one line before the data loads
+    reachable(models=[(args.model, "--model"), (args.reference_model, "--reference-model")],
+              mmlu=(args.mmlu, "--mmlu") if args.mmlu else None)  # the hub, offline: one line now
     with output_lock(args.out):
         return _eval(args, batch_size)
 

@@ -37,11 +37,12 @@ def register(sub) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from lumebench.checks import model, output_dir
+    from lumebench.checks import model, output_dir, reachable
     from lumebench.io import output_lock
 
     output_dir(args.out, "--out")
     model(args.model, "--model")  # an unknown name or missing path: one line before anything loads
+    reachable(models=[(args.model, "--model")])
     with output_lock(args.out):
         return _finetune(args)
 
@@ -159,7 +160,7 @@ def _unlearn(args) -> int:
     from lumebench.data.loaders import load_benchmark
     from lumebench.pipeline.unlearn import resolve_config, unlearn
 
-    from lumebench.checks import mmlu_source, model, naming, output_dir
+    from lumebench.checks import mmlu_source, model, naming, output_dir, reachable
     from lumebench.io import output_lock
 
     overrides = build_overrides(args)
@@ -170,6 +171,7 @@ def _unlearn(args) -> int:
     if args.mmlu:
         mmlu_source(args.mmlu, "--mmlu")
     model(args.target, "--target")
+    reachable(models=[(args.target, "--target")], mmlu=(args.mmlu, "--mmlu") if args.mmlu else None)
     with output_lock(args.out):
         bench = load_benchmark(args.data, mia=args.mia)
         result = unlearn(args.target, bench, args.method, args.out, overrides=overrides,
@@ -264,9 +266,12 @@ def _run(args) -> int:
         return 0
     from pathlib import Path
 
+    from lumebench.checks import reachable
     from lumebench.io import output_lock
     from lumebench.pipeline.run import run
 
+    reachable(models=[(cfg.target.model, "target.model")],
+              mmlu=(cfg.eval.mmlu_source, "eval.mmlu_source") if cfg.eval.mmlu else None, path=args.config)
     output_dir(Path(args.runs_dir) / cfg.name, "name")
     with output_lock(Path(args.runs_dir) / cfg.name):
         run(cfg, runs_dir=args.runs_dir, config_path=args.config)
