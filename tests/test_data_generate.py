@@ -154,3 +154,17 @@ def test_cli_generate_then_validate(tmp_path, capsys):
     assert "forget 10 rows / 3 documents" in line and "MIA 1 members + 1 non-members" in line
     rows = [json.loads(l) for l in (out / "mia" / "nonmember.jsonl").read_text().splitlines()]
     assert list(rows[0]) == ["id", "document"]
+
+
+def _folder(d) -> dict:
+    """Every file below ``d`` (hidden ones included) with its bytes."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_two_cli_generations_of_one_seed_are_identical_folders_without_a_lock_file(tmp_path):
+    """The output-folder lock leaves nothing in the folder (issue 29: ``D/.lume.lock`` travelled with
+    the data and made two generations of one seed differ)."""
+    for name in ("a", "b"):
+        assert main(["data", "generate", "--out", str(tmp_path / name), "--docs-per-task", "1", "--seed", "4"]) == 0
+    a, b = _folder(tmp_path / "a"), _folder(tmp_path / "b")
+    assert sorted(a) == sorted(FILES) and a == b

@@ -126,11 +126,12 @@ def test_numeric_answers_stay_strings(tmp_path, lume_data):
     ssn = next(r for r in _official_rows(lume_data, "forget") if r.task == "Task2" and r.id.endswith("qa1"))
     assert ssn.output.isdigit() and isinstance(ssn.output, str)
     recs = []
-    for split in ("forget", "retain"):
-        for task in ("Task1", "Task2", "Task3"):
-            recs.append({"id": f"{task}{split}sc1", "task": task, "split": split, "kind": "sc",
+    for n, split in enumerate(("forget", "retain")):
+        uuid = f"0000000{n}-1234-1234-1234-1234567890ab"  # ids of the official grammar (lume score checks them)
+        for task, doc in (("Task1", f'"{uuid}"'), ("Task2", uuid), ("Task3", str(100 + n))):
+            recs.append({"id": f"{doc}sc1", "task": task, "split": split, "kind": "sc",
                          "input": "x", "gold": "a b c", "generated": "a b"})
-            recs.append({"id": f"{task}{split}qa0", "task": task, "split": split, "kind": "qa",
+            recs.append({"id": f"{doc}qa0", "task": task, "split": split, "kind": "qa",
                          "input": "What is the SSN?", "gold": "0900514344", "generated": "0900514344"})
     path = write_jsonl(tmp_path / "g.jsonl", recs)
     back = read_generations(path)

@@ -215,11 +215,85 @@ def _truncate(name: str) -> Callable[[Path], None]:
     return f
 
 
+DEEP = "[" * 200_000 + "]" * 200_000  # issue 29: a RecursionError was reported as a lumebench bug
+DEEP_OBJ = '{"a": ' * 100_000 + "1" + "}" * 100_000
+
+
+def _append_line(text: str):
+    """An edit of a jsonl file: one more line, ``text``."""
+    def edit(path: Path):
+        with open(path, "a") as f:
+            f.write(text + "\n")
+    return edit
+
+
+def _gens_file(edit) -> Callable:
+    """``lume score`` of a copy of the good generations file with ``edit(path)`` applied."""
+    def make(env, tmp):
+        p = tmp / "generations.jsonl"
+        shutil.copy(env["gens"], p)
+        edit(p)
+        return ["score", str(p)]
+    return make
+
+
+def _first_gen_row(env) -> dict:
+    return json.loads(env["gens"].read_text().splitlines()[0])
+
+
+def _extra_gen_row(**changes) -> Callable:
+    """The good generations with one more row: the first one with ``changes`` (the issue's example:
+    ``task: Task9`` moved the forget regurgitation from 1.0 to 0.857 with exit 0)."""
+    def make(env, tmp):
+        row = {**_first_gen_row(env), **changes}
+        return _gens_file(_append_line(json.dumps(row)))(env, tmp)
+    return make
+
+
+def _file_with(make_argv: Callable, rel: str, text: str) -> Callable:
+    """``make_argv``'s inputs, then the file ``tmp/rel`` (re)written with ``text``."""
+    def make(env, tmp):
+        argv = make_argv(env, tmp)
+        p = tmp / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        return argv
+    return make
+
+
+def _data_line(name: str, text: str) -> Callable:
+    """``lume data validate`` of a copy of the good data with ``text`` appended to ``name``."""
+    def make(env, tmp):
+        d = _copy_data(env, tmp)
+        _append_line(text)(d / name)
+        return ["data", "validate", str(d)]
+    return make
+
+
+def _model_file(name: str, text: str, cmd: str = "eval") -> Callable:
+    return _model_dir(lambda m: (m / name).write_text(text), cmd=cmd)
+
+
+def _adapter_dir(text: str) -> Callable:
+    """A LoRA adapter folder whose adapter_config.json is ``text``."""
+    def make(env, tmp):
+        a = tmp / "adapter"
+        a.mkdir()
+        (a / "adapter_model.safetensors").write_bytes(b"")
+        (a / "adapter_config.json").write_text(text)
+        return _eval()(env, tmp)[:2] + [str(a)] + _eval()(env, tmp)[3:]
+    return make
+
+
+LAUNCH = (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500"))  # what torchrun sets besides the ranks
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
     make: Callable  # (env, tmp) -> argv
     field: str      # what the one error line must name
+    environ: tuple = ()  # (variable, value) pairs set for the case (a launcher's, the hub's)
 
 
 NO_CUDA = not __import__("torch").cuda.is_available()
@@ -409,7 +483,102 @@ CASES = [
          "UTF-8"),
     Case("report: run config.json is a list", _run_dir_with("config.json", "[]"), "JSON object"),
     Case("unlearn rerun: unlearn.json is a list", lambda env, tmp: _unlearn_over(env, tmp, "[]"), "JSON object"),
+    # --- issue 29: every generations row checked as a data row (lume score) ------------------------
+    Case("score: a row of an unknown task (Task9)", _extra_gen_row(id="12345678sc1", task="Task9"), "'task'"),
+    Case("score: id breaks the grammar", _bad_gens(_set_first("id", "abcsc1")), "'id'"),
+    Case("score: a Task1 id without its quotes", lambda env, tmp: _bad_gens(_set_first(
+        "id", _first_gen_row(env)["id"].replace('"', "")))(env, tmp), "'id'"),
+    Case("score: id with a trailing newline", lambda env, tmp: _bad_gens(_set_first(
+        "id", _first_gen_row(env)["id"] + "\n"))(env, tmp), "'id'"),
+    Case("score: kind disagrees with the id", lambda env, tmp: _bad_gens(_set_first(
+        "kind", "qa" if _first_gen_row(env)["kind"] == "sc" else "sc"))(env, tmp), "'kind'"),
+    Case("score: a document in both splits", lambda env, tmp: _extra_gen_row(
+        split="retain" if _first_gen_row(env)["split"] == "forget" else "forget")(env, tmp), "'id'"),
+    Case("score: empty gold text", _bad_gens(_set_first("gold", " ")), "'gold'"),
+    Case("score: empty prompt", _bad_gens(_set_first("input", "")), "'input'"),
+    Case("score: task is a number", _bad_gens(_set_first("task", 1)), "'task'"),
+    Case("score: a line is a list", _gens_file(_append_line("[1, 2]")), "JSON object"),
+    Case("score: the same row twice in one split", _extra_gen_row(), "'id'"),
+    Case("score --mia: missing nll", _bad_mia(lambda rows: [{k: v for k, v in r.items() if k != "nll"}
+                                                            for r in rows]), "'nll'"),
+    Case("score --mia: attack scores not an object", _bad_mia(_set_first("scores", [1.0])), "'scores'"),
+    Case("score --mia: attack score infinite", _bad_mia(_set_first("scores", {"zlib": float("inf")})),
+         "'scores.zlib'"),
+    Case("score --mia: a line is a string", lambda env, tmp: ["score", str(env["gens"]), "--mia",
+                                                              str(_write(tmp / "mia.jsonl", '"member"\n'))],
+         "JSON object"),
+    Case("score --mia: file missing", _args("score", "{gens}", "--mia", "{tmp}/none.jsonl"), "not found"),
+    Case("score --mmlu: missing average_acc", _bad_mmlu('{"n": 4}'), "'average_acc'"),
+    Case("score --mmlu: accuracy true", _bad_mmlu('{"average_acc": true}'), "'average_acc'"),
+    Case("score --mmlu: malformed JSON", _bad_mmlu('{"average_acc": 0.5'), "malformed JSON"),
+    Case("score --mmlu: empty file", _bad_mmlu(""), "malformed JSON"),
+    # --- issue 29: nesting deeper than any parser follows, in every JSON / JSONL / YAML / TOML reader --
+    Case("deep: data jsonl line", _data_line("forget.jsonl", DEEP), "forget.jsonl:11: nested 200,000 levels"),
+    Case("deep: data jsonl object", _data_line("retain.jsonl", DEEP_OBJ), "retain.jsonl:11: nested 100,000"),
+    Case("deep: MIA jsonl line", _data_line("mia/member.jsonl", DEEP), "member.jsonl:2: nested"),
+    Case("deep: generations line", _gens_file(_append_line(DEEP)), "generations.jsonl:21: nested"),
+    Case("deep: MIA results line", lambda env, tmp: ["score", str(env["gens"]), "--mia",
+                                                     str(_write(tmp / "mia.jsonl", DEEP + "\n"))],
+         "mia.jsonl:1: nested"),
+    Case("deep: mmlu.json", _bad_mmlu("\n" + DEEP), "mmlu.json:2: nested"),
+    Case("deep: run config YAML (flow)", _bad_config("name: x\nseeds: " + DEEP + "\n"), "run.yaml:2: nested"),
+    Case("deep: run config YAML (block)", _bad_config("name: x\nseeds:\n" + "".join(
+        "  " * i + "-\n" for i in range(1500))), "run.yaml:1502: nested 1,501"),
+    Case("deep: run config JSON", _bad_config('{"name": "x",\n"seeds": ' + DEEP + "}", ".json"), "run.json:2: nested"),
+    Case("deep: run config TOML", _bad_config('name = "x"\nseeds = ' + DEEP + "\n", ".toml"), "run.toml:2: nested"),
+    Case("deep: sweep config", lambda env, tmp: ["sweep", str(_write(tmp / "sweep.yaml", "grid: " + DEEP + "\n"))],
+         "sweep.yaml:1: nested"),
+    Case("deep: report curve.jsonl", _with_method_file("curve.jsonl", DEEP + "\n"), "curve.jsonl:1: nested"),
+    Case("deep: report unlearn.json", _with_method_file("unlearn.json", DEEP), "unlearn.json:1: nested"),
+    Case("deep: report run config.json", _run_dir_with("config.json", DEEP), "config.json:1: nested"),
+    Case("deep: unlearn rerun unlearn.json", lambda env, tmp: _unlearn_over(env, tmp, DEEP), "unlearn.json:1: nested"),
+    Case("deep: model config.json", _model_file("config.json", DEEP), "config.json:1, field '--model': nested"),
+    Case("deep: unlearn target config.json", _model_file("config.json", DEEP, cmd="unlearn"),
+         "config.json:1, field 'target': nested"),
+    Case("deep: model tokenizer.json", _model_file("tokenizer.json", DEEP), "'--model'"),
+    Case("deep: adapter_config.json", _adapter_dir(DEEP), "adapter_config.json:1, field '--model': nested"),
+    Case("deep: training checkpoint trainer_state.json", _file_with(
+        _unlearn("--max-new-tokens", "2", "--no-mia"), "u/train/checkpoint/trainer_state.json", DEEP),
+        "trainer_state.json:1: nested"),
+    Case("deep: MMLU source .jsonl", lambda env, tmp: _eval("--no-mia", "--mmlu", str(
+        _write(tmp / "mmlu.jsonl", DEEP + "\n")))(env, tmp), "mmlu.jsonl:1: nested"),
+    # --- issue 29: the launcher's environment variables set to what no launcher writes -------------
+    Case("launcher: RANK=abc", _eval(), "'RANK'", (("RANK", "abc"),)),
+    Case("launcher: RANK=-1", _finetune(), "'RANK'", (("RANK", "-1"),)),
+    Case("launcher: RANK 2 of WORLD_SIZE 2", _unlearn(), "'RANK'", (("RANK", "2"), ("WORLD_SIZE", "2"), *LAUNCH)),
+    Case("launcher: RANK 1 without WORLD_SIZE", _eval(), "'RANK'", (("RANK", "1"),)),
+    Case("launcher: WORLD_SIZE=0", _eval(), "'WORLD_SIZE'", (("WORLD_SIZE", "0"),)),
+    Case("launcher: WORLD_SIZE=two", _args("data", "generate", "--out", "{tmp}/g"), "'WORLD_SIZE'",
+         (("WORLD_SIZE", "two"),)),
+    Case("launcher: WORLD_SIZE=1.5", _args("run", "{config}", "--runs-dir", "{tmp}/runs"), "'WORLD_SIZE'",
+         (("WORLD_SIZE", "1.5"),)),
+    Case("launcher: LOCAL_RANK=x", _eval(), "'LOCAL_RANK'", (("LOCAL_RANK", "x"),)),
+    Case("launcher: LOCAL_RANK 4 of LOCAL_WORLD_SIZE 2", _eval(), "'LOCAL_RANK'",
+         (("LOCAL_RANK", "4"), ("LOCAL_WORLD_SIZE", "2"), ("RANK", "0"), ("WORLD_SIZE", "2"), *LAUNCH)),
+    Case("launcher: LOCAL_WORLD_SIZE above WORLD_SIZE", _eval(), "'LOCAL_WORLD_SIZE'",
+         (("LOCAL_WORLD_SIZE", "8"), ("WORLD_SIZE", "2"), ("RANK", "0"), *LAUNCH)),
+    Case("launcher: MASTER_PORT=99999", _eval(), "'MASTER_PORT'", (("MASTER_PORT", "99999"),)),
+    Case("launcher: MASTER_PORT=http", _finetune(), "'MASTER_PORT'", (("MASTER_PORT", "http"),)),
+    Case("launcher: MASTER_ADDR with a space", _eval(), "'MASTER_ADDR'", (("MASTER_ADDR", "local host"),)),
+    Case("launcher: WORLD_SIZE 2 without MASTER_ADDR", _eval(), "'MASTER_ADDR'",
+         (("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "29500"))),
+    Case("launcher: WORLD_SIZE 2 without MASTER_PORT", _unlearn(), "'MASTER_PORT'",
+         (("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "127.0.0.1"))),
+    # --- issue 29: the hub, unreachable here, asked for at the border (not after generation) --------
+    Case("eval --mmlu cais/mmlu offline, not cached", _eval("--mmlu", "cais/mmlu"), "--mmlu"),
+    Case("unlearn --mmlu cais/mmlu offline, not cached", _unlearn("--mmlu", "cais/mmlu"), "--mmlu"),
+    Case("config: mmlu_source cais/mmlu offline, not cached", _bad_config(
+        "eval: {mmlu: true, mmlu_source: cais/mmlu}\n"), "'eval.mmlu_source'"),
+    Case("eval --model hub id offline, not cached", _args("eval", "--model", "someorg/somemodel", "--data", "{data}",
+                                                          "--out", "{tmp}/o"), "--model"),
+    Case("config: target model hub id offline, not cached", _bad_config("target: {model: someorg/somemodel}\n"),
+         "'target.model'"),
 ]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def _leak(env, tmp):
@@ -466,6 +635,10 @@ def _error_lines(stderr: str) -> list[str]:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_line_and_exit_2(case, env, tmp_path, capsys, monkeypatch, reliability_log):
     monkeypatch.setenv("LUME_CACHE", str(tmp_path / "cache"))
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in case.environ:
+        monkeypatch.setenv(name, value)
     argv = case.make(env, tmp_path)
     t0 = time.perf_counter()
     rc = lume(argv)
@@ -555,6 +728,32 @@ def test_result_files_get_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_model_and_checkpoint_files_get_normal_permissions(env, tmp_path):
+    """Issue 29: every ``model.safetensors`` was 0600 (safetensors' writer), while the README says
+    result files are 0666 minus the umask. The model writer and the training checkpoint's tensor
+    files follow the umask like every other result file."""
+    import torch
+
+    from lumebench.models import load_model
+    from lumebench.models.checkpoint import save_checkpoint
+    from lumebench.train.checkpoint import CheckpointFiles, _save_tensors
+
+    model, tok = load_model(str(env["model"]), device="cpu")
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            out = tmp_path / f"m{umask:o}"
+            save_checkpoint(model, tok, out)
+            (out / "ckpt").mkdir()
+            w = torch.nn.Parameter(torch.ones(2))
+            _save_tensors(out / "ckpt", CheckpointFiles(), ["w"], [w], {"m": torch.zeros(2)}, {"r": torch.ones(1)})
+        finally:
+            os.umask(old)
+        files = [p for p in out.rglob("*") if p.is_file()]
+        assert {p.name for p in files} >= {"model.safetensors", "config.json", "trainable.safetensors"}
+        assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: mode for p in files}
 
 
 def test_nan_is_never_written_into_json(tmp_path):

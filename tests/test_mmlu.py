@@ -42,6 +42,83 @@ def test_prompt_text_exactly_as_open_instruct():
     assert M.gen_prompt([q1, q2], "anatomy", 0).endswith("about  anatomy.\n\n")
 
 
+# Open-Instruct's prompt, transcribed independently of both lumebench sides from allenai/open-instruct
+# eval/mmlu/run_eval.py (commit 0ddab2b: format_subject, format_example, gen_prompt and the shot-dropping
+# loop of eval_hf_model), on rows laid out as its CSV files are: question, A, B, C, D, answer.
+def _oi_subject(subject):
+    words = ""
+    for word in subject.split("_"):
+        words += " " + word
+    return words
+
+
+def _oi_example(rows, idx, include_answer=True):
+    n_choices = len(rows[idx]) - 2
+    text = rows[idx][0]
+    for j in range(n_choices):
+        text += "\n{}. {}".format("ABCD"[j], rows[idx][j + 1])
+    text += "\nAnswer:"
+    if include_answer:
+        text += " {}\n\n".format(rows[idx][n_choices + 1])
+    return text
+
+
+def _oi_prompt(dev_rows, test_rows, i, subject, tok, ntrain=5, limit=2048):
+    def head(k):
+        text = "The following are multiple choice questions (with answers) about {}.\n\n".format(_oi_subject(subject))
+        for j in range(k):
+            text += _oi_example(dev_rows, j)
+        return text
+
+    k = ntrain
+    prompt = head(k) + _oi_example(test_rows, i, include_answer=False)
+    while len(tok(prompt, add_special_tokens=False).input_ids) > limit:
+        k -= 1
+        prompt = head(k) + _oi_example(test_rows, i, include_answer=False)
+    return prompt
+
+
+def _official_protocol():
+    """``parity/official_protocol.py``, the script ``lume parity`` runs in the side environment
+    (it imports nothing of lumebench, so it loads here as it is)."""
+    import importlib.util
+    from pathlib import Path
+
+    import lumebench.parity
+
+    path = Path(lumebench.parity.__file__).with_name("official_protocol.py")
+    spec = importlib.util.spec_from_file_location("official_protocol", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parity_official_side_builds_open_instruct_s_prompt_string_for_string(tiny, data):
+    """Issue 29: the official side wrote "about{}." (one space after "about"), so ``lume parity``
+    compared ``lume eval`` with a prompt Open-Instruct never builds. Every prompt of the official side
+    (and of ``lume eval``) must be Open-Instruct's, string for string, shots dropped included."""
+    _, tok = tiny
+    official = _official_protocol()
+    as_rows = lambda qs: [[q.question, *q.choices, q.answer] for q in qs]  # noqa: E731
+    as_spec = lambda q: {"question": q.question, "choices": list(q.choices), "answer": q.answer}  # noqa: E731
+    n_compared = 0
+    for subject in [*SUBJECTS, "astronomy"]:
+        shots, test = data.shots[subject], data.test[subject][:3]
+        for i, q in enumerate(test):
+            two_shots = len(tok(M.gen_prompt(shots, subject, 2) + M.format_example(q, False),
+                                add_special_tokens=False).input_ids)
+            for limit in (2048, two_shots):  # two_shots: 3 shots are dropped (k = 2; a limit that
+                # not even k = 0 fits would make Open-Instruct's loop run forever)
+                expected = _oi_prompt(as_rows(shots), as_rows(test), i, subject, tok, limit=limit)
+                got = official.mmlu_prompt(tok, [as_spec(s) for s in shots], subject, as_spec(q), 5, limit)
+                assert got == expected, (subject, i, limit)
+                assert M.build_prompt(tok, shots, subject, q, 5, limit)[0] == expected  # lume eval's prompt
+                n_compared += 1
+    assert n_compared == 24
+    assert official.gen_prompt([], "astronomy", 0) == \
+        "The following are multiple choice questions (with answers) about  astronomy.\n\n"
+
+
 def test_candidate_ids(tiny):
     _, tok = tiny
     ids = M.candidate_ids(tok)

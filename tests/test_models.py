@@ -129,3 +129,55 @@ def test_smollm2_loads_offline_and_fine_tunes(tmp_path, monkeypatch):
     again = time.perf_counter()
     load_model("smollm2-135m")  # converted once: the second load reads the cached safetensors
     assert time.perf_counter() - again < load_s
+
+
+def _lume_offline(tmp_path, *argv, **env):
+    """``lume ARGV`` in a subprocess whose hub answers nothing at once (a closed local port, as a
+    machine without network), HF_HUB_OFFLINE unset (a user who did not set it)."""
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    base.update({"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub"), "LUME_QUIET": "1",
+                 "LUME_CACHE": str(tmp_path / "cache"), **env})
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lumebench", *argv], capture_output=True, text=True, env=base,
+                          timeout=300, cwd=tmp_path)
+    return proc, time.perf_counter() - t
+
+
+def test_offline_a_hub_model_or_hub_mmlu_fails_at_once_in_one_line(tmp_path, tiny_dir):
+    """Issue 29: offline, a hub id printed a dozen "Retrying in Ns" lines and failed after ~50 s, and
+    ``--mmlu cais/mmlu`` failed only after generation and MIA had run. Now one probe of the hub:
+    exit 2, one line, nothing generated."""
+    from lumebench.data.generate import generate_benchmark
+
+    data = generate_benchmark(tmp_path / "data", docs_per_task=1, seed=0)
+    for argv, field in ((["--model", "someorg/somemodel"], "'--model'"),
+                        (["--model", str(tiny_dir[0]), "--mmlu", "cais/mmlu"], "'--mmlu'")):
+        proc, seconds = _lume_offline(tmp_path, "eval", *argv, "--data", str(data), "--out", str(tmp_path / "e"),
+                                      "--max-new-tokens", "4")
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and field in proc.stderr and "not in the local hub cache" in proc.stderr
+        assert "Retrying" not in proc.stderr and "127.0.0.1:9" in proc.stderr
+        assert seconds < 20, seconds  # the start of a python process, not 50 s of retries
+        assert not (tmp_path / "e").exists()  # nothing generated, no MIA run
+
+
+def test_offline_a_cached_hub_model_loads_from_the_cache_without_retries(tmp_path, tiny_dir):
+    """The hub unreachable but the model in the local hub cache (``models--ORG--NAME/snapshots/REV``,
+    ``refs/main``: huggingface_hub's cache layout): it is used, offline, with no retry line."""
+    import shutil
+
+    repo = tmp_path / "hub" / "models--someorg--tiny"
+    shutil.copytree(tiny_dir[0], repo / "snapshots" / "0123abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    proc, _ = _lume_offline(tmp_path, "export", "someorg/tiny", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Retrying" not in proc.stderr
+    from safetensors.torch import load_file
+
+    assert load_file(str(tmp_path / "x" / "model.safetensors")).keys() == \
+        load_file(str(tiny_dir[0] / "model.safetensors")).keys()

@@ -20,7 +20,6 @@ Every helper is a no-op with one process, so the single-process code path is the
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
@@ -37,8 +36,11 @@ def _dist():
 
 
 def launched() -> bool:
-    """Started by a launcher with more than one process (``WORLD_SIZE`` > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Started by a launcher with more than one process (``WORLD_SIZE`` > 1; the launcher's variables
+    are checked first: :func:`lumebench.launcher.launch`)."""
+    from lumebench.launcher import launch
+
+    return launch().world > 1
 
 
 def init() -> None:

@@ -1,5 +1,6 @@
 """Result files: atomic writes (temp file + rename), append-as-produced jsonl, strict reading, and a
-lock that keeps two processes from writing into the same output folder.
+lock that keeps two processes from writing into the same output folder (an OS lock on the folder
+itself, no file left in it).
 
 - Every write goes to a temporary file in the same folder, is fsynced, then renamed over the target:
   a reader (or a resumed run after a crash) sees the old file or the whole new one, never half.
@@ -44,6 +45,22 @@ def _remove_leftovers(path: Path) -> None:
                 p.unlink()
         except OSError:
             pass  # alive under another user: not ours to touch
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux shows it (``/proc/self/status``)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text()
+        return int(next(l for l in status.splitlines() if l.startswith("Umask:")).split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def usual_permissions(path: str | os.PathLike) -> None:
+    """Give a file that a library wrote (``safetensors.torch.save_file`` creates 0600 files) the
+    usual permissions of a result file, 0666 minus the umask (e.g. 0644), as every write here has."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -138,6 +155,55 @@ def _drop_cut_off_tail(path: Path) -> None:
         f.truncate(data.rfind(b"\n") + 1)  # 0 when the file is one cut-off line
 
 
+def deepest_line(text: str) -> tuple[int, int]:
+    """``(depth, line)``: the deepest nesting of ``[``/``{`` in a JSON (or TOML, flow YAML) text,
+    outside strings, and the 1-based line where it is first reached."""
+    depth = deepest = 0
+    line = at = 1
+    quote, escaped = None, False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, line
+        elif ch in "]}":
+            depth -= 1
+    return deepest, at
+
+
+def too_deep(path: str | os.PathLike, text: str, line: int | None = None, *, depth_line=None) -> DataError:
+    """The one line for a value nested deeper than a parser can follow (Python's recursion limit,
+    ``sys.getrecursionlimit()``, 1,000 by default, bounds the JSON, YAML and TOML parsers): bad
+    input, not a bug. ``line``: the line ``text`` starts on (a jsonl line); ``depth_line``: a
+    ``(depth, line)`` the caller found itself (YAML block nesting has no brackets)."""
+    import sys
+
+    depth, at = depth_line or deepest_line(text)
+    return DataError(f"nested {depth:,} levels deep, more than can be read (the parser's limit is about "
+                     f"{sys.getrecursionlimit():,}; a data or config file nests a few levels)",
+                     path=str(path), line=(line or 1) + at - 1)
+
+
+def parse_json(text: str, path: str | os.PathLike, line: int | None = None, **kw) -> Any:
+    """``json.loads(text, **kw)``; a value nested too deep is one :func:`too_deep` line naming ``path``
+    and the line (``line``: where ``text`` starts). Syntax errors raise ``json.JSONDecodeError``."""
+    try:
+        return json.loads(text, **kw)
+    except RecursionError:
+        raise too_deep(path, text, line) from None
+
+
 def iter_jsonl(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)``; a malformed line raises a one-line :class:`DataError`.
 
@@ -150,7 +216,7 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = parse_json(line, path, i + 1)
         except json.JSONDecodeError as e:
             if tolerate_truncated_tail and i == last:
                 return
@@ -185,7 +251,7 @@ def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
     path = Path(path)
     text = read_text(path)
     try:
-        obj = json.loads(text)
+        obj = parse_json(text, path)
     except json.JSONDecodeError as e:
         raise DataError(f"malformed JSON ({e.msg})", path=str(path), line=e.lineno) from None
     if expect is not None and not isinstance(obj, expect):
@@ -202,40 +268,96 @@ def inside(base: str | os.PathLike, path: str | os.PathLike) -> Path:
     return p
 
 
-@contextlib.contextmanager
-def output_lock(directory: str | os.PathLike):
-    """Hold ``<directory>/.lume.lock`` while writing into ``directory``; a second process that asks for
-    the same folder gets a one-line refusal at once instead of interleaving its files with ours. The
-    lock is an OS file lock, released when the process ends in any way (a ``kill -9`` included), so a
-    crash never leaves a stale lock behind. A folder the lock had to create is removed again when
-    nothing else was written into it (an input error found after the checks at the border)."""
-    directory = Path(directory)
-    created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
-    lock_path = directory / ".lume.lock"
+def _lock_holder(fd: int) -> str:
+    """The pid holding a ``flock`` on the file or folder open as ``fd``, from ``/proc/locks`` (Linux:
+    ``<n>: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> ...``, major and minor in hex; see
+    proc(5)), or ``?`` where that cannot be told."""
+    st = os.fstat(fd)
+    me = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == me:
+                return parts[4]
+    return "?"
+
+
+def _take_lock(directory: Path) -> tuple[int, Path | None]:
+    """``flock`` ``directory`` for this process: the folder itself (nothing is written into it) or,
+    on a file system that cannot lock a folder (NFS emulates ``flock`` with byte-range locks, which
+    need a file open for writing), the file ``<directory>/.lume.lock``, returned to be removed at
+    the end. Returns the locked fd; raises :class:`LumeError` when another process holds the lock."""
+    import fcntl
+
+    def refuse(fd: int):
+        holder = _lock_holder(fd)
+        os.close(fd)
+        return LumeError(f"another lume process (pid {holder}) is writing into this folder; wait for it "
+                         "to finish or choose another output folder", path=str(directory))
+
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd, None
+    except BlockingIOError:
+        raise refuse(fd) from None
+    except OSError:
+        os.close(fd)
+    lock_file = directory / ".lume.lock"
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            other = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
-            raise LumeError(f"another lume process (pid {other}) is writing into this folder; wait for it "
-                            "to finish or choose another output folder", path=str(directory)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            raise refuse(fd) from None
+        try:  # the holder before us removed the file as we opened it: lock the one now there
+            if os.stat(lock_file).st_ino == os.fstat(fd).st_ino:
+                return fd, lock_file
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_lock(directory: str | os.PathLike):
+    """Hold a lock on ``directory`` while writing into it; a second process that asks for the same
+    folder gets a one-line refusal at once instead of interleaving its files with ours.
+
+    - The lock is an OS ``flock`` on the folder itself: no lock file is left among the results (two
+      runs of the same command give identical folders). It is released when the process ends in any
+      way (a ``kill -9`` included), so a crash never leaves a stale lock behind. The refusal names
+      the holder's pid (from ``/proc/locks``).
+    - Under a launcher (``torchrun`` / ``accelerate launch``: :func:`lumebench.launcher.launch`) only
+      the main process (rank 0) takes the lock: it alone writes, and the other processes of the same
+      command must not be refused by it. They neither take nor wait for it.
+    - A folder the lock had to create is removed again when nothing was written into it (an input
+      error found after the checks at the border).
+    """
+    from lumebench.launcher import launch
+
+    directory = Path(directory)
+    if not launch().main:
+        yield
+        return
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fd, lock_file = _take_lock(directory)
+    try:
         try:
             yield
         finally:
+            if lock_file is not None:  # the fallback file: gone while we still hold it
+                with contextlib.suppress(OSError):
+                    lock_file.unlink()
             # a folder this lock created and nothing else wrote into (an error before any result):
             # leave no trace of it
-            if created and [p.name for p in directory.iterdir()] == [lock_path.name]:
+            if created and not any(directory.iterdir()):
                 with contextlib.suppress(OSError):
-                    lock_path.unlink()
                     directory.rmdir()
     finally:
         os.close(fd)

@@ -1,6 +1,9 @@
 """Progress bars and logging in words a researcher understands.
 
 ``bar(iterable, desc=..., total=...)`` is tqdm on stderr (with ETA), silenced by ``LUME_QUIET=1``.
+On a terminal it redraws one line (``\r``); anywhere else (``lume run > run.log``, a cluster job's
+log) it writes a plain line every 10 % of the way or every 30 s, and the last state once, instead
+of thousands of ``\r`` updates (issue 29).
 ``log`` is the package logger; the CLI configures it (``-v`` for debug).
 """
 
@@ -10,6 +13,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 
 from tqdm.auto import tqdm
 
@@ -21,9 +25,47 @@ def quiet() -> bool:
     return os.environ.get("LUME_QUIET", "") not in ("", "0") or os.environ.get("RANK", "0") not in ("", "0")
 
 
+LINE_EVERY_FRACTION = 0.10  # outside a terminal: a line per 10 % of the work ...
+LINE_EVERY_S = 30.0         # ... or per 30 s, whichever comes first
+
+
+class LogLines(tqdm):
+    """tqdm for a stream that is not a terminal: the same text as plain lines, at a low rate."""
+
+    def __init__(self, *args, **kw):
+        self._line_n: float | None = None
+        self._line_t = 0.0
+        super().__init__(*args, **kw)
+
+    def display(self, msg=None, pos=None):
+        if msg == "":  # close() clearing the bar: say where it ended instead, once
+            if self._line_n != self.n:
+                self._write_line()
+            return False
+        step = (self.total or 0) * LINE_EVERY_FRACTION
+        if (self._line_n is None or (step and self.n - self._line_n >= step)
+                or time.monotonic() - self._line_t >= LINE_EVERY_S):
+            self._write_line()
+        return True
+
+    def _write_line(self) -> None:
+        self.fp.write(str(self).strip() + "\n")
+        self.fp.flush()
+        self._line_n, self._line_t = self.n, time.monotonic()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def bar(iterable=None, *, desc: str = "", total: int | None = None, unit: str = "it", **kw):
-    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=quiet(), file=sys.stderr,
-                dynamic_ncols=True, leave=False, **kw)
+    stream = sys.stderr
+    cls = tqdm if _is_terminal(stream) else LogLines
+    return cls(iterable, desc=desc, total=total, unit=unit, disable=quiet(), file=stream,
+               dynamic_ncols=True, leave=False, **kw)
 
 
 def _formatter(context: str = "") -> logging.Formatter:

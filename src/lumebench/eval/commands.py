@@ -79,7 +79,7 @@ def _batch_size(text: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lumebench.checks import device, mmlu_source, model, output_dir
+    from lumebench.checks import device, mmlu_source, model, output_dir, reachable
     from lumebench.io import output_lock
 
     batch_size = _batch_size(str(args.batch_size))
@@ -90,6 +90,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for flag, spec in (("--model", args.model), ("--reference-model", args.reference_model)):
         if spec:
             model(spec, flag)  # unknown name / missing path: one line before the data loads
+    reachable(models=[(args.model, "--model"), (args.reference_model, "--reference-model")],
+              mmlu=(args.mmlu, "--mmlu") if args.mmlu else None)  # the hub, offline: one line now
     with output_lock(args.out):
         return _eval(args, batch_size)
 
@@ -101,7 +103,9 @@ def _eval(args: argparse.Namespace, batch_size) -> int:
     from lumebench.models import load_model
     from lumebench.progress import log
 
-    benchmark = load_benchmark(args.data, mia=args.mia)
+    # any non-empty set of valid rows is scored (a sample, one task, the SemEval validation parts), as
+    # the official script scores what it is given: no sc1 row per document needed (no documents here)
+    benchmark = load_benchmark(args.data, mia=args.mia, whole_documents=False)
     row_ids = None
     if args.limit_rows is not None:
         row_ids = [r.id for r in sample_rows(benchmark.rows, args.limit_rows, args.seed)]

@@ -314,9 +314,15 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
 
 def read_generations(path: str | Path) -> list[dict]:
     """Read ``generations.jsonl`` strictly: every field the metrics need, with the right type
-    (gold and generated must be JSON strings — an SSN written as a number would lose its zeros)."""
+    (gold and generated must be JSON strings — an SSN written as a number would lose its zeros),
+    and each row checked by the rules of a data file (:mod:`lumebench.data.validate`): a known task
+    and split, an id of the official grammar for its task, the ``kind`` the id says, no row twice
+    in a split and no document in both splits. A row the benchmark could not hold would otherwise
+    be scored, and move the means (issue 29: a ``Task9`` row moved the forget regurgitation)."""
+    from lumebench.data.validate import Where, check_no_leak, check_split, row_from_record
+
     records = []
-    first_line: dict[tuple[str, str], int] = {}
+    rows: dict[str, tuple[list[Row], list[Where]]] = {s: ([], []) for s in SPLITS}
     for line, obj in iter_jsonl(path):
         for f in GENERATION_FIELDS:
             if f not in obj:
@@ -326,17 +332,24 @@ def read_generations(path: str | Path) -> list[dict]:
                                 line=line, field=f)
         if obj["kind"] not in ROW_KINDS:
             raise DataError(f"kind must be sc or qa, got {obj['kind']!r}", path=str(path), line=line, field="kind")
-        if obj["split"] not in SPLITS:
-            raise DataError(f"split must be forget or retain, got {obj['split']!r}", path=str(path),
-                            line=line, field="split")
-        key = (obj["split"], obj["id"])
-        if key in first_line:  # counted twice, it would weigh twice in every mean
-            raise DataError(f"duplicate row {obj['id']!r} in {obj['split']} (first on line {first_line[key]})",
-                            path=str(path), line=line, field="id")
-        first_line[key] = line
+        where = Where(str(path), line)
+        try:
+            row = row_from_record({"id": obj["id"], "task": obj["task"], "split": obj["split"],
+                                   "input": obj["input"], "output": obj["gold"]}, where, None)
+        except DataError as e:  # the data file's "output" is this file's "gold"
+            raise DataError(e.message, path=e.path, line=e.line,
+                            field="gold" if e.field == "output" else e.field) from None
+        if row.kind != obj["kind"]:
+            raise DataError(f"kind {obj['kind']!r} but the id {obj['id']!r} is a {row.kind} row", path=str(path),
+                            line=line, field="kind")
+        rows[row.split][0].append(row)
+        rows[row.split][1].append(where)
         records.append(obj)
     if not records:
         raise DataError("no generations in the file", path=str(path))
+    for split in SPLITS:  # counted twice, a row would weigh twice in every mean
+        check_split(split, *rows[split], [str(path)], whole_documents=False)
+    check_no_leak(*rows["forget"], *rows["retain"])
     return records
 
 

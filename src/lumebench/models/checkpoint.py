@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 
 from lumebench.errors import LumeError
+from lumebench.io import parse_json, usual_permissions
 
 # tokenizer classes of transformers 5 that transformers 4.x does not have, and the 4.x class that
 # reads the same tokenizer.json unchanged (the generic fast tokenizer: no class-specific rewriting
@@ -75,7 +76,7 @@ def _rewrite_json(path: Path, fix) -> bool:
     if not path.is_file():
         return False
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"), path)
     except (OSError, ValueError) as e:
         raise LumeError(f"unreadable JSON ({e})", path=str(path)) from None
     if not isinstance(data, dict):
@@ -138,6 +139,8 @@ def save_checkpoint(model, tokenizer, directory: str | Path, *, merge_adapter: b
             hf_logging.enable_progress_bar()
     make_compatible(tmp)
     written = {p.name for p in tmp.iterdir()}
+    for name in written:  # transformers' safetensors writer makes model.safetensors 0600
+        usual_permissions(tmp / name)
     for stale in [*out.glob("model*.safetensors*"), *out.glob("adapter_model*.safetensors")]:
         if stale.name not in written:
             stale.unlink()
@@ -157,8 +160,8 @@ def _merged_copy(peft_model):
 def stored_dtype(directory: str | Path) -> str | None:
     """The dtype a checkpoint's weights were saved in (``config.json`` ``dtype``/``torch_dtype``)."""
     try:
-        cfg = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        cfg = parse_json((Path(directory) / "config.json").read_text(encoding="utf-8"), Path(directory) / "config.json")
+    except (OSError, ValueError, LumeError):
         return None
     name = cfg.get("dtype") or cfg.get("torch_dtype") if isinstance(cfg, dict) else None
     return name if name in _DTYPE_NAMES else None

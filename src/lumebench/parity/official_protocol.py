@@ -160,19 +160,43 @@ def mia(model, tokenizer, docs, workdir):
 
 
 # --- MMLU, the Open-Instruct way ------------------------------------------------------------------
+# allenai/open-instruct eval/mmlu/run_eval.py (commit 0ddab2b): format_subject, format_example and
+# gen_prompt, the same steps on the spec's questions ({"question", "choices", "answer"}) instead of
+# pandas rows. The header is "... about {}.".format(format_subject(subject)); format_subject puts a
+# space before every word, so two spaces follow "about" ("about  astronomy.").
 
-def _subject_words(subject):
+def format_subject(subject):
     return "".join(" " + w for w in subject.split("_"))
 
 
-def _example(q, with_answer):
+def format_example(q, include_answer=True):
     text = q["question"]
     for letter, choice in zip("ABCD", q["choices"]):
         text += "\n{}. {}".format(letter, choice)
     text += "\nAnswer:"
-    if with_answer:
+    if include_answer:
         text += " {}\n\n".format(q["answer"])
     return text
+
+
+def gen_prompt(shots, subject, k):
+    prompt = "The following are multiple choice questions (with answers) about {}.\n\n".format(
+        format_subject(subject))
+    for q in shots[:k]:
+        prompt += format_example(q)
+    return prompt
+
+
+def mmlu_prompt(tokenizer, shots, subject, q, ntrain, max_length):
+    """Open-Instruct's ``eval_hf_model`` prompt of one question: ``k = ntrain`` shots, decreased while
+    the prompt is longer than ``max_length`` tokens (stopping at 0, where Open-Instruct would loop)."""
+    end = format_example(q, include_answer=False)
+    k = min(ntrain, len(shots))
+    prompt = gen_prompt(shots, subject, k) + end
+    while k > 0 and len(tokenizer(prompt, add_special_tokens=False).input_ids) > max_length:
+        k -= 1
+        prompt = gen_prompt(shots, subject, k) + end
+    return prompt
 
 
 def mmlu(model, tokenizer, spec):
@@ -185,18 +209,7 @@ def mmlu(model, tokenizer, spec):
         for subject, data in spec["subjects"].items():
             letters = ""
             for q in data["test"]:
-                end = _example(q, False)
-                k = min(ntrain, len(data["shots"]))
-
-                def prompt_with(k):
-                    head = "The following are multiple choice questions (with answers) about{}.\n\n".format(
-                        _subject_words(subject))
-                    return head + "".join(_example(s, True) for s in data["shots"][:k]) + end
-
-                prompt = prompt_with(k)
-                while k > 0 and len(tokenizer(prompt, add_special_tokens=False).input_ids) > max_length:
-                    k -= 1
-                    prompt = prompt_with(k)
+                prompt = mmlu_prompt(tokenizer, data["shots"], subject, q, ntrain, max_length)
                 enc = tokenizer([prompt], return_tensors="pt")
                 logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits[:, -1, :]
                 probs = torch.softmax(logits, dim=-1)[0, cands]

@@ -37,11 +37,12 @@ def register(sub) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from lumebench.checks import model, output_dir
+    from lumebench.checks import model, output_dir, reachable
     from lumebench.io import output_lock
 
     output_dir(args.out, "--out")
     model(args.model, "--model")  # an unknown name or missing path: one line before anything loads
+    reachable(models=[(args.model, "--model")])
     with output_lock(args.out):
         return _finetune(args)
 
@@ -62,9 +63,16 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.no_early_stop:
         cfg.early_stop = False  # every epoch is trained; the target is still measured and reported
     info = finetune(args.model, bench, cfg, args.out, resume=not args.no_resume)
-    s = info["memorisation"]
-    print(f"target written to {args.out} ({info['status']}, {info['epochs']} epochs, {info['wall_s']:.0f} s)")
-    print("memorisation: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in s.items() if v is not None))
+    from lumebench import distributed
+
+    if distributed.is_main():
+        s = info["memorisation"]
+        print(f"target written to {args.out} ({info['status']}, {info['epochs']} epochs, {info['wall_s']:.0f} s)")
+        print("memorisation: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in s.items() if v is not None),
+              flush=True)
+    # under a launcher, a process that ends with a non-zero status gets the others stopped at once
+    # (torchrun's agent): none leaves before the main process has printed
+    distributed.barrier()
     return 0 if info["target_met"] else 1
 
 
@@ -152,7 +160,7 @@ def _unlearn(args) -> int:
     from lumebench.data.loaders import load_benchmark
     from lumebench.pipeline.unlearn import resolve_config, unlearn
 
-    from lumebench.checks import mmlu_source, model, naming, output_dir
+    from lumebench.checks import mmlu_source, model, naming, output_dir, reachable
     from lumebench.io import output_lock
 
     overrides = build_overrides(args)
@@ -163,6 +171,7 @@ def _unlearn(args) -> int:
     if args.mmlu:
         mmlu_source(args.mmlu, "--mmlu")
     model(args.target, "--target")
+    reachable(models=[(args.target, "--target")], mmlu=(args.mmlu, "--mmlu") if args.mmlu else None)
     with output_lock(args.out):
         bench = load_benchmark(args.data, mia=args.mia)
         result = unlearn(args.target, bench, args.method, args.out, overrides=overrides,
@@ -257,9 +266,12 @@ def _run(args) -> int:
         return 0
     from pathlib import Path
 
+    from lumebench.checks import reachable
     from lumebench.io import output_lock
     from lumebench.pipeline.run import run
 
+    reachable(models=[(cfg.target.model, "target.model")],
+              mmlu=(cfg.eval.mmlu_source, "eval.mmlu_source") if cfg.eval.mmlu else None, path=args.config)
     output_dir(Path(args.runs_dir) / cfg.name, "name")
     with output_lock(Path(args.runs_dir) / cfg.name):
         run(cfg, runs_dir=args.runs_dir, config_path=args.config)

@@ -146,6 +146,10 @@ def read_config_file(path: str | Path) -> tuple[dict, str]:
             data = json.loads(text, object_pairs_hook=_no_duplicate_pairs)
         else:
             data = load_yaml(text)
+    except RecursionError:  # nested deeper than the parser follows: bad input, one line
+        from lumebench.io import too_deep
+
+        raise too_deep(path, text, depth_line=_yaml_depth(text) if suffix in (".yaml", ".yml") else None) from None
     except Exception as e:  # yaml/toml/json syntax errors
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         if line is None and isinstance(e, json.JSONDecodeError):
@@ -208,6 +212,37 @@ def _yaml_loader():
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", _re.compile(
         r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
     return Loader
+
+
+def _yaml_depth(text: str) -> tuple[int, int]:
+    """``(depth, line)``: how deep a YAML document nests and the line where it gets there. Flow style
+    (``[[[...]]]``) is counted by brackets (PyYAML's scanner slows down with every open flow level);
+    block style from PyYAML's event stream (an iterative parser: no recursion to overflow), up to
+    twice the recursion limit (the depth reported is then a lower bound: deeper than can be read)."""
+    import sys
+
+    import yaml
+
+    from lumebench.io import deepest_line
+
+    flow = deepest_line(text)
+    if flow[0] >= 100:
+        return flow
+    depth = deepest = 0
+    at, stop = 1, 2 * sys.getrecursionlimit()
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > deepest:
+                    deepest, at = depth, event.start_mark.line + 1
+                if depth >= stop:
+                    break
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        pass
+    return deepest, at
 
 
 def load_yaml(text: str):

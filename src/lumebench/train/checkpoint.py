@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from lumebench.errors import LumeError
-from lumebench.io import atomic_write_json
+from lumebench.io import atomic_write_json, parse_json, usual_permissions
 from lumebench.train.weights import full_state_dict, local_shard
 
 CHECKPOINT = "checkpoint"
@@ -135,7 +135,7 @@ def find_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 
 def read_checkpoint_state(ckpt: Path) -> dict:
     try:
-        return json.loads((ckpt / STATE_JSON).read_text(encoding="utf-8"))
+        return parse_json((ckpt / STATE_JSON).read_text(encoding="utf-8"), ckpt / STATE_JSON)
     except (OSError, json.JSONDecodeError) as e:
         raise LumeError(f"corrupt training checkpoint ({e}); delete it to start over",
                         path=str(ckpt / STATE_JSON)) from None
@@ -220,6 +220,8 @@ def _save_tensors(folder: Path, files: CheckpointFiles, names: list[str], params
               str(folder / files.trainable))
     save_file(opt_tensors, str(folder / files.optimizer))
     save_file(rng_tensors, str(folder / files.rng))
+    for name in (files.trainable, files.optimizer, files.rng):  # save_file creates them 0600
+        usual_permissions(folder / name)
 
 
 def _swap_into(tmp: Path, final: Path) -> None:
