@@ -83,22 +83,33 @@ def section_default() -> str:
 def section_default_timings() -> str:
     run = _load(HERE / "default" / "run.json")
     t = run.get("timings_last_invocation") or {}
+    runs = list((run.get("methods") or {}).values())
+    per_method: dict[str, list[float]] = {}
+    for r in runs:
+        per_method.setdefault(r["label"], []).append(r["cpu_seconds"])
     names = {"data": "data generation", "target": "target (held-out pretraining + memorisation, cached)",
-             "methods": "method runs (every method x seed, on parallel processes)", "report": "leaderboard, plots, report",
-             "total": "`lume run`"}
-    lines = ["| stage | wall |", "|---|---|"]
+             "report": "leaderboard, plots, report"}
+    lines = ["| stage | CPU seconds | wall seconds in this run |", "|---|---|---|"]
     for k, label in names.items():
         if k in t:
-            lines.append(f"| {label} | {t[k]['wall_s']:.0f} s |")
+            lines.append(f"| {label} | {t[k]['cpu_s']:.0f} | {t[k]['wall_s']:.0f} |")
+    if runs:
+        each = ", ".join(f"{m} {min(v):.0f}–{max(v):.0f}" for m, v in per_method.items())
+        lines.append(f"| {len(runs)} method runs, each on 1 thread ({each}) | {sum(r['cpu_seconds'] for r in runs):.0f} "
+                     f"| {t.get('methods', {}).get('wall_s', 0):.0f} (on parallel processes) |")
     fresh = HERE / "default" / "fresh-clone.json"
+    lines.append("")
     if fresh.exists():
         f = _load(fresh)
-        lines.append(f"| `./install.sh` (new `.venv`) | {f['install_s']:.0f} s |")
-        lines.append(f"| **whole first command from a fresh clone** | **{f['total_s'] // 60:.0f} min "
-                     f"{f['total_s'] % 60:.0f} s** |")
-        lines.append("")
-        lines.append(f"`{f['command']}` on {f['cpu']}, {f['date']}; the machine was {f['load']}. "
-                     f"{f['noise']}")
+        lines.append(f"From a fresh clone (`{f['command']}`) on {f['cpu']}, {f['date']}, the machine {f['load']}: "
+                     f"`./install.sh` {f['install_s']:.0f} s, `lume run` {f['run_s']:.0f} s, **{f['total_s'] // 60:.0f} min "
+                     f"{f['total_s'] % 60:.0f} s** in all. {f['noise']}")
+    else:
+        threads = ((((run.get("meta") or {}).get("machine") or {}).get("numerics") or {}).get("threads") or {})
+        lines.append(f"CPU seconds are what each stage costs; the wall seconds are those of this run, which "
+                     f"shared the machine with other work (its target stage ran on {threads.get('intra_op')} "
+                     f"thread(s)), so they are upper bounds. No quiet fresh-clone timing of this version was "
+                     f"taken: `python benchmarks/fresh_clone.py --update` takes it and puts it here.")
     return "\n".join(lines) + "\n"
 
 
