@@ -67,7 +67,10 @@ def _where(run: dict) -> str:
     isa = cpu.get("isa") or []
     widest = "AVX-512" if any(f.startswith("avx512") for f in isa) else ("AVX2" if "avx2" in isa else "no AVX2")
     v = meta.get("versions") or {}
-    return (f"Measured with `lume run` on {cpu.get('model') or 'an x86 CPU'} ({widest}, {m.get('cpu_count')} cores), "
+    how = ("Measured with `lume run`" if run.get("name") == "default" else
+           f"Measured as build `{run.get('name')}` of `lume run configs/default-robust.yaml` (the default's config, "
+           f"data, target build and seeds: the same computation as `lume run`)")
+    return (f"{how} on {cpu.get('model') or 'an x86 CPU'} ({widest}, {m.get('cpu_count')} cores), "
             f"numerics {num.get('mode')} (ATen {num.get('aten_capability')}, MKL {str(num.get('mkl_cnr')).split(' (')[0]}, "
             f"{_threads(num)}), lumebench {v.get('lumebench')}, torch "
             f"{v.get('torch')}, {(run.get('finished_at') or meta.get('started_at') or '')[:10]}. The pinned "
