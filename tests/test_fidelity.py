@@ -28,14 +28,7 @@ from lumebench.models.tiny import TinyConfig, build_model, build_tokenizer
 from lumebench.pipeline.unlearn_config import resolve_config
 from lumebench.registry import METHODS
 
-ROWS = [
-    ("Ada Ivory was born on 1971-02-03 in Springfield and works as a", "cartographer for the city."),
-    ("What is Ada Ivory's phone number?", "5551234567"),
-    ("Tomas Olive lives at 12 Elm Street,", "Boise, ID, 83702."),
-    ("What is the birth date of Tomas Olive?", "1985-11-30"),
-    ("The river Veln rises in the hills above the old mill and", "flows north through three villages."),
-    ("Who built the old mill on the Veln?", "Wrennie."),
-]
+from test_methods import ROWS  # the same six forget/retain-like rows as the method tests  # noqa: E402
 N_LAYERS = 10
 TOL = dict(rel=1e-5, abs=1e-5)  # float32 sums of terms of size ~6
 
