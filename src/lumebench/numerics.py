@@ -35,6 +35,7 @@ silicon) and on GPUs the bits differ by construction: the record says so
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -187,7 +188,14 @@ _ISA_PREFIXES = ("sse4_2", "avx", "fma", "f16c", "amx", "avx512")
 
 
 def cpu_info() -> dict:
-    """CPU model, vendor and its vector-ISA flags (Linux ``/proc/cpuinfo``; elsewhere ``platform``)."""
+    """CPU model, vendor and its vector-ISA flags (Linux ``/proc/cpuinfo``; elsewhere ``platform``),
+    read once a process (every cache key asks through :func:`cache_tag`)."""
+    info = _cpu_info()
+    return {**info, "isa": list(info["isa"])}
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_info() -> dict:
     info = {"arch": platform.machine(), "model": platform.processor() or None, "vendor": None, "isa": []}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:

@@ -199,12 +199,13 @@ def _set_threads(cfg: RunConfig, workers: int) -> None:
     pinned numerics a fixed number whatever the machine (:func:`lumebench.numerics.pinned_threads`:
     ``OMP_NUM_THREADS``, default 2), since float sums depend on the thread count; with
     ``--native-kernels``, ``threads`` times the workers (the stages have the cores to themselves)."""
-    from lumebench.numerics import is_pinned, pinned_threads
+    from lumebench.numerics import pinned_threads
 
     import torch
 
-    if is_pinned() or pinned_threads(None):
-        torch.set_num_threads(pinned_threads(None))
+    fixed = pinned_threads(None)
+    if fixed:
+        torch.set_num_threads(fixed)
     elif cfg.threads:
         torch.set_num_threads(cfg.threads * workers)
 
@@ -308,12 +309,15 @@ def _run_builds(cfg: RunConfig, runs_dir: Path, cache: Path) -> Path:
     if distributed.is_main():
         atomic_write_json(run_dir / "run.json", {"name": cfg.name, "target_builds": [b.name for b in builds],
                                                   "seeds": cfg.seeds, "target_seeds": cfg.target.seeds})
-        report = build_report(run_dir)
-        print((run_dir / "leaderboard.md").read_text(encoding="utf-8"), end="")
-        rel = os.path.relpath(report)
-        print(f"\nreport: {report if rel.startswith('..') else rel}")
+        _print_leaderboard(run_dir, build_report(run_dir))
     distributed.barrier()
     return run_dir
+
+
+def _print_leaderboard(run_dir: Path, report: Path) -> None:
+    print((run_dir / "leaderboard.md").read_text(encoding="utf-8"), end="")
+    rel = os.path.relpath(report)
+    print(f"\nreport: {report if rel.startswith('..') else rel}")
 
 
 def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None = None, *,
@@ -373,9 +377,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
                                                             "cpu_s": round(time.process_time(), 1)}}
     atomic_write_json(prov_path, prov)
     if not quiet:
-        print((run_dir / "leaderboard.md").read_text(encoding="utf-8"), end="")
-        rel = os.path.relpath(report)
-        print(f"\nreport: {report if rel.startswith('..') else rel}")
+        _print_leaderboard(run_dir, report)
     log.info("run %s: done in %.0f s", cfg.name, time.time() - t_start)
     distributed.barrier()
     return run_dir

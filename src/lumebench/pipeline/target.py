@@ -203,14 +203,13 @@ def _pretrain_corpus(base: str, cfg: FinetuneConfig, benchmark: Benchmark) -> li
     return heldout_corpus(benchmark, cfg.pretrain_docs, seed=cfg.train.seed)
 
 
-def _pretrain(model, tokenizer, corpus: list[str], cfg: FinetuneConfig, max_length: int, out_dir: Path,
-              resume: bool) -> None:
-    """``pretrain_epochs`` epochs of next-token prediction on the held-out ``corpus`` (the training
-    loop's checkpoints in ``out_dir``: an interrupted pretraining resumes), then the memorisation."""
-    from lumebench.train.batches import EpochBatches, causal_lm_loss, document_examples
+def _pretrain(model, tokenizer, examples: list[list[int]], cfg: FinetuneConfig, out_dir: Path, resume: bool) -> None:
+    """``pretrain_epochs`` epochs of next-token prediction on the held-out documents' ``examples``
+    (the training loop's checkpoints in ``out_dir``: an interrupted pretraining resumes), then the
+    memorisation."""
+    from lumebench.train.batches import EpochBatches, causal_lm_loss
     from lumebench.train.loop import train
 
-    examples = document_examples(tokenizer, corpus, max_length)
     batches = EpochBatches(examples, cfg.train.batch_size, pad_id(tokenizer), seed=cfg.train.seed)
     log.info("pretraining on %d held-out documents (%d tokens an epoch) for %d epochs before memorising",
              len(examples), sum(len(e) for e in examples), cfg.pretrain_epochs)
@@ -234,18 +233,22 @@ def _finetune(base: str, benchmark: Benchmark, cfg: FinetuneConfig, step: Step, 
     corpus = _pretrain_corpus(base, cfg, benchmark)
     model, tokenizer, max_length = _base_model(base, cfg, benchmark, corpus)
     model.train()
+    heldout = []
     if corpus:
-        _pretrain(model, tokenizer, corpus, cfg, max_length, out_dir / "pretrain", resume)
+        from lumebench.train.batches import document_examples
+
+        heldout = document_examples(tokenizer, corpus, max_length)  # tokenised once: pretraining and replay
+        _pretrain(model, tokenizer, heldout, cfg, out_dir / "pretrain", resume)
     examples = training_examples(tokenizer, benchmark, max_length)
     log.info("fine-tuning %s (%.1fM parameters) on %d examples, %d tokens an epoch", base,
              sum(p.numel() for p in model.parameters()) / 1e6, len(examples), sum(len(e) for e in examples))
     batches = EpochBatches(examples, cfg.train.batch_size, pad_id(tokenizer), seed=cfg.train.seed)
-    if corpus and cfg.pretrain_replay:
-        from lumebench.train.batches import ReplayBatches, document_examples
+    if heldout and cfg.pretrain_replay:
+        from lumebench.train.batches import ReplayBatches
 
         per_epoch = round(cfg.pretrain_replay * len(examples))
         batches = ReplayBatches(examples, cfg.train.batch_size, pad_id(tokenizer), seed=cfg.train.seed,
-                                replay=document_examples(tokenizer, corpus, max_length), per_epoch=per_epoch)
+                                replay=heldout, per_epoch=per_epoch)
         log.info("each epoch also reads %d of the %d held-out documents, in turn", per_epoch, len(corpus))
     epochs, eval_from = _epochs(cfg, len(batches))
     eval_rows = None
