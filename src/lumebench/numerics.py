@@ -14,8 +14,8 @@ machines (``benchmarks/numerics_pin.py``, ``tests/test_golden.py``):
   the thread count. MKL ignores CNR branches on non-Intel CPUs: MKL_VERBOSE reports ``CNR:AUTO,STRICT``
   on an AMD EPYC, where AVX2, AVX512, AVX, SSE4_2 and AUTO all gave the same bits
   (``benchmarks/numerics_pin.py``), so AMD CPUs run MKL's AUTO path. Intel documents one mode as
-  equal on Intel and AMD, ``COMPATIBLE``: measured here it costs about 2x (1.97x) the CPU time of training the
-  tiny model (AVX2: 1.07x), which would put the default ``lume run`` far over its budget, and it
+  equal on Intel and AMD, ``COMPATIBLE``: measured here it costs about 2x (1.94x-1.97x) the CPU time of training the
+  tiny model (the pin with AVX2,STRICT: 0.93x-1.07x, within the rounds' noise), which would put the default ``lume run`` far over its budget, and it
   is thread-count dependent (1, 2, 4 threads agree, 3, 5, 8 do not). So it is the user's choice:
   ``MKL_CBWR=COMPATIBLE`` set before starting is kept (and recorded); the default is AVX2,STRICT.
   Whether MKL's AUTO path on AMD equals its AVX2 branch on Intel is what ``tests/test_golden.py``
