@@ -125,9 +125,30 @@ def test_reference_attack_and_truncation(official):
     for r, o in zip(recs, ref_only):
         assert r["ref_nll"] == pytest.approx(o["nll"], abs=1e-6)
         assert r["scores"]["reference"] == pytest.approx(o["nll"] - r["nll"], abs=1e-6)
-    # every document is longer than the 96 positions: truncated and recorded
-    assert all(r["truncated"] and r["n_tokens"] == 96 for r in recs)
-    assert summ["n_truncated"] == 8
+    # every document is longer than the 96 positions the rotary model was built for; like the
+    # official script, lumebench runs each whole (rotary positions have no table to run past)
+    lengths = [len(tok(d.document)["input_ids"]) for d in m + n]
+    assert min(lengths) > 96
+    assert [r["n_tokens"] for r in recs] == lengths and not any(r["truncated"] for r in recs)
+    assert summ["n_truncated"] == 0
+    ids = torch.tensor([tok(m[0].document)["input_ids"]])
+    with torch.no_grad():
+        assert recs[0]["nll"] == pytest.approx(float(target(input_ids=ids, labels=ids).loss), abs=1e-5)
+
+
+def test_absolute_position_model_truncates_to_its_table(official):
+    """A model with a position table (GPT-2's ``n_positions``) cannot run past it: the document is
+    truncated to the table and the record says so."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    members, nonmembers = official
+    m, n = members[:2], nonmembers[:2]
+    tok = build_tokenizer([d.document for d in m + n], vocab_size=512)
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1,
+                                      n_head=2)).eval()
+    recs, summ = run_mia(gpt2, tok, m, n)
+    assert all(r["truncated"] and r["n_tokens"] == 64 for r in recs)
+    assert summ["n_truncated"] == 4
 
 
 def test_bad_input():

@@ -382,14 +382,14 @@ def _readme_parity_argv(checkpoint: Path, lume_data: Path, out: Path) -> list[st
             a.replace("../shared/lume-data", str(lume_data)) for i, a in enumerate(argv)]
 
 
-def test_the_readme_parity_command_on_a_tiny_target_finds_the_same_mmlu_predictions(
+def test_the_readme_parity_command_on_a_tiny_target_exits_0(
         official_python, small_target, lume_data, tmp_path, capsys):
     """Issue 29: on a tiny target the README's command found "MMLU predictions 18 of 20 same": the
     official side's MMLU header had one space after "about" where Open-Instruct has two. Now every
-    row, term, mean and MMLU prediction agrees. The MIA AUC still may not on this target: its context
-    is 512 tokens, official MIA documents are longer, and lumebench truncates a document to the
-    model's maximum length where the official protocol runs it whole (eval/mia.py); that difference
-    is asserted to be exactly that (truncated documents), so that any other one fails."""
+    row, term, mean and MMLU prediction agrees. The MIA AUC did not (0.4825 vs 0.4675): this target
+    was built for 512 positions, official MIA documents are longer, and lumebench truncated them
+    where the official protocol runs them whole. A rotary model has no position table to run past,
+    so lumebench now runs them whole too (eval/mia.py), and the command exits 0."""
     _, target = small_target
     argv = _readme_parity_argv(target, lume_data, tmp_path / "p")
     assert "--mmlu-subjects" in argv and str(lume_data / "official") in argv
@@ -400,5 +400,6 @@ def test_the_readme_parity_command_on_a_tiny_target_finds_the_same_mmlu_predicti
     assert len(rep["rows"]) == 60 and all((r["same_text"] or r["early_exit_prefix"]) and r["same_score"]
                                           for r in rep["rows"]), out
     assert all(t["same"] for t in rep["terms"] + rep["overall"]) and rep["harmonic_mean"]["same"], out
-    truncated = [json.loads(l)["truncated"] for l in (tmp_path / "p" / "lumebench" / "mia.jsonl").read_text().splitlines()]
-    assert rc == (0 if rep["mia"]["same"] else 1) and (rep["mia"]["same"] or any(truncated)), out
+    n_tokens = [json.loads(l)["n_tokens"] for l in (tmp_path / "p" / "lumebench" / "mia.jsonl").read_text().splitlines()]
+    assert max(n_tokens) > 512, "the sample must hold a document longer than the target's 512 positions"
+    assert rep["mia"]["same"] and rc == 0, out

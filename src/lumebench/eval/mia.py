@@ -34,8 +34,12 @@ Engines:
 - ``reference``: the official protocol, one document at a time, ``model(ids, labels=ids).loss``
   (the other attacks from that same forward's logits).
 
-A document longer than the model's maximum length (``config.max_position_embeddings``) is
-truncated to it — the official script would fail on it — and its record says ``truncated: true``.
+Documents run whole, as the official script runs them. Only a model whose positions are looked up
+in a table (absolute position embeddings, e.g. GPT-2's ``n_positions``) cannot run past its table;
+there a document longer than the table is truncated to it — the official script would fail on it —
+and its record says ``truncated: true``. Rotary models (Llama, OLMo, SmolLM2, the tiny model)
+compute positions, so ``max_position_embeddings`` is a training length, not a limit, and nothing is
+truncated.
 """
 
 from __future__ import annotations
@@ -103,9 +107,16 @@ def logit_budget_bytes(device) -> int:
     return CPU_LOGIT_BUDGET_BYTES
 
 
+ROTARY_CONFIG_FIELDS = ("rope_theta", "rope_scaling", "rope_parameters", "rotary_dim")
+
+
 def max_model_length(model) -> int | None:
-    """The model's maximum sequence length (``config.max_position_embeddings``), if it declares one."""
-    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    """The longest input ``model`` can run: its position table's size for a model with absolute
+    position embeddings; ``None`` (no limit, as in the official script) for a rotary model."""
+    config = getattr(model, "config", None)
+    if config is None or any(hasattr(config, f) for f in ROTARY_CONFIG_FIELDS):
+        return None
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     return int(n) if n else None
 
 
