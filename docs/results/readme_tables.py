@@ -1,8 +1,9 @@
-"""Write the README's generated sections from the committed result files in ``docs/results/``, so that
-no table or figure in the README is copied by hand and none can drift from what a run gave.
+"""Write the generated sections of the README and of the documentation pages (``docs/*.md``) from the
+committed result files in ``docs/results/`` and from the method registry, so that no table or figure is
+copied by hand and none can drift from what a run gave.
 
-    python docs/results/readme_tables.py          # rewrite README.md's generated sections
-    python docs/results/readme_tables.py --check  # exit 1 (and say which section) if README.md differs
+    python docs/results/readme_tables.py          # rewrite every generated section
+    python docs/results/readme_tables.py --check  # exit 1 (and say which file and section) if one differs
 
 Sections (between ``<!-- BEGIN GENERATED: NAME -->`` and ``<!-- END GENERATED: NAME -->``):
 
@@ -14,6 +15,10 @@ Sections (between ``<!-- BEGIN GENERATED: NAME -->`` and ``<!-- END GENERATED: N
   (``default-robust/leaderboard.json``): the table, and the orderings between methods that hold
   beyond the combined spread, next to those the single-target table shows that do not.
 - ``numerics-cost``: the cost of the pinned numerics (``numerics-cost.json``, ``benchmarks/numerics_pin.py``).
+- ``methods``: one section per registered method (``docs/methods.md``): what it is, its source, its
+  recipe as its module documents it, its hyperparameters and presets (what ``lume methods`` prints).
+
+A section may appear in several files (the README shows ``default``; ``docs/default-run.md`` too).
 
 Result files come from ``lume run`` (``runs/<name>/leaderboard.json`` and ``run.json``, copied
 here as they are).
@@ -29,7 +34,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parents[1] / "README.md"
+ROOT = HERE.parents[1]
+README = ROOT / "README.md"
+
+
+def generated_files() -> list[Path]:
+    """The README and every documentation page."""
+    return [README] + sorted((ROOT / "docs").glob("*.md"))
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 
 from lumebench.report.leaderboard import Row, Stat, mark_ties, to_markdown  # noqa: E402
@@ -169,16 +180,12 @@ def pairs_apart(m: dict[str, dict[str, Stat]], measure: str) -> set[tuple[str, s
     return out
 
 
-def section_default_robust() -> str:
-    board, run = _load(HERE / "default-robust" / "leaderboard.json"), _load(HERE / "default-robust" / "run.json")
-    rows = rows_of(board)
+def _claims(rows: list[Row]) -> list[str]:
+    """The orderings that hold beyond the combined spread, and what the single-target table claims
+    beyond its seed spread that does not hold across target builds."""
     robust = measures(rows)
     single = measures(rows_of(_load(HERE / "default" / "leaderboard.json")))
-    n = max(len(r.seeds) for r in rows if r.method != "target")
-    out = [f"`lume run configs/default-robust.yaml`: the default's methods on {len(run.get('target_builds') or [])} "
-           f"target builds x {len(run.get('seeds') or [])} unlearning seeds ({n} runs a method; a cell is mean ± "
-           "std over all of them, so the spread covers the target build).", "", to_markdown(rows), "",
-           "What holds beyond the combined spread (`>`: |Δ| > √(s₁² + s₂²) over all runs; `≈`: not apart):", ""]
+    out = ["What holds beyond the combined spread (`>`: |Δ| > √(s₁² + s₂²) over all runs; `≈`: not apart):", ""]
     for measure, what in (("final score", "higher is better"), ("forget mean", "mean of the 6 forget terms, lower "
                                                                                  "= more forgotten"),
                           ("retain mean", "mean of the 6 retain terms, higher = more kept"),
@@ -199,7 +206,27 @@ def section_default_robust() -> str:
              and s["MIA AUC"].mean + s["MIA AUC"].std < 1.0]
     out.append("")
     out.append("MIA AUC below 1.0 beyond its spread: " + (", ".join(moved) if moved else "no method") + ".")
-    return "\n".join(out) + "\n"
+    return out
+
+
+def section_default_robust() -> str:
+    board, run = _load(HERE / "default-robust" / "leaderboard.json"), _load(HERE / "default-robust" / "run.json")
+    rows = rows_of(board)
+    n = max(len(r.seeds) for r in rows if r.method != "target")
+    out = [f"`lume run configs/default-robust.yaml`: the default's methods on {len(run.get('target_builds') or [])} "
+           f"target builds x {len(run.get('seeds') or [])} unlearning seeds ({n} runs a method; a cell is mean ± "
+           "std over all of them, so the spread covers the target build).", "", to_markdown(rows), ""]
+    return "\n".join(out + _claims(rows)) + "\n"
+
+
+def section_default_robust_claims() -> str:
+    """The claims of ``default-robust`` without its table (the README's headline)."""
+    run = _load(HERE / "default-robust" / "run.json")
+    rows = rows_of(_load(HERE / "default-robust" / "leaderboard.json"))
+    n = max(len(r.seeds) for r in rows if r.method != "target")
+    head = [f"Across {len(run.get('target_builds') or [])} target builds x {len(run.get('seeds') or [])} unlearning "
+            f"seeds (`lume run configs/default-robust.yaml`, {n} runs a method):", ""]
+    return "\n".join(head + _claims(rows)) + "\n"
 
 
 def section_numerics_cost() -> str:
@@ -221,18 +248,46 @@ def section_numerics_cost() -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = {"default": section_default, "default-timings": section_default_timings,
-            "default-robust": section_default_robust, "numerics-cost": section_numerics_cost}
+def section_methods() -> str:
+    """One section per registered method, from the registry and each method's module docstring."""
+    import dataclasses
+    import inspect
+
+    import lumebench.methods.catalog  # noqa: F401  (registration)
+    from lumebench.methods.commands import trainer_lines
+    from lumebench.registry import METHODS
+
+    out = []
+    for e in METHODS.entries():
+        cls = e.obj
+        module = inspect.getmodule(cls)
+        out += [f"## `{e.name}`", "", f"{e.help}.", "", f"**Source:** {cls.source or '(none given)'}", ""]
+        fields = dataclasses.fields(cls.Hparams)
+        if fields:
+            out += ["| hyperparameter | default |", "|---|---|"]
+            out += [f"| `{f.name}` | `{f.default}` |" for f in fields]
+            out.append("")
+        presets = [("recipe (every preset)", cls.recipe), ("literature preset", cls.trainer_defaults)]
+        presets += [(f"`{k}` preset", v) for k, v in cls.preset_defaults.items()]
+        for what, values in presets:
+            if values:
+                out.append(f"- {what}: " + ", ".join(f"`{k}={v}`" for k, v in values.items()))
+        doc = inspect.getdoc(module) or ""
+        if doc:
+            out += ["", f"From `{module.__name__}`:", ""] + ["    " + l if l else "" for l in doc.splitlines()]
+        out.append("")
+    out += ["## Trainer settings", ""] + [f"- {l}" for l in trainer_lines()] + [""]
+    return "\n".join(out)
 
 
-def render(text: str) -> tuple[str, list[str]]:
+def render(text: str, where: str = "README.md") -> tuple[str, list[str]]:
     """``text`` with every generated section rewritten; the names of the sections that changed."""
     changed = []
 
     def sub(m: re.Match) -> str:
         name = m.group(2)
         if name not in SECTIONS:
-            raise SystemExit(f"error: README.md: unknown generated section {name!r}")
+            raise SystemExit(f"error: {where}: unknown generated section {name!r}")
         body = SECTIONS[name]()
         if body != m.group(3):
             changed.append(name)
@@ -241,21 +296,31 @@ def render(text: str) -> tuple[str, list[str]]:
     return MARK.sub(sub, text), changed
 
 
+SECTIONS = {"default": section_default, "default-timings": section_default_timings,
+            "default-robust": section_default_robust, "numerics-cost": section_numerics_cost,
+            "default-robust-claims": section_default_robust_claims, "methods": section_methods}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="exit 1 if README.md is not what the results give")
     args = ap.parse_args()
-    text = README.read_text(encoding="utf-8")
-    new, changed = render(text)
-    if args.check:
+    stale = []
+    for path in generated_files():
+        text = path.read_text(encoding="utf-8")
+        where = str(path.relative_to(ROOT))
+        new, changed = render(text, where)
         if changed:
-            print(f"README.md is out of date in section(s) {', '.join(changed)}: run python docs/results/readme_tables.py")
+            stale.append(f"{where} ({', '.join(changed)})")
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    if args.check:
+        if stale:
+            print(f"out of date: {'; '.join(stale)}: run python docs/results/readme_tables.py")
             return 1
-        print("README.md's generated sections match docs/results/")
+        print("every generated section matches docs/results/ and the method registry")
         return 0
-    if new != text:
-        README.write_text(new, encoding="utf-8")
-    print(f"README.md: {len(changed)} section(s) rewritten" + (f" ({', '.join(changed)})" if changed else ""))
+    print(f"{len(stale)} file(s) rewritten" + (f": {'; '.join(stale)}" if stale else ""))
     return 0
 
 

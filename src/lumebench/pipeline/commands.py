@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from lumebench.checks import arg, positive_float, positive_int, seed
+from lumebench.checks import arg, integer, positive_float, positive_int, probability, seed
 
 
 def register(sub) -> None:
@@ -21,6 +21,13 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="target directory to write")
     p.add_argument("--mia", metavar="DIR", default=None, help="MIA member/non-member directory, if not in --data")
     p.add_argument("--epochs", type=arg(positive_int), help="most epochs (default 36; stops earlier once memorised)")
+    p.add_argument("--min-steps", type=arg(integer, minimum=0), metavar="N",
+                   help="train at least N optimizer steps, raising --epochs on a small benchmark (default 1800 for tiny, "
+                        "none for a pretrained model; 0 = none)")
+    p.add_argument("--target-regurgitation", type=arg(probability), metavar="R",
+                   help="memorised = ROUGE-L recall of both splits at least R (default 0.9)")
+    p.add_argument("--target-knowledge", type=arg(probability), metavar="K",
+                   help="memorised = exact-match knowledge of both splits at least K (default 0.9)")
     p.add_argument("--lr", type=arg(positive_float), help="peak learning rate (default 5e-3 for tiny, 1e-4 otherwise)")
     p.add_argument("--batch-size", type=arg(positive_int), help="examples per step (default 8)")
     p.add_argument("--grad-accum", type=arg(positive_int), help="micro-batches per optimizer step (default 1)")
@@ -58,7 +65,8 @@ def _finetune(args: argparse.Namespace) -> int:
     bench = load_benchmark(args.data, mia=args.mia)
     overrides = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                  "grad_accum": args.grad_accum, "seed": args.seed, "eval_every": args.eval_every,
-                 "eval_from": args.eval_from}
+                 "eval_from": args.eval_from, "min_steps": args.min_steps,
+                 "target_regurgitation": args.target_regurgitation, "target_knowledge": args.target_knowledge}
     cfg = FinetuneConfig.for_base(args.model, {k: v for k, v in overrides.items() if v is not None})
     if args.no_early_stop:
         cfg.early_stop = False  # every epoch is trained; the target is still measured and reported

@@ -1,0 +1,84 @@
+"""The documentation site (issue 26): ``mkdocs build --strict`` passes (broken links, pages missing from
+the navigation and bad markup fail it), and the contributing page's recipe is real: its method, as
+written on the page, registers, runs and gives the loss its formula says."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_docs_site_builds_strict(tmp_path):
+    pytest.importorskip("mkdocs")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for page in ("index", "methods", "scoring", "contributing", "reproducibility"):
+        assert (tmp_path / "site" / (page if page == "index" else f"{page}/index") ).with_suffix(".html").is_file() \
+            or (tmp_path / "site" / page / "index.html").is_file()
+    methods = (tmp_path / "site" / "methods" / "index.html").read_text(encoding="utf-8")
+    assert "ails_ntua" in methods and "original" in methods
+
+
+def test_every_page_is_in_the_navigation():
+    import yaml
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    listed = {next(iter(item.values())) for item in nav}
+    assert listed == {p.name for p in (ROOT / "docs").glob("*.md")}
+
+
+RECIPE_CHECK = textwrap.dedent('''
+    import sys, torch
+    import lumebench
+    exec(open(sys.argv[1]).read())
+    from lumebench.data.records import Row
+    from lumebench.methods.base import UnlearnContext, collate, mean_nll
+    from lumebench.methods.data import tokenize_rows
+    from lumebench.models.tiny import TinyConfig, build_model, build_tokenizer
+    from lumebench.pipeline.unlearn_config import resolve_config
+    from lumebench.registry import METHODS
+    assert "weighted_gd" in METHODS.names()
+    texts = [("Who wrote the letter?", "Mara Voss"), ("Where was it found?", "in Oslo"),
+             ("When did she leave?", "in 1991"), ("What was his job?", "a baker")]
+    tok = build_tokenizer([q + " " + a for q, a in texts], vocab_size=300)
+    rows = [Row.from_fields(f"{100 + i}qa{i % 2}", "Task3", "forget", q, a) for i, (q, a) in enumerate(texts)]
+    ex = tokenize_rows(rows, tok)
+    torch.manual_seed(0)
+    model = build_model(tok, TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                        max_position=128, seed=0))
+    method, cfg = resolve_config("weighted_gd", {"preset": "original", "alpha": 0.5})
+    ctx = UnlearnContext(model=model, forget=ex, retain=ex, pad_id=tok.pad_token_id, lora=False,
+                         tokenizer=tok, batch_size=2)
+    method.setup(ctx)
+    F, R = collate(ex[:2], tok.pad_token_id), collate(ex[2:], tok.pad_token_id)
+    loss, logs = method.loss(ctx, F, R)
+    def nll(batch):  # the usual LM loss, written out: mean over the answer tokens
+        logits = model(input_ids=batch["input_ids"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        m = labels != -100
+        lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        return -(lp * m).sum() / m.sum()
+    want = -nll(F) + 0.5 * nll(R)
+    assert abs(loss.item() - want.item()) < 1e-5, (loss.item(), want.item())
+    assert cfg.settings()["lr"] == 1e-05 and method.hp.alpha == 0.5
+    print("recipe ok", float(loss))
+''')
+
+
+def test_the_contributing_recipe_adds_a_working_method(tmp_path):
+    page = (ROOT / "docs" / "contributing.md").read_text(encoding="utf-8")
+    block = re.search(r"## Add a method.*?```python\n(.*?)```", page, re.S).group(1)
+    (tmp_path / "weighted_gd.py").write_text(block)
+    (tmp_path / "check.py").write_text(RECIPE_CHECK)
+    proc = subprocess.run([sys.executable, str(tmp_path / "check.py"), str(tmp_path / "weighted_gd.py")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and "recipe ok" in proc.stdout, proc.stdout + proc.stderr
