@@ -14,7 +14,7 @@ from lumebench.data.loaders import load_benchmark
 from lumebench.data.records import SPLITS, TASKS, Benchmark
 from lumebench.io import write_jsonl
 from lumebench.models import load_model
-from lumebench.pipeline.step import Step
+from lumebench.step import Step
 from lumebench.pipeline.target import (FinetuneConfig, build_target, finetune, target_key,
                                       target_met, training_examples)
 

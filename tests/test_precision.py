@@ -132,7 +132,7 @@ def test_a_partly_trained_bf16_model_is_evaluated_between_epochs(bench, target_d
     ails_ntua)."""
     from lumebench.eval.evaluate import EvalConfig
     from lumebench.models import load_model
-    from lumebench.pipeline.curve import read_curve
+    from lumebench.curve import read_curve
 
     model, tok = load_model(str(target_dir), dtype="bfloat16")
     state = unlearn((model, tok), bench, "ails_ntua", tmp_path / "ails",

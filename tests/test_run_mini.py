@@ -164,7 +164,7 @@ def _results_of(run_dir: Path) -> dict:
 def test_curve_lines_follow_the_one_schema(mini_run):
     """Every line the jobs wrote reads back as an Evaluation and writes out byte-for-byte the same;
     the partial MMLU (limit 1) is recorded on the evaluations that measured MMLU."""
-    from lumebench.pipeline.curve import Evaluation, read_curve
+    from lumebench.curve import Evaluation, read_curve
 
     _, _, run_dir = mini_run
     for folder in sorted((run_dir / "methods").glob("*/seed*")):

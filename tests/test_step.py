@@ -1,4 +1,4 @@
-"""The one cached-step primitive (lumebench.pipeline.step): compute-or-reuse keyed by the inputs, an
+"""The one cached-step primitive (lumebench.step): compute-or-reuse keyed by the inputs, an
 atomic completion marker, and an interrupted step computed again (resuming what it left)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lumebench.errors import LumeError
-from lumebench.pipeline.step import MARKER, Step
+from lumebench.step import MARKER, Step
 
 
 def test_a_done_step_is_reused_and_a_new_key_is_computed_or_refused(tmp_path):

@@ -60,13 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(accepted after any command too; LUME_NATIVE_KERNELS=1 does the same)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:
-                continue  # area not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(mod).register(sub)
     _add_debug_everywhere(parser)
     return parser
 

@@ -79,7 +79,8 @@ def _batch_size(text: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lumebench.checks import device, mmlu_source, model, output_dir, reachable
+    from lumebench.checks import device, mmlu_source, output_dir
+    from lumebench.pipeline.model_checks import model, reachable
     from lumebench.io import output_lock
 
     batch_size = _batch_size(str(args.batch_size))

@@ -407,7 +407,3 @@ def score_files(generations: str | Path, *, mia: str | Path | None = None,
     res = metrics.aggregate(records, mia_auc=None if mia_summary is None else mia_summary["mia_loss_acc"],
                             mmlu_average=mmlu_avg)
     return res
-
-
-OFFICIAL_KEYS = ("forget-set", "retain-set", "aggregated-terms", "harmonic-mean-task-aggregate",
-                 "mia_loss_acc", "mia_final_score", "mmlu_average", "aggregate-score", "mmlu_eligible")

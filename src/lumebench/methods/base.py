@@ -13,7 +13,8 @@ A method is a small class registered by name in :data:`lumebench.registry.METHOD
         def loss(self, ctx, forget, retain): ...        # -> (loss tensor, {name: float})
 
 Adding a method = one file in this package with its hyperparameter dataclass (the literature values
-and where they come from in the field comments) + one import line in ``methods/__init__.py``.
+and where they come from in the field comments) + one import line in ``methods/catalog.py``
+(``docs/contributing.md`` has a complete, tested example).
 
 A *batch* is a dict of tensors built by :func:`collate`: ``input_ids``, ``attention_mask``,
 ``labels`` (``-100`` everywhere except the target tokens = the row's ``output``) and ``index``
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 
 from lumebench.distributed import global_mean, unwrap
 from lumebench.eval.batching import eval_mode
+from lumebench.methods.reference_cache import cached_reference_nll
 
 IGNORE = -100
 
@@ -199,8 +201,8 @@ class UnlearnContext:
             if self.run_dir is None:
                 self.cache[key] = compute_reference_nll(self, examples)
             else:
-                from lumebench.methods.reference_cache import cached_reference_nll
-                self.cache[key] = cached_reference_nll(self, split, examples)
+                self.cache[key] = cached_reference_nll(self.run_dir, split, examples, self.target_digest,
+                                                       lambda: compute_reference_nll(self, examples))
         return self.cache[key]
 
 
@@ -228,11 +230,6 @@ def compute_reference_nll(ctx: UnlearnContext, examples: list[Example]) -> torch
     out = torch.zeros(len(examples), dtype=torch.float32)
     out[[e.index for e in examples]] = torch.tensor(map_sharded(nll_of, examples), dtype=torch.float32)
     return out
-
-
-def examples_fingerprint(examples: list[Example]) -> str:
-    from lumebench.provenance import fingerprint
-    return fingerprint([[e.index, e.n_target, list(e.ids)] for e in examples])
 
 
 # ----------------------------------------------------------------------------- method base class

@@ -14,25 +14,34 @@ from pathlib import Path
 
 import torch
 
+from typing import Callable, Sequence
+
 from lumebench import distributed
 from lumebench.io import atomic_save_safetensors
-from lumebench.methods.base import Example, UnlearnContext, compute_reference_nll, examples_fingerprint
-from lumebench.pipeline.step import Step
 from lumebench.progress import log
+from lumebench.provenance import fingerprint
+from lumebench.step import Step
 
 FILE = "nll.safetensors"
 
 
-def reference_nll_step(run_dir: Path, split: str, examples: list[Example], target_digest: str | None) -> Step:
+def examples_fingerprint(examples: Sequence) -> str:
+    """The content of tokenised examples (:class:`lumebench.methods.base.Example`): index, target length, ids."""
+    return fingerprint([[e.index, e.n_target, list(e.ids)] for e in examples])
+
+
+def reference_nll_step(run_dir: Path, split: str, examples: Sequence, target_digest: str | None) -> Step:
     """The cache's step: ``<run_dir>/reference_nll_<split>/`` keyed by the examples and the target."""
     key = {"examples": examples_fingerprint(examples), "target": str(target_digest)}
     return Step(Path(run_dir) / f"reference_nll_{split}", key, what=f"reference NLL of the {split} split")
 
 
-def cached_reference_nll(ctx: UnlearnContext, split: str, examples: list[Example]) -> torch.Tensor:
-    """ℓ_ref of ``examples`` read from the step in ``ctx.run_dir`` when it is done for these examples
-    and this target and its file is sound; otherwise computed (the model is the reference) and stored."""
-    step = reference_nll_step(ctx.run_dir, split, examples, ctx.target_digest)
+def cached_reference_nll(run_dir: Path, split: str, examples: Sequence, target_digest: str | None,
+                         compute_values: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """ℓ_ref of ``examples`` read from the step in ``run_dir`` when it is done for these examples and
+    this target and its file is sound; otherwise ``compute_values()`` (the model is still the
+    reference then) and stored."""
+    step = reference_nll_step(run_dir, split, examples, target_digest)
     if step.done() is not None:
         values = read_reference_nll(step.folder / FILE, len(examples))
         if values is not None:
@@ -42,7 +51,7 @@ def cached_reference_nll(ctx: UnlearnContext, split: str, examples: list[Example
     computed: dict[str, torch.Tensor] = {}
 
     def compute() -> dict:
-        computed["values"] = values = compute_reference_nll(ctx, examples)
+        computed["values"] = values = compute_values()
         with distributed.main_only() as writer:
             if writer:
                 atomic_save_safetensors(step.folder / FILE, {"nll": values.contiguous()})

@@ -8,7 +8,7 @@ magnitudes, elect a sign per weight, average the agreeing values):
     L_k = L_NPO(β) + λ_nll,k·NLL̄(retain) + λ_kl,k·KL(p_ref ‖ p_θ)(retain),   k ∈ {0, 1}
     θ = θ0 + TIES(ΔW_0, ΔW_1)
 
-The whole method is one unlearning :class:`~lumebench.pipeline.step.Step` in ``OUT/`` (reused once
+The whole method is one unlearning :class:`~lumebench.step.Step` in ``OUT/`` (reused once
 done). Each part is a normal, resumable ``unlearn`` run (``hyperparameter part=k``), a step of its
 own in ``OUT/parts/part<k>/`` (trained, not evaluated). The merge (seconds, deterministic) is part of
 the method's own step: a rerun before its marker merges again, and the evaluations already in
@@ -127,72 +127,45 @@ class ZJUKLAB(NPO):
 
     # ------------------------------------------------------------------ the two runs and the merge
 
-    def unlearn_composite(self, target, benchmark, method, job, *, overrides, eval_cfg, evaluate):
-        """The whole method as the computation of its unlearning :class:`~lumebench.pipeline.step.Step`
-        ``job`` (``unlearn`` reuses the step once done): the two parts (steps of their own in
+    def unlearn_composite(self, run) -> dict:
+        """The whole method as the computation of its unlearning step, through the pipeline's
+        :class:`~lumebench.pipeline.unlearn.CompositeRun` ``run``: the two parts (runs of their own in
         ``parts/part<k>/``, reused when done, resumed when interrupted), then the merge, evaluated
         before and after (an evaluation already in ``curve.jsonl`` is not made again)."""
-        from lumebench.io import append_jsonl, atomic_write_json
-        from lumebench.models.checkpoint import save_checkpoint
-        from lumebench.pipeline import unlearn as U
-        from lumebench.pipeline.curve import Evaluation
         from lumebench.progress import log
 
-        out_dir = Path(job.folder)
-        overrides = {k: v for k, v in overrides.items() if k != "part"}
-        ident, family = U._target_identity(target)
-        _, cfg = U.resolve_config(method, overrides, family=family)
+        overrides = {k: v for k, v in run.overrides.items() if k != "part"}
+        cfg = run.config
         t0 = time.time()
-        parts = [U.unlearn(target, benchmark, method, out_dir / "parts" / f"part{k}",
-                           overrides=self.part_overrides(overrides, k), eval_cfg=eval_cfg, evaluate=False)
-                 for k in (0, 1)]
-        state = self._start_state(job, benchmark, method, cfg, ident, parts)
-        model, tokenizer = U._load_target(target)
-        bench_eval = U.eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed)
-        curve = U.read_curve(out_dir)
-
-        def evaluate_at(step: int, epoch: float, m) -> None:
-            if not evaluate or any(r.step == step for r in curve):
-                return
-            results = U._evaluate(m, tokenizer, bench_eval, eval_cfg, out_dir / "eval" / f"step_{step:06d}")
-            rec = Evaluation.of(step, epoch, results)
-            append_jsonl(out_dir / U.CURVE, rec.to_json())
-            curve.append(rec)
-
-        evaluate_at(0, 0.0, model)
+        parts = [run.part(k, self.part_overrides(overrides, k)) for k in (0, 1)]
+        first = {k: parts[0][k] for k in ("trainable", "n_trainable_tensors", "n_forget_examples",
+                                          "n_retain_examples", "steps_per_epoch")}
+        state = run.start(**first, parts=[{k: p.get(k) for k in ("status", "steps", "train_wall_s", "final_model")}
+                                          for p in parts])
+        model, tokenizer = run.load_target()
+        run.evaluate_at(0, 0.0, model)
         model = self.merge(model, [Path(p["final_model"]).parent / "adapter" for p in parts])
         steps = max(int(p["steps"]) for p in parts)
-        evaluate_at(steps, float(cfg.train.epochs), model)
-        final_dir = save_checkpoint(model, tokenizer, out_dir / "model")
+        run.evaluate_at(steps, float(cfg.train.epochs), model)
+        final_dir = run.save_model(model, tokenizer)
         statuses = [p["status"] for p in parts]
         status = "finished" if all(s == "finished" for s in statuses) else \
             "; ".join(f"part {k} {s}" for k, s in enumerate(statuses) if s != "finished")
-        curve.sort(key=lambda r: r.step)
+        curve = run.curve
         state.update({"status": status, "steps": steps, "epochs": float(cfg.train.epochs),
                       "train_wall_s": round(sum(p.get("train_wall_s") or 0 for p in parts), 1),
                       "wall_s": round(time.time() - t0, 1), "final_model": str(final_dir),
                       "curve": [r.brief() for r in curve],
                       "last_good_step": steps,
                       "final": next((r.brief() for r in curve if r.step == steps), None)})
-        atomic_write_json(out_dir / U.RESULT, state)
-        log.info("%s %s: two LoRA runs merged with TIES (density %g); results in %s", method, status,
-                 self.hp.density, out_dir)
-        return state
+        log.info("%s %s: two LoRA runs merged with TIES (density %g); results in %s", run.method, status,
+                 self.hp.density, run.folder)
+        return run.finish(state)
 
     def part_overrides(self, overrides: dict, k: int) -> dict:
         """The settings of run ``k``: the method's, its own batch size where the recipe has one."""
         batch = self.hp.batch_size_0 if k == 0 else self.hp.batch_size_1
         return {**overrides, "part": k, **({"batch_size": batch} if batch is not None else {})}
-
-    def _start_state(self, job, benchmark, method, cfg, ident, parts: list[dict]) -> dict:
-        """The content of ``unlearn.json`` while the merge is going (written now)."""
-        from lumebench.pipeline.unlearn import start_record
-
-        first = {k: parts[0][k] for k in ("trainable", "n_trainable_tensors", "n_forget_examples",
-                                          "n_retain_examples", "steps_per_epoch")}
-        return start_record(job, benchmark, method, self.hp, cfg, ident, **first,
-                            parts=[{k: p.get(k) for k in ("status", "steps", "train_wall_s", "final_model")}
-                                   for p in parts])
 
     def merge(self, model, adapters: list[Path]):
         """θ0 + TIES(ΔW_0, ΔW_1) on every LoRA module, returned as a plain model (peft's TIES)."""

@@ -55,7 +55,8 @@ def register(sub) -> None:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from lumebench.checks import model, output_dir
+    from lumebench.checks import output_dir
+    from lumebench.pipeline.model_checks import model
     from lumebench.data.loaders import load_benchmark
     from lumebench.parity.compare import ParityConfig, format_report, official_sample, run_parity
 
@@ -80,7 +81,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from lumebench.models import load_model
     from lumebench.models.checkpoint import save_checkpoint, stored_dtype
 
-    from lumebench.checks import model, output_dir
+    from lumebench.checks import output_dir
+    from lumebench.pipeline.model_checks import model
 
     output_dir(args.out, "--out")
     model(args.model, "model")

@@ -1,7 +1,5 @@
 """The pipeline: the jobs of a benchmark run and their configs.
 
-- :mod:`~lumebench.pipeline.step` — the one cached-step primitive (folder, key, compute-or-reuse,
-  atomic ``done.json``) every resumable stage uses;
 - :mod:`~lumebench.pipeline.data` — the benchmark of a run (generated once, or loaded);
 - :mod:`~lumebench.pipeline.target` — memorisation fine-tuning (``lume finetune``, cached targets);
 - :mod:`~lumebench.pipeline.unlearn` / :mod:`~lumebench.pipeline.unlearn_config` — one method on a
@@ -11,5 +9,7 @@
 - :mod:`~lumebench.pipeline.config` / :mod:`~lumebench.pipeline.configfile` — the typed run config,
   checked at load, over the packaged ``default.yaml``.
 
+Below it (imported by the jobs, the methods and the report alike): :mod:`lumebench.step`, the one
+cached-step primitive, and :mod:`lumebench.curve`, the results schema of ``curve.jsonl``.
 Nothing heavy is imported here.
 """

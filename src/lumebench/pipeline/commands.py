@@ -44,7 +44,8 @@ def register(sub) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from lumebench.checks import model, output_dir, reachable
+    from lumebench.checks import output_dir
+    from lumebench.pipeline.model_checks import model, reachable
     from lumebench.io import output_lock
 
     output_dir(args.out, "--out")
@@ -168,7 +169,8 @@ def _unlearn(args) -> int:
     from lumebench.data.loaders import load_benchmark
     from lumebench.pipeline.unlearn import resolve_config, unlearn
 
-    from lumebench.checks import mmlu_source, model, naming, output_dir, reachable
+    from lumebench.checks import mmlu_source, naming, output_dir
+    from lumebench.pipeline.model_checks import model, reachable
     from lumebench.io import output_lock
 
     overrides = build_overrides(args)
@@ -274,7 +276,7 @@ def _run(args) -> int:
         return 0
     from pathlib import Path
 
-    from lumebench.checks import reachable
+    from lumebench.pipeline.model_checks import reachable
     from lumebench.io import output_lock
     from lumebench.pipeline.run import run
 

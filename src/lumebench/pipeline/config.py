@@ -235,7 +235,9 @@ def check_registered(cfg: RunConfig, where: FieldLocator) -> None:
     except LumeError as e:
         raise where.error(e.message, ["target", "finetune"] + ([e.field] if e.field else [])) from None
     try:
-        checks.model(cfg.target.model, "model")
+        from lumebench.pipeline.model_checks import model as model_spec
+
+        model_spec(cfg.target.model, "model")
     except LumeError as e:
         raise where.error(e.message, ["target", "model"]) from None
 

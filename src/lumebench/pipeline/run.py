@@ -8,7 +8,7 @@ Stages (each logged; the long ones show progress bars with ETA):
    cached by content in ``<runs_dir>/.cache/targets/``), unless the model already is a target;
 3. **methods** — for every seed and method, :func:`lumebench.pipeline.unlearn.unlearn` into
    ``<run>/methods/<label>/seed<k>/`` (evaluating before unlearning and after every epoch): each is
-   a :class:`~lumebench.pipeline.step.Step` whose ``done.json`` marker makes a rerun reuse it; a
+   a :class:`~lumebench.step.Step` whose ``done.json`` marker makes a rerun reuse it; a
    method interrupted mid-way resumes through the training loop's checkpoint and its curve;
 4. **report** — ``leaderboard.md``/``.json`` (rewritten after every method, so an interrupted run
    still has the leaderboard of what finished), ``plots/``, ``report.html`` (``lume report RUN_DIR``
@@ -41,9 +41,9 @@ from lumebench.io import append_jsonl, atomic_write_json, atomic_write_text, rea
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
 from lumebench.pipeline.config import RunConfig, to_yaml
-from lumebench.pipeline.curve import CURVE, read_curve
+from lumebench.curve import CURVE, read_curve
 from lumebench.pipeline.data import prepare_data
-from lumebench.pipeline.step import MARKER
+from lumebench.step import MARKER
 from lumebench.pipeline.target import prepare_target
 
 
@@ -124,7 +124,7 @@ def eval_overrides(e) -> dict:
 
 
 def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, eval_cfg) -> dict:
-    """Run one method at one seed: the unlearning :class:`~lumebench.pipeline.step.Step` in its folder
+    """Run one method at one seed: the unlearning :class:`~lumebench.step.Step` in its folder
     (reused when done, resumed when interrupted); returns the run's record of it."""
     from lumebench.pipeline.unlearn import unlearn
 

@@ -32,7 +32,7 @@ from lumebench.eval.batching import eval_mode, pad_id
 from lumebench.faults import fault
 from lumebench.io import atomic_write_json, read_json
 from lumebench.progress import log
-from lumebench.pipeline.step import Step
+from lumebench.step import Step
 from lumebench.provenance import run_meta
 from lumebench.pipeline.target_config import FinetuneConfig, check_settings  # noqa: F401 (the job's API)
 from lumebench.train.checkpoint import retire_checkpoint

@@ -40,8 +40,8 @@ from lumebench.io import append_jsonl, atomic_write_json, read_json
 from lumebench.methods.base import UnlearnContext, hparams_key
 from lumebench.methods.data import PairedBatches, PlannedBatches, eval_benchmark, tokenize_rows
 from lumebench.methods.params import apply_selection, num_layers
-from lumebench.pipeline.curve import CURVE, Evaluation, read_curve, summarize
-from lumebench.pipeline.step import Step
+from lumebench.curve import CURVE, Evaluation, read_curve, summarize
+from lumebench.step import Step
 from lumebench.pipeline.unlearn_config import UnlearnConfig, resolve_config
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta, seed_everything
@@ -151,8 +151,8 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
 
     def compute() -> dict:
         if getattr(m, "composite", False):  # e.g. zjuklab: several unlearning steps, then a merge
-            out["state"] = m.unlearn_composite(target, benchmark, method, job, overrides=overrides,
-                                               eval_cfg=eval_cfg, evaluate=evaluate)
+            out["state"] = m.unlearn_composite(CompositeRun(target, benchmark, method, m, job, overrides,
+                                                            eval_cfg, evaluate))
         else:
             out["state"] = _run(target, benchmark, method, m, cfg, ident, job, eval_cfg, evaluate)
         return {k: out["state"].get(k) for k in ("status", "steps", "epochs", "final")}
@@ -331,9 +331,11 @@ class _Evaluator:
                           else eval_cfg)
         self.curve = read_curve(out_dir)
 
-    def at(self, step: int, model_now, *, last: bool = True, again: bool = False) -> Evaluation | None:
+    def at(self, step: int, model_now, *, last: bool = True, again: bool = False,
+           epoch: float | None = None) -> Evaluation | None:
         """Evaluate (or reuse the curve's record of) ``step``; without MMLU between the ends under
-        ``mmlu_at="ends"``. ``again``: evaluate a step whose record lacks MMLU once more."""
+        ``mmlu_at="ends"``. ``again``: evaluate a step whose record lacks MMLU once more. ``epoch``:
+        the step's epoch when it is not ``step`` optimizer steps of this run (a composite's merge)."""
         if not self.enabled:
             return None
         known = next((r for r in self.curve if r.step == step), None)
@@ -343,7 +345,9 @@ class _Evaluator:
         with self.m.evaluated(self.ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
             results = _evaluate(shown, self.tokenizer, self.bench_eval, self.eval_cfg if last else self.curve_cfg,
                                 self.out_dir / "eval" / f"step_{step:06d}")
-        rec = Evaluation.of(step, round(step * self.grad_accum / self.per_epoch, 4), results)
+        if epoch is None:
+            epoch = round(step * self.grad_accum / self.per_epoch, 4)
+        rec = Evaluation.of(step, epoch, results)
         with distributed.main_only() as writer:
             if writer:
                 append_jsonl(self.out_dir / CURVE, rec.to_json())
@@ -400,3 +404,66 @@ def _finish(state: dict, res, evaluator: _Evaluator, model, cfg: UnlearnConfig, 
             atomic_write_json(job.folder / RESULT, state)
     log.info("%s %s after %d steps; results in %s", method, status, res.steps, job.folder)
     return state
+
+
+class CompositeRun:
+    """What a composite method (several unlearning runs, then a merge: ZJUKLAB) is handed by the
+    pipeline to compute its own :class:`~lumebench.step.Step`, so that it needs nothing of the pipeline's
+    internals: its parts as unlearning runs of their own (``parts/part<k>/``, reused when done,
+    resumed when interrupted), the target, the evaluation along its curve (the same evaluator as
+    every run: a step already in ``curve.jsonl`` is not evaluated again), and the writes of its
+    record and model (by the main process only)."""
+
+    def __init__(self, target, benchmark: Benchmark, method: str, m, job: Step, overrides: dict, eval_cfg,
+                 evaluate: bool):
+        self.target, self.benchmark, self.method, self.m, self.job = target, benchmark, method, m, job
+        self.overrides, self.eval_cfg, self.evaluate = overrides, eval_cfg, evaluate
+        self.folder = Path(job.folder)
+        self.identity, family = _target_identity(target)
+        _, self.config = resolve_config(method, overrides, family=family)
+        self._evaluator: _Evaluator | None = None
+
+    def part(self, k: int, overrides: dict) -> dict:
+        """Run part ``k`` (training only) with ``overrides``; the content of its ``unlearn.json``."""
+        return unlearn(self.target, self.benchmark, self.method, self.folder / "parts" / f"part{k}",
+                       overrides=overrides, eval_cfg=self.eval_cfg, evaluate=False)
+
+    def start(self, **fields) -> dict:
+        """The run's ``unlearn.json`` while it is going (written now), with ``fields``."""
+        return start_record(self.job, self.benchmark, self.method, self.m.hp, self.config, self.identity, **fields)
+
+    def load_target(self):
+        """(model, tokenizer) of the target, in float32, and the evaluator of this run's curve."""
+        model, tokenizer = _load_target(self.target)
+        ctx = UnlearnContext(model=model, forget=[], retain=[], pad_id=pad_id(tokenizer), tokenizer=tokenizer)
+        bench_eval = eval_benchmark(self.benchmark, self.config.eval_subset, self.config.train.seed)
+        self._evaluator = _Evaluator(self.m, ctx, tokenizer, bench_eval, self.eval_cfg, self.config, self.folder,
+                                     per_epoch=1, enabled=self.evaluate)
+        return model, tokenizer
+
+    def evaluate_at(self, step: int, epoch: float, model) -> None:
+        """Evaluate ``model`` as step ``step`` (epoch ``epoch``) of the curve, unless already there."""
+        if self._evaluator is None:
+            raise RuntimeError("CompositeRun.evaluate_at before load_target")
+        self._evaluator.at(step, model, epoch=epoch)
+
+    @property
+    def curve(self) -> list[Evaluation]:
+        return sorted(self._evaluator.curve if self._evaluator else read_curve(self.folder), key=lambda r: r.step)
+
+    def save_model(self, model, tokenizer) -> Path:
+        """Write the merged model to ``model/`` (main process); its folder."""
+        from lumebench.models.checkpoint import save_checkpoint
+
+        final_dir = self.folder / "model"
+        with distributed.main_only() as writer:
+            if writer:
+                save_checkpoint(model, tokenizer, final_dir)
+        return final_dir
+
+    def finish(self, state: dict) -> dict:
+        """Write the final ``unlearn.json`` (main process) and return it."""
+        with distributed.main_only() as writer:
+            if writer:
+                atomic_write_json(self.folder / RESULT, state)
+        return state

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from lumebench.data.records import SPLITS, TASKS
 from lumebench.errors import LumeError
 from lumebench.io import read_json
-from lumebench.pipeline.curve import CURVE, Evaluation, read_curve
+from lumebench.curve import CURVE, Evaluation, read_curve
 
 SCORE_KINDS = ("regurgitation", "knowledge")
 # The 12 task terms in the official order (SPEC.md §2): forget T1 reg, T1 kno, ..., retain T3 kno.
