@@ -300,7 +300,8 @@ def _check_docs(members: Sequence[MiaDoc], nonmembers: Sequence[MiaDoc]) -> None
 
 
 def run_mia(model, tokenizer, members: list[MiaDoc], nonmembers: list[MiaDoc], *,
-            reference=None, batch_size: int | str = "auto", engine: str = "fast") -> tuple[list[dict], dict]:
+            reference=None, batch_size: int | str = "auto", engine: str = "fast",
+            pool=None) -> tuple[list[dict], dict]:
     """Score every member and non-member document with every attack.
 
     Returns ``(records, summary)``. ``records``: one dict per document (members first, input order)
@@ -310,14 +311,21 @@ def run_mia(model, tokenizer, members: list[MiaDoc], nonmembers: list[MiaDoc], *
     ``n_members``, ``n_nonmembers``, ``n_truncated``, ``engine``.
 
     ``reference``: an optional ``(model, tokenizer)`` whose NLL gives the reference attack.
+    ``pool``: a :class:`lumebench.eval.parallel_rows.RowPool` of ``model`` whose workers score the
+    documents, each alone (batch 1).
     """
     _check_docs(members, nonmembers)
     docs = list(members) + list(nonmembers)
     labels = [1] * len(members) + [0] * len(nonmembers)
     texts = [d.document for d in docs]
     # several processes: each scores its share of the documents (lumebench.distributed.map_sharded)
-    stats = map_sharded(lambda part: document_stats(model, tokenizer, part, batch_size=batch_size,
-                                                    engine=engine, desc="MIA"), texts)
+    if pool is not None:
+        from lumebench.eval import parallel_rows
+
+        stats = parallel_rows.document_stats(pool, texts, engine)
+    else:
+        stats = map_sharded(lambda part: document_stats(model, tokenizer, part, batch_size=batch_size,
+                                                        engine=engine, desc="MIA"), texts)
     ref_nll: list[float | None] = [None] * len(docs)
     if reference is not None:
         ref_model, ref_tok = reference
