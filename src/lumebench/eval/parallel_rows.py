@@ -87,7 +87,10 @@ def _worker(model, tokenizer, threads: int, tasks, results) -> None:
     model.eval()
     while True:
         msg = tasks.get()
-        if msg is None:  # every result it sent has been read: skip the slow interpreter shutdown
+        if msg is None:  # every result it sent has been read: skip the slow interpreter shutdown, but
+            from multiprocessing import util  # release the locks it made (tqdm's), or the resource
+
+            util._run_finalizers(0)  # tracker reports them as leaked semaphores
             os._exit(0)
         key, fn, item = msg
         try:
