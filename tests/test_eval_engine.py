@@ -345,3 +345,25 @@ def test_slack_cache_layer_appends_in_place_and_generates_the_same_tokens(bench_
     monkeypatch.setattr(kv_cache, "new_cache", lambda: made.append(1) or DynamicCache())
     plain = G.generate(model, tok, rows, max_new_tokens=48)
     assert made and _ids(slack) == _ids(plain)
+
+
+def test_batch1_path_is_token_identical(bench_and_model, reference_gens, monkeypatch):
+    """The one-row path (eval/batch1.py: no mask, token kept on the device), with and without the
+    GPU's one-step lookahead (forced on here), gives the official tokens; the lookahead's extra
+    forward per row is thrown away."""
+    import lumebench.eval.batch1 as b1
+    from lumebench.eval.generation import GenerationStats
+
+    bench, model, tok = bench_and_model
+    runs = {}
+    for ahead in (False, True):
+        monkeypatch.setattr(b1, "LOOKAHEAD_DEVICES", {"cpu"} if ahead else set())
+        st = GenerationStats()
+        gens = generate(model, tok, bench.rows, max_new_tokens=MAX_NEW, early_exit=False, batch_size=1,
+                        speculative=False, stats=st)
+        assert _ids(gens) == _ids(reference_gens)
+        assert st.prefills == len(bench.rows) and st.rows_per_forward == st.forwards
+        runs[ahead] = st.forwards
+    assert runs[True] == runs[False] + len(bench.rows)
+    early = generate(model, tok, bench.rows, max_new_tokens=MAX_NEW, batch_size=1, speculative=False)
+    assert [g.text for g in early] == [g.text for g in generate(model, tok, bench.rows, max_new_tokens=MAX_NEW)]

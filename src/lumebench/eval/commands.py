@@ -40,6 +40,10 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=arg(positive_int), default=256, help="official: 256")
     p.add_argument("--batch-size", default="auto", help="'auto' or a number (fast engine)")
     p.add_argument("--no-early-exit", action="store_true", help="fast engine: generate full length")
+    p.add_argument("--parallel-rows", default="1", metavar="N",
+                   help="N worker processes sharing one copy of the weights, each computing rows, MIA "
+                        "documents and MMLU questions alone (batch 1: the official bits, also in bf16); "
+                        "'auto' = one per CPU core (4 on a GPU, untested); 1 = serial (default)")
     p.add_argument("--limit-rows", type=arg(positive_int), default=None, metavar="N",
                    help="a seeded sample of N rows with the benchmark's split/task/kind mix (partial)")
     p.add_argument("--seed", type=arg(seed), default=0, help="seed of the --limit-rows sample")
@@ -78,12 +82,23 @@ def _batch_size(text: str):
     return n
 
 
+def _parallel_rows(text: str):
+    from lumebench.errors import LumeError
+
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise LumeError(f"must be 'auto' or a whole number >= 1, got {text!r}", field="--parallel-rows")
+    return int(text)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lumebench.checks import device, mmlu_source, output_dir
     from lumebench.pipeline.model_checks import model, reachable
     from lumebench.io import output_lock
 
     batch_size = _batch_size(str(args.batch_size))
+    args.parallel_rows = _parallel_rows(str(args.parallel_rows))
     output_dir(args.out, "--out")
     device(args.device, "--device")
     if args.mmlu:
@@ -123,7 +138,8 @@ def _eval(args: argparse.Namespace, batch_size) -> int:
     cfg = EvalConfig(engine=args.engine, max_new_tokens=args.max_new_tokens, batch_size=batch_size,
                      early_exit=not args.no_early_exit, mia=not args.no_mia,
                      mia_reference_model=args.reference_model, mmlu=args.mmlu,
-                     mmlu_limit=args.mmlu_limit, rows=row_ids, official_csv=not args.no_csv_roundtrip)
+                     mmlu_limit=args.mmlu_limit, rows=row_ids, official_csv=not args.no_csv_roundtrip,
+                     parallel_rows=args.parallel_rows)
     res = evaluate(model, tokenizer, benchmark, cfg, args.out, reference=reference,
                    model_name=str(args.model), seed=args.seed)
     from lumebench import distributed

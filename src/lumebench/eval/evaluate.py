@@ -23,7 +23,6 @@ fingerprint is read back instead of recomputed.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -35,11 +34,11 @@ from lumebench.data.records import ROW_KINDS, SPLITS, TASKS, Benchmark, Row
 from lumebench.errors import DataError, LumeError
 from lumebench.eval import metrics
 from lumebench.faults import fault
-from lumebench.io import atomic_write_json, iter_jsonl, read_json, write_jsonl
+from lumebench.eval.saved import GENERATION_FIELDS, read_generations, read_mia, score_files  # noqa: F401
+from lumebench.io import atomic_write_json, read_json, write_jsonl
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
 
-GENERATION_FIELDS = ("id", "task", "split", "kind", "input", "gold", "generated")
 CELLS = [(s, t, k) for s in SPLITS for t in TASKS for k in ROW_KINDS]  # the 12 (split, task, row kind) cells
 
 
@@ -64,6 +63,9 @@ class EvalConfig:
     official_extra_forward: reference engine only — also pay the official unused NLL forward.
     official_csv: score texts as the official script does after its CSV round trip through pandas
         (a text pandas reads as missing — "", "NA", "None", "null", "nan", ... — is scored as "nan").
+    parallel_rows: 1 (serial), a number N or ``"auto"``: N worker processes sharing the weights,
+        each computing rows, MIA documents and MMLU questions alone, batch 1 — the official bits
+        (:mod:`lumebench.eval.parallel_rows`).
     """
 
     engine: str = "fast"
@@ -78,6 +80,7 @@ class EvalConfig:
     rows: list[str] | None = None
     official_extra_forward: bool = False
     official_csv: bool = True
+    parallel_rows: int | str = 1
 
 
 def model_digest(model) -> str:
@@ -185,6 +188,17 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
 
     Under several processes (``torchrun``) the rows, MIA documents and MMLU questions are shared out
     (:mod:`lumebench.eval.sharding`); the main process scores them and writes the files."""
+    from lumebench.eval.parallel_rows import open_pool
+
+    pool = open_pool(model, tokenizer, (cfg or EvalConfig()).parallel_rows)
+    try:
+        return _evaluate(model, tokenizer, benchmark, cfg, out_dir, reference, model_name, seed, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _evaluate(model, tokenizer, benchmark, cfg, out_dir, reference, model_name, seed, pool) -> dict:
     from lumebench.eval.mia import one_at_a_time
     from lumebench.eval.sharding import evaluate_mmlu_sharded, generate_sharded
 
@@ -242,7 +256,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
         log.info("generating for %d rows with the %s engine", len(rows), cfg.engine)
         gens = generate_sharded(model, tokenizer, rows, engine=cfg.engine, max_new_tokens=cfg.max_new_tokens,
                                 batch_size=cfg.batch_size, early_exit=cfg.early_exit,
-                                official_extra_forward=cfg.official_extra_forward)
+                                official_extra_forward=cfg.official_extra_forward, pool=pool)
         # scored once, on the main process
         records = distributed.broadcast([row_record(r, g, cfg.official_csv) for r, g in zip(rows, gens)]
                                         if distributed.is_main() else None)
@@ -280,7 +294,7 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
 
             mia_records, mia_summary = run_mia(model, tokenizer, benchmark.mia_members,
                                                benchmark.mia_nonmembers, reference=reference,
-                                               batch_size=cfg.batch_size, engine=cfg.engine)
+                                               batch_size=cfg.batch_size, engine=cfg.engine, pool=pool)
             if writer:
                 write_jsonl(mia_path, mia_records)
             stages["mia"] = {"fingerprint": mia_fp, "wall_s": round(time.perf_counter() - t0, 3)}
@@ -301,109 +315,10 @@ def evaluate(model, tokenizer, benchmark: Benchmark, cfg: EvalConfig | None = No
             log.info("reusing %s", mmlu_path)
         else:
             mmlu_result = evaluate_mmlu_sharded(model, tokenizer, source=cfg.mmlu, limit=cfg.mmlu_limit,
-                                                engine=cfg.engine, subjects=cfg.mmlu_subjects)
+                                                engine=cfg.engine, subjects=cfg.mmlu_subjects, pool=pool)
             if writer:
                 atomic_write_json(mmlu_path, mmlu_result)
             stages["mmlu"] = {"fingerprint": mmlu_fp, "wall_s": round(time.perf_counter() - t0, 3)}
     res = build()
     distributed.barrier()  # the files are written before any process goes on
-    return res
-
-
-# --- reading saved files back (lume score) ---------------------------------------------------------
-
-def read_generations(path: str | Path) -> list[dict]:
-    """Read ``generations.jsonl`` strictly: every field the metrics need, with the right type
-    (gold and generated must be JSON strings — an SSN written as a number would lose its zeros),
-    and each row checked by the rules of a data file (:mod:`lumebench.data.validate`): a known task
-    and split, an id of the official grammar for its task, the ``kind`` the id says, no row twice
-    in a split and no document in both splits. A row the benchmark could not hold would otherwise
-    be scored, and move the means (issue 29: a ``Task9`` row moved the forget regurgitation)."""
-    from lumebench.data.validate import Where, check_no_leak, check_split, row_from_record
-
-    records = []
-    rows: dict[str, tuple[list[Row], list[Where]]] = {s: ([], []) for s in SPLITS}
-    for line, obj in iter_jsonl(path):
-        for f in GENERATION_FIELDS:
-            if f not in obj:
-                raise DataError("missing field", path=str(path), line=line, field=f)
-            if not isinstance(obj[f], str):
-                raise DataError(f"expected a string, got {type(obj[f]).__name__}", path=str(path),
-                                line=line, field=f)
-        if obj["kind"] not in ROW_KINDS:
-            raise DataError(f"kind must be sc or qa, got {obj['kind']!r}", path=str(path), line=line, field="kind")
-        where = Where(str(path), line)
-        try:
-            row = row_from_record({"id": obj["id"], "task": obj["task"], "split": obj["split"],
-                                   "input": obj["input"], "output": obj["gold"]}, where, None)
-        except DataError as e:  # the data file's "output" is this file's "gold"
-            raise DataError(e.message, path=e.path, line=e.line,
-                            field="gold" if e.field == "output" else e.field) from None
-        if row.kind != obj["kind"]:
-            raise DataError(f"kind {obj['kind']!r} but the id {obj['id']!r} is a {row.kind} row", path=str(path),
-                            line=line, field="kind")
-        rows[row.split][0].append(row)
-        rows[row.split][1].append(where)
-        records.append(obj)
-    if not records:
-        raise DataError("no generations in the file", path=str(path))
-    for split in SPLITS:  # counted twice, a row would weigh twice in every mean
-        check_split(split, *rows[split], [str(path)], whole_documents=False)
-    check_no_leak(*rows["forget"], *rows["retain"])
-    return records
-
-
-def read_mia(path: str | Path) -> dict:
-    """The MIA summary recomputed from ``mia.jsonl`` (fields ``member`` and ``nll`` per document)."""
-    from lumebench.eval.mia import roc_auc
-
-    labels, scores, attack_scores = [], [], {}
-    for line, obj in iter_jsonl(path):
-        for f in ("member", "nll"):
-            if f not in obj:
-                raise DataError("missing field", path=str(path), line=line, field=f)
-        if not isinstance(obj["nll"], (int, float)) or isinstance(obj["nll"], bool) or not math.isfinite(obj["nll"]):
-            raise DataError(f"expected a finite number, got {obj['nll']!r}", path=str(path), line=line, field="nll")
-        if obj["member"] not in (True, False, 0, 1):
-            raise DataError(f"expected true or false, got {obj['member']!r}", path=str(path), line=line,
-                            field="member")
-        labels.append(int(bool(obj["member"])))
-        scores.append(-float(obj["nll"]))
-        scores_obj = obj.get("scores") or {}
-        if not isinstance(scores_obj, dict):
-            raise DataError("expected an object of attack scores", path=str(path), line=line, field="scores")
-        for k, v in scores_obj.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise DataError(f"expected a finite number, got {v!r}", path=str(path), line=line,
-                                field=f"scores.{k}")
-            attack_scores.setdefault(k, []).append(v)
-    if len(set(labels)) < 2:
-        raise DataError("needs both member and non-member documents", path=str(path), field="member")
-    auc = roc_auc(labels, scores)
-    summary = {"mia_loss_acc": auc, "n_members": sum(labels), "n_nonmembers": len(labels) - sum(labels)}
-    if attack_scores and all(len(v) == len(labels) for v in attack_scores.values()):
-        summary["auc"] = {k: roc_auc(labels, v) for k, v in attack_scores.items()}
-    return summary
-
-
-def score_files(generations: str | Path, *, mia: str | Path | None = None,
-                mmlu: str | Path | None = None, official_csv: bool = True) -> dict:
-    """Recompute every metric from saved files, without a model (``lume score``). Any non-empty
-    set of rows is scored; missing cells leave their terms and the task aggregate ``None``."""
-    records = read_generations(generations)
-    for r in records:
-        r.update(metrics.score_row(r["kind"], r["gold"], r["generated"], official_csv=official_csv))
-    mia_summary = read_mia(mia) if mia else None
-    mmlu_avg = None
-    if mmlu:
-        from lumebench.checks import probability
-
-        m = read_json(mmlu, expect=dict)
-        if "average_acc" not in m:
-            raise DataError("missing field", path=str(mmlu), field="average_acc")
-        if isinstance(m["average_acc"], (str, bool)):
-            raise DataError(f"expected a number, got {m['average_acc']!r}", path=str(mmlu), field="average_acc")
-        mmlu_avg = probability(m["average_acc"], "average_acc", path=str(mmlu))  # an accuracy, in [0, 1]
-    res = metrics.aggregate(records, mia_auc=None if mia_summary is None else mia_summary["mia_loss_acc"],
-                            mmlu_average=mmlu_avg)
     return res

@@ -57,7 +57,10 @@ arithmetic can differ from batch-1 arithmetic in the last bits; a near-tie flip 
 principle with real checkpoints (the tests check token identity on a tiny model). In bf16/fp16 it
 happens, on a CPU and on a GPU (the attention's output depends on padding and on the number of query
 tokens; 8 of 60 rows changed on an H100), so there the fast engine runs one row at a time without drafts, keeping only its early exits
-(:func:`lumebench.eval.mia.one_at_a_time`): token for token the official bf16 ``generate``.
+(:func:`lumebench.eval.mia.one_at_a_time`): token for token the official bf16 ``generate``. One row
+at a time (bf16/fp16, or ``batch_size=1`` without drafts) runs :mod:`.batch1`, the continuous batch's
+one-row case without its per-token bookkeeping (no host round trip of the token, no mask, no cache
+edits; on a GPU the next forward is queued before the current token is read).
 
 Decoding (both engines): only the new tokens, ``skip_special_tokens=True,
 clean_up_tokenization_spaces=False``, then the transformers-4 clean-up applied explicitly
@@ -76,6 +79,7 @@ from typing import Literal, Sequence
 
 from lumebench.data.records import Row
 from lumebench.errors import LumeError
+from lumebench.eval.batch1 import generate_one_at_a_time
 from lumebench.eval.batching import eval_mode, halved_batch, pad_id
 from lumebench.eval.continuous import ContinuousBatch, StaticOnly
 from lumebench.eval.decoding import (Generation, GenerationStats, check_plain_greedy, decode_new,  # noqa: F401
@@ -108,27 +112,41 @@ def _generate_fast(model, tokenizer, rows, max_new_tokens, batch_size, early_exi
     out: dict[int, Generation] = {}
     progress = bar(total=len(rows), desc="generating (fast engine)", unit="row")
     with torch.inference_mode():
-        if continuous:
-            cap = (auto_batch(max(len(p) for p in prompts), max_new_tokens) if batch_size == "auto"
-                   else int(batch_size))
-            while True:
-                try:
-                    ContinuousBatch(model, tokenizer, rows, prompts, max_new_tokens=max_new_tokens,
-                                    early_exit=early_exit, eos=eos, pad_id=pad, sc_exit=sc_exit, cap=cap,
-                                    speculative=speculative, check_every=check_every,
-                                    stats=stats).run(order, out, progress)
-                    break
-                except StaticOnly:
-                    continuous = False
-                    break
-                except RuntimeError as e:  # finished rows are kept; the rows in flight start again
-                    cap = halved_batch(e, cap, "generation", "continuing with at most %d rows in the batch")
-        if not continuous:
-            generate_static(model, tokenizer, rows, prompts, order, out, progress, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, early_exit=early_exit, eos=eos, pad_id=pad,
-                            sc_exit=sc_exit, check_every=check_every, stats=stats)
+        if batch_size == 1 and not speculative and continuous:  # one row per forward: the lean exact path
+            try:
+                generate_one_at_a_time(model, tokenizer, rows, prompts, order, out, progress,
+                                       max_new_tokens=max_new_tokens, early_exit=early_exit, eos=eos,
+                                       sc_exit=sc_exit, check_every=check_every, stats=stats)
+            except RuntimeError as e:  # out of memory with one row: one line (anything else re-raised)
+                halved_batch(e, 1, "generation")
+        else:
+            _generate_batched(model, tokenizer, rows, prompts, order, out, progress, max_new_tokens, batch_size,
+                              early_exit, eos, pad, sc_exit, continuous, speculative, check_every, stats)
     progress.close()
     return [out[i] for i in range(len(rows))]
+
+
+def _generate_batched(model, tokenizer, rows, prompts, order, out, progress, max_new_tokens, batch_size,
+                      early_exit, eos, pad, sc_exit, continuous, speculative, check_every, stats):
+    if continuous:
+        cap = (auto_batch(max(len(p) for p in prompts), max_new_tokens) if batch_size == "auto"
+               else int(batch_size))
+        while True:
+            try:
+                ContinuousBatch(model, tokenizer, rows, prompts, max_new_tokens=max_new_tokens,
+                                early_exit=early_exit, eos=eos, pad_id=pad, sc_exit=sc_exit, cap=cap,
+                                speculative=speculative, check_every=check_every,
+                                stats=stats).run(order, out, progress)
+                break
+            except StaticOnly:
+                continuous = False
+                break
+            except RuntimeError as e:  # finished rows are kept; the rows in flight start again
+                cap = halved_batch(e, cap, "generation", "continuing with at most %d rows in the batch")
+    if not continuous:
+        generate_static(model, tokenizer, rows, prompts, order, out, progress, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, early_exit=early_exit, eos=eos, pad_id=pad,
+                        sc_exit=sc_exit, check_every=check_every, stats=stats)
 
 
 def generate(model, tokenizer, rows: Sequence[Row], *, engine: Engine = "fast",
@@ -158,3 +176,25 @@ def generate(model, tokenizer, rows: Sequence[Row], *, engine: Engine = "fast",
     log.debug("%s engine: %d rows, %d new tokens in %.1fs", engine, len(rows), n_tok,
               time.perf_counter() - t0)
     return gens
+
+
+# --- parallel rows (lumebench.eval.parallel_rows): every row computed alone by a worker ------------
+
+def generate_rows(pool, tokenizer, rows: Sequence, **kwargs) -> list:
+    """:func:`generate` with every row computed alone by a worker of ``pool`` (a
+    :class:`~lumebench.eval.parallel_rows.RowPool`: the fast engine's batch-1 path, or the reference
+    engine), in the order of ``rows``."""
+    if not rows:
+        return []
+    lens = [len(tokenizer(r.input).input_ids) for r in rows]
+    # sc rows first (they run long), then the longer prompts
+    costs = [(1e9 if r.kind == "sc" else 0) + n for r, n in zip(rows, lens)]
+    return pool.map(_generate_one, [(r, kwargs) for r in rows], costs, desc="generating (parallel rows)")
+
+
+def _generate_one(model, tokenizer, item):
+    row, kwargs = item
+    kwargs = dict(kwargs)
+    if kwargs.get("engine", "fast") == "fast":
+        kwargs.update(batch_size=1, speculative=False)
+    return generate(model, tokenizer, [row], **kwargs)[0]

@@ -74,6 +74,14 @@ def new_cache():
     return cache
 
 
+def reset_to(cache, n: int) -> None:
+    """Keep the first ``n`` positions of every layer (views: a :func:`slack_layer_class` layer then
+    writes the next tokens over the dropped ones, in place)."""
+    for layer in _layers(cache):
+        layer.keys = layer.keys[:, :, :n]
+        layer.values = layer.values[:, :, :n]
+
+
 def plain_dynamic(cache) -> bool:
     """Every layer is a plain growing layer (no sliding window, no static size): the engine may edit it."""
     from transformers.cache_utils import DynamicLayer

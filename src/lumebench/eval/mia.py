@@ -300,7 +300,8 @@ def _check_docs(members: Sequence[MiaDoc], nonmembers: Sequence[MiaDoc]) -> None
 
 
 def run_mia(model, tokenizer, members: list[MiaDoc], nonmembers: list[MiaDoc], *,
-            reference=None, batch_size: int | str = "auto", engine: str = "fast") -> tuple[list[dict], dict]:
+            reference=None, batch_size: int | str = "auto", engine: str = "fast",
+            pool=None) -> tuple[list[dict], dict]:
     """Score every member and non-member document with every attack.
 
     Returns ``(records, summary)``. ``records``: one dict per document (members first, input order)
@@ -310,14 +311,20 @@ def run_mia(model, tokenizer, members: list[MiaDoc], nonmembers: list[MiaDoc], *
     ``n_members``, ``n_nonmembers``, ``n_truncated``, ``engine``.
 
     ``reference``: an optional ``(model, tokenizer)`` whose NLL gives the reference attack.
+    ``pool``: a :class:`lumebench.eval.parallel_rows.RowPool` of ``model`` whose workers score the
+    documents, each alone (batch 1).
     """
     _check_docs(members, nonmembers)
     docs = list(members) + list(nonmembers)
     labels = [1] * len(members) + [0] * len(nonmembers)
     texts = [d.document for d in docs]
     # several processes: each scores its share of the documents (lumebench.distributed.map_sharded)
-    stats = map_sharded(lambda part: document_stats(model, tokenizer, part, batch_size=batch_size,
-                                                    engine=engine, desc="MIA"), texts)
+    if pool is not None:  # parallel rows: every document scored alone by a worker
+        stats = pool.map(_document_one, [(t, engine) for t in texts], [len(t) for t in texts],
+                         desc="MIA (parallel rows)", unit="doc")
+    else:
+        stats = map_sharded(lambda part: document_stats(model, tokenizer, part, batch_size=batch_size,
+                                                        engine=engine, desc="MIA"), texts)
     ref_nll: list[float | None] = [None] * len(docs)
     if reference is not None:
         ref_model, ref_tok = reference
@@ -352,3 +359,9 @@ def run_mia(model, tokenizer, members: list[MiaDoc], nonmembers: list[MiaDoc], *
         "score_convention": "higher score = more likely a member; AUC = auc(roc_curve(member, score))",
     }
     return records, summary
+
+
+def _document_one(model, tokenizer, item):
+    """One document's statistics, alone (batch 1): a parallel-rows worker's item."""
+    text, engine = item
+    return document_stats(model, tokenizer, [text], batch_size=1, engine=engine, desc="MIA")[0]

