@@ -62,6 +62,8 @@ class RelearnConfig:
     train_fraction: the share of each task's forget documents in T (0.5).
     seed: the T/V split and the batch order.
     control: also fine-tune the target the same way (its V scores before and after).
+    retrain_control: ``lume run`` only: also build a target without V's documents (the run's target
+        settings; a second target build) and fine-tune it the same way: the learning control.
     """
 
     steps: list[int] = field(default_factory=lambda: [1, 5, 20])
@@ -72,6 +74,7 @@ class RelearnConfig:
     train_fraction: float = 0.5
     seed: int = 0
     control: bool = True
+    retrain_control: bool = False
 
     def check(self) -> "RelearnConfig":
         from lumebench import checks
