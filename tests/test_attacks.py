@@ -179,6 +179,15 @@ def test_quantize_lumebench_schemes_agree_with_torchao_where_it_is_installed():
     assert ((nf4_blockwise(w) - _torchao_fn("nf4")(w)).abs() <= quant_step(w, "nf4")).all()
 
 
+def test_quantize_lumebench_schemes_are_bitsandbytes_own_where_it_is_installed():
+    pytest.importorskip("bitsandbytes")
+    from lumebench.attacks.quantize import _bnb_fn, int8_rtn, nf4_blockwise
+
+    w = torch.randn(96, 128, generator=torch.Generator().manual_seed(0)) * 0.05
+    assert torch.equal(nf4_blockwise(w), _bnb_fn("nf4")(w))  # QLoRA's NF4, blocks of 64: bit for bit
+    assert torch.allclose(int8_rtn(w), _bnb_fn("int8")(w), rtol=0, atol=1e-7)  # float rounding only
+
+
 # ----------------------------------------------------------------------------------- paraphrase
 
 def test_paraphrase_rows_are_never_read_by_finetuning_or_unlearning(tmp_path):

@@ -86,7 +86,7 @@ def register(sub) -> None:
     p.add_argument("--schemes", type=_csv(str, "--schemes", SCHEMES), default=list(SCHEMES),
                    help="int8 and/or nf4 (default: int8,nf4)")
     p.add_argument("--backend", choices=BACKENDS, default="lumebench",
-                   help="lumebench (built in), torchao (pip install torchao) or bitsandbytes (CUDA)")
+                   help="lumebench (built in), torchao (pip install torchao) or bitsandbytes (pip install bitsandbytes; on a GPU its kernels)")
     p.add_argument("--no-mia", action="store_true", help="skip the MIA before and after")
     p.set_defaults(handler=cmd_attack)
 

@@ -26,8 +26,11 @@ Backends (``backend``): ``lumebench`` (the schemes above, written here: portable
 bit-identical on every machine under the pinned numerics); ``torchao`` (when installed: int8 through
 ``quantize_(Int8WeightOnlyConfig())``, nf4 through ``to_nf4(block_size=64, scaler_block_size=256)``,
 i.e. with QLoRA's double quantisation of the scales, dequantised the same way); ``bitsandbytes``
-(CUDA only: the model loaded by transformers with ``BitsAndBytesConfig``, as Zhang et al.). The
-result records the backend, its version and the exact scheme.
+(when installed: on a CUDA GPU the model loaded by transformers with ``BitsAndBytesConfig``, as Zhang
+et al.; on a CPU bitsandbytes' own ``quantize_4bit`` / ``int8_vectorwise_quant`` and their
+dequantisation, measured equal to the ``lumebench`` schemes: NF4 bit for bit, int8 within float
+rounding, 1.5e-8, with bitsandbytes 0.50.2). The result records the backend, its version and the
+exact scheme.
 """
 
 from __future__ import annotations
@@ -123,7 +126,6 @@ def quant_step(w, scheme: str):
 
 def _torchao_fn(scheme: str):
     try:
-        import torchao  # noqa: F401
         from torchao.quantization import Int8WeightOnlyConfig, quantize_, to_nf4
     except ImportError:
         raise LumeError("backend torchao: torchao is not installed (pip install torchao), or use "
@@ -147,6 +149,26 @@ def _torchao_fn(scheme: str):
     return {"int8": int8, "nf4": nf4}[scheme]
 
 
+def _bnb_fn(scheme: str):
+    """bitsandbytes' own weight quantisation functions (its CPU backend; the ones its Linear4bit /
+    Linear8bitLt apply to a weight): NF4 blocks of 64, and int8 vector-wise absmax."""
+    try:
+        import bitsandbytes.functional as F
+    except ImportError:
+        raise LumeError("backend bitsandbytes: bitsandbytes is not installed (pip install bitsandbytes), or use "
+                        "backend lumebench", field="backend") from None
+
+    def nf4(w):
+        q, state = F.quantize_4bit(w.detach().float().contiguous(), blocksize=NF4_BLOCK, quant_type="nf4")
+        return F.dequantize_4bit(q, state).to(w.dtype)
+
+    def int8(w):
+        cb, scb, _ = F.int8_vectorwise_quant(w.detach().float().contiguous())
+        return (cb.float() * scb.unsqueeze(1) / 127.0).to(w.dtype)
+
+    return {"int8": int8, "nf4": nf4}[scheme]
+
+
 def quantized_linears(model):
     """(name, module) of every ``nn.Linear`` whose weight is quantised: all but the output head."""
     import torch
@@ -160,7 +182,8 @@ def quantize_model(model, scheme: str, backend: str = "lumebench") -> dict:
     """Quantise ``model``'s Linear weights in place (weight-only, dequantised); returns what was done."""
     import torch
 
-    fn = {"int8": int8_rtn, "nf4": nf4_blockwise}[scheme] if backend == "lumebench" else _torchao_fn(scheme)
+    fn = ({"int8": int8_rtn, "nf4": nf4_blockwise}[scheme] if backend == "lumebench" else
+          _torchao_fn(scheme) if backend == "torchao" else _bnb_fn(scheme))
     layers = quantized_linears(model)
     if not layers:
         raise LumeError("the model has no Linear layers to quantise")
@@ -186,13 +209,16 @@ def _version(backend: str) -> str:
         return "not installed"
 
 
-def _load_bnb(spec, scheme: str):
-    """The model loaded by transformers with bitsandbytes (a CUDA GPU): ``load_in_8bit`` or NF4."""
+def _cuda() -> bool:
     import torch
 
-    if not torch.cuda.is_available():
-        raise LumeError("backend bitsandbytes needs a CUDA GPU; use backend lumebench or torchao on a CPU",
-                        field="backend")
+    return torch.cuda.is_available()
+
+
+def _load_bnb(spec, scheme: str):
+    """The model loaded by transformers with bitsandbytes on a CUDA GPU (its kernels compute with the
+    quantised weights): ``load_in_8bit`` or NF4, as Zhang et al."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     q = (BitsAndBytesConfig(load_in_8bit=True) if scheme == "int8" else
@@ -246,7 +272,7 @@ def quantize(model_spec, benchmark: Benchmark, out, cfg: QuantizeConfig | None =
         original = {k: v.detach().clone() for k, v in model.state_dict().items()}
         schemes = {}
         for scheme in cfg.schemes:
-            if cfg.backend == "bitsandbytes":
+            if cfg.backend == "bitsandbytes" and _cuda():
                 qmodel, qtok, info = _load_bnb(model_spec, scheme)
             else:
                 model.load_state_dict(original)
