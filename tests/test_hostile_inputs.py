@@ -285,6 +285,38 @@ def _adapter_dir(text: str) -> Callable:
     return make
 
 
+def _attack(name: str, *extra: str) -> Callable:
+    """``lume attack NAME`` on the good model and data (relearn: the model is its own target)."""
+    target = ("--target", "{model}") if name == "relearn" and "--no-target" not in extra else ()
+    return _args("attack", name, "--model", "{model}", "--data", "{data}", "--out", "{tmp}/attack",
+                 "--max-new-tokens", "4", *target, *(e for e in extra if e != "--no-target"))
+
+
+def _probes(edit) -> Callable:
+    """``lume attack paraphrase --paraphrase FILE`` with the generated probes of the good data, edited."""
+    def make(env, tmp):
+        from lumebench.data.loaders import load_benchmark
+        from lumebench.data.paraphrase import paraphrase_records
+
+        recs = edit(paraphrase_records(load_benchmark(env["data"]).rows), env)
+        p = tmp / "probes.jsonl"
+        p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        return _attack("paraphrase", "--paraphrase", str(p))(env, tmp)
+    return make
+
+
+def _first_probe(**changes):
+    def edit(recs, env):
+        return [{**recs[0], **changes}] + recs[1:]
+    return edit
+
+
+def _probe_repeats_a_prompt(recs, env):
+    row = json.loads((env["data"] / "forget.jsonl").read_text().splitlines()[1])  # a qa row
+    return [{**recs[0], "id": row["id"][:-1] + "9", "input": row["input"], "output": row["output"],
+             "task": row["task"], "split": "forget"}] + recs[1:]
+
+
 LAUNCH = (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500"))  # what torchrun sets besides the ranks
 
 
@@ -573,6 +605,45 @@ CASES = [
                                                           "--out", "{tmp}/o"), "--model"),
     Case("config: target model hub id offline, not cached", _bad_config("target: {model: someorg/somemodel}\n"),
          "'target.model'"),
+    # --- issue 25: lume attack and a run config's attacks section ----------------------------------
+    Case("attack relearn --steps 0", _attack("relearn", "--steps", "0"), "--steps"),
+    Case("attack relearn --steps a,b", _attack("relearn", "--steps", "a,b"), "--steps"),
+    Case("attack relearn --modes qlora", _attack("relearn", "--modes", "full,qlora"), "--modes"),
+    Case("attack relearn --train-fraction 1.5", _attack("relearn", "--train-fraction", "1.5"), "--train-fraction"),
+    Case("attack relearn --lr -1", _attack("relearn", "--lr", "-1"), "--lr"),
+    Case("attack relearn without --target", _attack("relearn", "--no-target"), "--target"),
+    Case("attack relearn --target missing", _attack("relearn", "--no-target", "--target", "{tmp}/nowhere"), "--target"),
+    Case("attack relearn --retrain missing", _attack("relearn", "--retrain", "{tmp}/nowhere"), "--retrain"),
+    Case("attack quantize --schemes fp3", _attack("quantize", "--schemes", "int8,fp3"), "--schemes"),
+    Case("attack quantize --backend gguf", _attack("quantize", "--backend", "gguf"), "--backend"),
+    Case("attack quantize --model missing", _args("attack", "quantize", "--model", "{tmp}/none", "--data", "{data}",
+                                                  "--out", "{tmp}/a"), "--model"),
+    Case("attack logit-lens --out inside the model", _args("attack", "logit-lens", "--model", "{model}", "--data",
+                                                           "{data}", "--out", "{model}/lens"), "--out"),
+    Case("attack logit-lens --out a file", _args("attack", "logit-lens", "--model", "{model}", "--data", "{data}",
+                                                 "--out", "{file}"), "--out"),
+    Case("attack logit-lens --split both", _attack("logit-lens", "--split", "both"), "--split"),
+    Case("attack paraphrase: probe of an unknown document", _probes(_first_probe(id="99999999qa0", task="Task3")),
+         "'id'"),
+    Case("attack paraphrase: probe repeats a benchmark prompt", _probes(_probe_repeats_a_prompt), "'input'"),
+    Case("attack paraphrase: probe type unknown", _probes(_first_probe(probe="cloze")), "'probe'"),
+    Case("attack paraphrase: probe in the other split", _probes(_first_probe(split="retain")), "'split'"),
+    Case("attack paraphrase: probe without output", _probes(lambda r, e: [{k: v for k, v in r[0].items()
+                                                                           if k != "output"}] + r[1:]), "'output'"),
+    Case("attack paraphrase: probe id twice", _probes(lambda r, e: [r[0], r[0]] + r[1:]), "'id'"),
+    Case("config: attacks.relearn.steps [0]", _bad_config("attacks: {relearn: {steps: [0]}}\n"),
+         "'attacks.relearn.steps'"),
+    Case("config: attacks.relearn typo", _bad_config("attacks: {relearn: {stepz: [1]}}\n"), "'attacks.relearn.stepz'"),
+    Case("config: attacks.relearn.lr text", _bad_config("attacks: {relearn: {lr: fast}}\n"), "'attacks.relearn.lr'"),
+    Case("config: attacks.quantize.schemes fp3", _bad_config("attacks: {quantize: {schemes: [fp3]}}\n"),
+         "'attacks.quantize.schemes'"),
+    Case("config: attacks.logit_lens.split both", _bad_config("attacks: {logit_lens: {split: both}}\n"),
+         "'attacks.logit_lens.split'"),
+    Case("config: attacks.paraphrase.file missing", _bad_config("attacks: {paraphrase: {file: /nowhere.jsonl}}\n"),
+         "'attacks.paraphrase.file'"),
+    Case("config: attacks with no attack", _bad_config("attacks: {max_new_tokens: 8}\n"), "'attacks'"),
+    Case("config: attacks.max_new_tokens 0", _bad_config("attacks: {logit_lens: {}, max_new_tokens: 0}\n"),
+         "'attacks.max_new_tokens'"),
 ]
 
 
@@ -657,7 +728,8 @@ def test_bad_input_is_one_line_and_exit_2(case, env, tmp_path, capsys, monkeypat
 def test_the_suite_covers_every_command_with_at_least_60_cases():
     assert len(CASES) >= 60
     commands = {c.name.split()[0].rstrip(":") for c in CASES}
-    for cmd in ("finetune", "unlearn", "eval", "data", "score", "config", "report", "run", "parity", "export"):
+    for cmd in ("finetune", "unlearn", "eval", "data", "score", "config", "report", "run", "parity", "export",
+                "attack"):
         assert cmd in commands, cmd
 
 

@@ -19,9 +19,10 @@ LAYERS = [
     {"data", "models"},
     {"train", "eval"},
     {"methods"},
+    {"attacks"},
     {"report"},
     {"pipeline"},
-    {"attacks", "parity"},
+    {"parity"},
     {"cli", "__main__", "commands"},
 ]
 

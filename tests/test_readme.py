@@ -61,6 +61,10 @@ def test_every_job_example_of_the_readme_runs_as_written(tmp_path):
     assert 0.0 <= res["aggregate-score"] <= 1.0 and res["mia_loss_acc"] is not None
     for run in ("unlearned", "aty"):
         assert (tmp_path / run / "done.json").is_file() and (tmp_path / run / "model").is_dir()
+    relearned = json.loads((tmp_path / "attacks" / "relearn" / "relearn.json").read_text())
+    assert [p["k"] for p in relearned["modes"]["full"]["points"]] == [0, 1, 5] and relearned["split"]["V"]
+    assert "nf4" in json.loads((tmp_path / "attacks" / "quantize" / "quantize.json").read_text())["schemes"]
+    assert 0.0 <= json.loads((tmp_path / "attacks" / "lens" / "logit_lens.json").read_text())["recoverable"] <= 1.0
     board = json.loads((tmp_path / "runs" / "mini" / "leaderboard.json").read_text())
     assert {r["label"] for r in board["rows"]} >= {"ga", "npo"}
     assert board == json.loads((tmp_path / "runs" / "mini-again" / "leaderboard.json").read_text())

@@ -25,7 +25,7 @@ def test_default_yaml_is_the_embedded_default():
     assert cfg.threads == 1 and cfg.workers is None  # method runs on cores / threads processes
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "default-10epochs.yaml", "official-smollm2.yaml", "olmo7b-8gpu.yaml", "olmo1b-8gpu.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "default-10epochs.yaml", "default-attacks.yaml", "official-smollm2.yaml", "olmo7b-8gpu.yaml", "olmo1b-8gpu.yaml"])
 def test_shipped_configs_parse_and_name_registered_methods(name):
     cfg = load_config(CONFIGS / name)  # methods and their overrides are checked at load
     assert isinstance(cfg, RunConfig) and cfg.methods

@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "lumebench.methods.commands",   # lume methods
     "lumebench.report.commands",    # lume report
     "lumebench.parity.commands",    # lume parity, lume export
+    "lumebench.attacks.commands",   # lume attack relearn|quantize|paraphrase|logit-lens
 )
 
 

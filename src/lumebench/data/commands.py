@@ -51,6 +51,10 @@ def register(subparsers) -> None:
     p.add_argument("--docs-per-task", type=arg(positive_int), default=20, metavar="N",
                    help="documents per task in each split (default: 20)")
     p.add_argument("--seed", type=arg(seed), default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--paraphrase", action="store_true",
+                   help="also write paraphrase.jsonl: for every QA fact a held-out question template and a "
+                        "fill-in-the-blank probe, read by `lume attack paraphrase` and never by training "
+                        "(the other files are unchanged)")
     p.set_defaults(handler=_generate)
 
     p = sub.add_parser(
@@ -95,7 +99,8 @@ def _generate(args) -> int:
 
     output_dir(args.out, "--out")
     with output_lock(args.out):
-        out = generate_benchmark(args.out, docs_per_task=args.docs_per_task, seed=args.seed)
+        out = generate_benchmark(args.out, docs_per_task=args.docs_per_task, seed=args.seed,
+                                 paraphrase=args.paraphrase)
     bench = load_benchmark(out)  # the written files must load back and validate
     log.info("wrote %s: %s", out, _summary(bench))
     return 0

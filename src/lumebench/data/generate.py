@@ -292,8 +292,11 @@ def generate_rows(docs_per_task: int = 20, seed: int = 0) -> dict[str, list[dict
     return out
 
 
-def generate_benchmark(out_dir: str | Path, docs_per_task: int = 20, seed: int = 0) -> Path:
-    """Write a LUME-format benchmark into ``out_dir`` (official layout) and return ``out_dir``."""
+def generate_benchmark(out_dir: str | Path, docs_per_task: int = 20, seed: int = 0, *,
+                       paraphrase: bool = False) -> Path:
+    """Write a LUME-format benchmark into ``out_dir`` (official layout) and return ``out_dir``.
+    ``paraphrase``: also write ``paraphrase.jsonl``, the held-out probes of every QA fact
+    (:mod:`lumebench.data.paraphrase`; derived from the rows, so the other files are unchanged)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise LumeError(f"--out {out} is a file, not a directory")
@@ -302,4 +305,11 @@ def generate_benchmark(out_dir: str | Path, docs_per_task: int = 20, seed: int =
     write_jsonl(inside(out, out / "retain.jsonl"), records["retain"])
     write_jsonl(inside(out, out / "mia" / "member.jsonl"), records["member"])
     write_jsonl(inside(out, out / "mia" / "nonmember.jsonl"), records["nonmember"])
+    if paraphrase:
+        from lumebench.data.paraphrase import FILE, paraphrase_records
+        from lumebench.data.records import Row
+
+        rows = [Row.from_fields(o["id"], o["task"], split, o["input"], o["output"])
+                for split in ("forget", "retain") for o in records[split]]
+        write_jsonl(inside(out, out / FILE), paraphrase_records(rows))
     return out

@@ -132,6 +132,28 @@ class EvalSettings:
 
 
 @dataclass
+class AttacksConfig:
+    """Robustness attacks (:mod:`lumebench.attacks`, docs/attacks.md) run on every method row and seed
+    after the methods, into ``<run>/attacks/<label>/seed<k>/<attack>/``; the leaderboard gets their
+    columns, the report a plot and a summary. Each attack is a mapping of its settings (``{}``: its
+    defaults) or null (not run).
+
+    relearn: :class:`lumebench.attacks.relearn.RelearnConfig` (steps, modes, lr, batch_size, lora_r,
+        train_fraction, seed, control, retrain_control); the controls are shared by every row.
+    quantize: :class:`lumebench.attacks.quantize.QuantizeConfig` (schemes, backend, mia).
+    paraphrase: ``file``: a probe file for official data (default: the generated probes of the facts).
+    logit_lens: ``split`` (forget).
+    max_new_tokens: generation budget of the attacks' evaluations (None: ``eval.max_new_tokens``).
+    """
+
+    relearn: dict | None = None
+    quantize: dict | None = None
+    paraphrase: dict | None = None
+    logit_lens: dict | None = None
+    max_new_tokens: int | None = None
+
+
+@dataclass
 class RunConfig:
     """A whole benchmark run: data -> target -> every method x seed -> evaluations -> report.
 
@@ -143,6 +165,7 @@ class RunConfig:
     workers: method runs at once, each in its own process of ``threads`` threads (None = the CPU
         cores divided by ``threads``, or 1 when ``threads`` is torch's default). Results do not
         depend on it (nor on ``threads``): a resumed run may change both.
+    attacks: robustness attacks on every method row (:class:`AttacksConfig`); None = none.
     """
 
     name: str
@@ -153,9 +176,13 @@ class RunConfig:
     seeds: list[int]
     threads: int | None
     workers: int | None = None
+    attacks: AttacksConfig | None = None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["attacks"] is None:  # a run without attacks records the config it always did
+            del d["attacks"]
+        return d
 
 
 # ------------------------------------------------------------------------------------- parsing
@@ -240,6 +267,12 @@ def check_registered(cfg: RunConfig, where: FieldLocator) -> None:
         model_spec(cfg.target.model, "model")
     except LumeError as e:
         raise where.error(e.message, ["target", "model"]) from None
+    if cfg.attacks is not None:
+        # the attacks' settings are typed by their own configs (imported only when a config has an
+        # attacks section)
+        from lumebench.pipeline.attack_stage import check_attacks
+
+        check_attacks(cfg.attacks, where)
 
 
 def default_dict() -> dict:

@@ -65,8 +65,9 @@ def _diff(old: dict, new: dict, prefix: str = "") -> str | None:
     return None
 
 
-#: config fields that do not change any result (a resumed run may set them differently)
-NOT_RESULTS = ("threads", "workers")
+#: config fields that do not change any result (a resumed run may set them differently); ``attacks``:
+#: each attack is a keyed step of its own (changed settings of a finished attack are refused there)
+NOT_RESULTS = ("threads", "workers", "attacks")
 #: config lists a resumed run may extend or shorten: every method run is its own keyed step
 #: (``done.json``), so adding a method row or a seed leaves the finished runs valid; a row already
 #: in the folder must keep its settings
@@ -96,7 +97,7 @@ def _save_config(run_dir: Path, cfg: RunConfig) -> None:
         if d:
             raise LumeError(f"this run folder was made with a different config: {d}; "
                             f"use another --name (or delete the folder) to start afresh", path=str(run_dir))
-        if all(old.get(k) == new[k] for k in GROWS):
+        if all(old.get(k) == new[k] for k in GROWS) and old.get("attacks") == new.get("attacks"):
             return
         log.info("the config adds or drops method rows or seeds; the finished method runs are kept")
     if distributed.is_main():
@@ -364,6 +365,14 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     jobs = [(seed, m) for seed in cfg.seeds for m in cfg.methods]
     markers = _run_methods(cfg, jobs, target, bench, run_dir, main)
     timings["methods"] = clock.lap()
+    if cfg.attacks is not None and distributed.world() == 1:
+        # the robustness attacks (lumebench.attacks), imported only when configured
+        from lumebench.pipeline.attack_stage import run_attacks
+
+        prov["attacks"] = run_attacks(cfg, run_dir, target, bench, cache, method_dir)
+        timings["attacks"] = clock.lap()
+    elif cfg.attacks is not None:
+        log.warning("the attacks run in one process: run the same `lume run` again without the launcher to add them")
     if not main:  # the main process writes the report
         distributed.barrier()
         log.info("run %s: done in %.0f s (process %d)", cfg.name, time.time() - t_start, distributed.rank())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lumebench import checks
@@ -267,3 +268,17 @@ def resolve_config(method_name: str, overrides: dict, *, family: str = "literatu
     return method, cfg
 
 
+def unlearning_lr(spec, mode: str = "full") -> float:
+    """The unlearning lr of the model family ``spec`` belongs to (a built target names its base; an
+    unlearned model's run names its target): the size of step that unlearning took (tiny preset 1e-3,
+    the literature's 1e-5 for pretrained models), x10 for LoRA as lumebench's LoRA unlearning."""
+    from lumebench.io import read_json
+    from lumebench.models.registry import spec_or_default
+
+    base = str(spec) if isinstance(spec, (str, Path)) else ""
+    meta = Path(base) / "target.json" if base else None
+    if meta is not None and meta.is_file():
+        base = str(read_json(meta, expect=dict).get("base", ""))
+    preset = spec_or_default(base).unlearn_preset
+    lr = PRESETS.get(preset, {}).get("lr", UnlearnConfig.train_defaults()["lr"])
+    return lr * (LORA_LR_FACTOR if mode == "lora" else 1.0)

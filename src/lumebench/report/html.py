@@ -20,8 +20,8 @@ from pathlib import Path
 from lumebench.errors import LumeError
 from lumebench.io import atomic_write_text, read_json
 from lumebench.provenance import flatten
-from lumebench.report.leaderboard import (Row, build_leaderboard, cell_text, columns, seed_notes, seeds_label,
-                                          write_leaderboard)
+from lumebench.report.leaderboard import (Row, build_leaderboard, cell_text, columns, robustness_notes, seed_notes,
+                                          seeds_label, write_leaderboard)
 from lumebench.report.plots import make_plots
 from lumebench.report.results import MethodRun, collect
 
@@ -98,14 +98,14 @@ def _number(v, digits: int = 3) -> str:
 
 
 def _leaderboard_table(rows: list[Row]) -> str:
-    cols = columns()
+    cols = columns(rows)
     head = "".join(f"<th>{_escape(h)}</th>" for h in ["method", "status", "epochs", "seeds"] + [h for _, h in cols])
     body = []
     for r in rows:
         cls = "target" if r.method == "target" else ("diverged" if r.status == "diverged" else "")
         cells = [r.label, r.status, _number(r.epochs, 2).rstrip("0").rstrip(".") if r.epochs else "0",
                  seeds_label(r.seeds)]
-        cells += [cell_text(r, k) for k, _ in cols]
+        cells += [cell_text(r, k) if k in r.metrics else "—" for k, _ in cols]
         body.append(f'<tr class="{cls}">' + "".join(f"<td>{_escape(c)}</td>" for c in cells) + "</tr>")
     return f'<div class="scroll"><table id="leaderboard"><tr>{head}</tr>{"".join(body)}</table></div>'
 
@@ -192,6 +192,8 @@ def render_html(run_dir: Path, rows: list[Row], plots: list[Path], runs: list[Me
                      + "; their numbers are from the last evaluation.")
     notes += seed_notes(rows)
     notes_html = "".join(f'<p class="note">{_escape(n)}</p>' for n in notes)
+    rob = robustness_notes(run_dir)
+    rob_html = ("<h2>Robustness</h2>" + "".join(f'<p class="note">{_escape(n)}</p>' for n in rob)) if rob else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>lumebench report: {_escape(name)}</title>
 <style>{CSS}</style></head>
@@ -205,6 +207,7 @@ def render_html(run_dir: Path, rows: list[Row], plots: list[Path], runs: list[Me
 (forget terms as 1 − v); MIA score = 1 − 2·|AUC − 0.5|. F/R = forget/retain, T1–T3 = tasks,
 reg = regurgitation (ROUGE-L recall), kno = knowledge (exact match); ↓ lower is better, ↑ higher is better.</p>
 {notes_html}
+{rob_html}
 <h2>Curves</h2>
 {_figures(plots)}
 <h2>Reference: published OLMo-7B numbers</h2>

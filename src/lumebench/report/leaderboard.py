@@ -140,26 +140,53 @@ def build_leaderboard(sources) -> list[Row]:
                         dict(done[0].info.get("hyperparameters") or {}),
                         [r.status_detail for r in rs]))
     mark_ties(rows)
+    if isinstance(sources, (str, Path)) and Path(sources).is_dir():
+        add_robustness(rows, Path(sources))
     return rows
 
 
-def columns() -> list[tuple[str, str]]:
-    """(metric key, column header) in display order."""
+def add_robustness(rows: list[Row], run_dir: Path) -> None:
+    """The robustness columns (:mod:`lumebench.report.robustness`) of the rows whose attacks ran."""
+    from lumebench.report.robustness import COLUMNS, TARGET, attack_results, metrics
+
+    results = attack_results(run_dir)
+    for r in rows:
+        seeds = results.get(TARGET if r.method == "target" else r.label)
+        if seeds:
+            per = [metrics(s) for s in seeds]
+            r.metrics.update({k: Stat.of(p[k] for p in per) for k, _ in COLUMNS})
+
+
+def columns(rows: list[Row] | None = None) -> list[tuple[str, str]]:
+    """(metric key, column header) in display order; the robustness columns when ``rows`` have them."""
     cols = [(k, SCALARS[k][0]) for k in ("final", "task_aggregate", "mia_score", "mia_auc", "mmlu")]
     for split, task, kind in TERMS:
         arrow = "↓" if split == "forget" else "↑"
         cols.append((term_key(split, task, kind), f"{split[0].upper()} {SHORT[task]} {SHORT[kind]} {arrow}"))
+    from lumebench.report.robustness import COLUMNS
+
+    if rows and any(k in r.metrics for r in rows for k, _ in COLUMNS):
+        cols += list(COLUMNS)
     return cols
 
 
-def to_markdown(rows: list[Row]) -> str:
-    cols = columns()
+def robustness_notes(run_dir) -> list[str]:
+    """The attacks' settings and the robustness summary of a run (none when no attack ran)."""
+    from lumebench.report.robustness import attack_results, settings_note, summary_lines
+
+    results = attack_results(run_dir) if run_dir is not None else {}
+    note = settings_note(results)
+    return ([note] + summary_lines(results)) if note else []
+
+
+def to_markdown(rows: list[Row], run_dir=None) -> str:
+    cols = columns(rows)
     head = ["method", "status", "seeds"] + [h for _, h in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.label, r.status, str(len([s for s in r.seeds if s is not None]) or "—")]
         for k, _ in cols:
-            cells.append(cell_text(r, k))
+            cells.append(cell_text(r, k) if k in r.metrics else "—")
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "final = mean(task aggregate, MMLU, MIA score) (official aggregate-score); "
              "F/R = forget/retain, T1-T3 = tasks, reg = regurgitation (ROUGE-L recall), "
@@ -167,6 +194,9 @@ def to_markdown(rows: list[Row]) -> str:
     if any(r.mmlu_partial for r in rows):
         notes.append("* MMLU measured on a per-subject sample (partial), not the full test set.")
     notes += seed_notes(rows)
+    rob = robustness_notes(run_dir)
+    if rob:
+        notes += [""] + rob
     return "\n".join(lines + notes) + "\n"
 
 
@@ -199,8 +229,8 @@ def write_leaderboard(run_dir: str | Path, rows: list[Row] | None = None) -> tup
     """Write ``leaderboard.md`` and ``leaderboard.json`` into ``run_dir`` (atomically)."""
     run_dir = Path(run_dir)
     rows = build_leaderboard(run_dir) if rows is None else rows
-    md = atomic_write_text(run_dir / "leaderboard.md", to_markdown(rows))
+    md = atomic_write_text(run_dir / "leaderboard.md", to_markdown(rows, run_dir))
     js = atomic_write_json(run_dir / "leaderboard.json",
-                           {"columns": [{"key": k, "header": h} for k, h in columns()],
+                           {"columns": [{"key": k, "header": h} for k, h in columns(rows)],
                             "rows": [r.to_json() for r in rows]})
     return md, js

@@ -148,4 +148,47 @@ def make_plots(run_dir: str | Path, runs: list[MethodRun] | None = None,
     ax.grid(axis="y", alpha=0.3)
     paths.append(_save(fig, out / "final_scores.png"))
     plt.close(fig)
-    return paths
+    rel = relearn_plot(run_dir, colors)
+    return paths + ([rel] if rel else [])
+
+
+def relearn_plot(run_dir: Path, colors: dict[str, str]) -> Path | None:
+    """``relearn.png``: the relearning recovery ratio of V's knowledge and regurgitation against the
+    fine-tuning steps on T, per method (mean over seeds ± std; full fine-tuning solid, LoRA dashed);
+    None when no relearning attack ran."""
+    from lumebench.report.robustness import attack_results, recovery_curve
+
+    results = {label: [s["relearn"] for s in seeds if "relearn" in s] for label, seeds in attack_results(run_dir).items()}
+    results = {k: v for k, v in results.items() if v}
+    if not results:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, measure in zip(axes, ("knowledge", "regurgitation")):
+        for i, (label, seeds) in enumerate(results.items()):
+            color = colors.get(label, f"C{i % 10}")
+            for mode, style in (("full", "-"), ("lora", "--")):
+                by_k: dict[int, list[float]] = {}
+                for r in seeds:
+                    for k, v in recovery_curve(r, measure, mode):
+                        by_k.setdefault(k, []).append(v)
+                if not by_k:
+                    continue
+                ks = sorted(by_k)
+                ys = [statistics.fmean(by_k[k]) for k in ks]
+                sd = [statistics.stdev(by_k[k]) if len(by_k[k]) > 1 else 0.0 for k in ks]
+                ax.plot(ks, ys, style, marker="o", markersize=3, color=color, label=f"{label} ({mode})")
+                if any(sd):
+                    ax.fill_between(ks, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)],
+                                    color=color, alpha=0.12)
+        ax.axhline(0.0, color="grey", linewidth=1)
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel("fine-tuning steps on T")
+        ax.set_title(f"V {measure} recovered: (V_attacked − V_unlearned) / (V_target − V_unlearned)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("recovery ratio (1 = back to the target)")
+    _legend(fig, axes)
+    fig.subplots_adjust(bottom=0.28)
+    path = _save(fig, run_dir / "plots" / "relearn.png")
+    plt.close(fig)
+    return path
