@@ -66,7 +66,7 @@ def _diff(old: dict, new: dict, prefix: str = "") -> str | None:
 
 
 #: config fields that do not change any result (a resumed run may set them differently)
-NOT_RESULTS = ("threads", "workers")
+NOT_RESULTS = ("threads", "workers", "cluster")
 #: config lists a resumed run may extend or shorten: every method run is its own keyed step
 #: (``done.json``), so adding a method row or a seed leaves the finished runs valid; a row already
 #: in the folder must keep its settings
@@ -261,6 +261,10 @@ def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir:
             per = sum(spent) / len(spent)  # wall seconds per finished run, with `workers` at once
             log.info("%d of %d method runs done; about %.0f min left", len(markers), n, left * per / 60)
 
+    if cfg.cluster.backend == "ray":
+        _run_on_ray(cfg, jobs, todo, target, bench, run_dir, done)
+        return {f"{m.key}/seed{seed}": markers[f"{m.key}/seed{seed}"] for seed, m in jobs
+                if f"{m.key}/seed{seed}" in markers}
     if workers <= 1:
         if cfg.threads or pinned_threads(None):  # a method run's threads, as on a worker process
             import torch
@@ -289,6 +293,31 @@ def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir:
         run_jobs(_method_job, [(cfg, seed, m, target, bench, run_dir) for seed, m in pairs], w, threads,
                  on_done=lambda job, res: done((job[1], job[2]), res))
     return {f"{m.key}/seed{seed}": markers[f"{m.key}/seed{seed}"] for seed, m in jobs}
+
+
+def _run_on_ray(cfg: RunConfig, jobs: list[tuple], todo: list[tuple], target: str, bench, run_dir: Path,
+                done) -> None:
+    """Every (seed, method) run as a Ray task (:mod:`lumebench.pipeline.cluster`): the first of each
+    group sharing an evaluation before unlearning first, then the others; a failed run lets the
+    others finish, then is one error line saying how to resume."""
+    from lumebench.pipeline.cluster import RayCluster, failure_message, resources
+
+    for seed, m in jobs:  # finished runs: read back here
+        if (seed, m) not in todo:
+            done((seed, m), _method_job((cfg, seed, m, target, bench, run_dir)))
+    if not todo:
+        return
+    first = _first_of_each_share_group(cfg, todo, run_dir)
+    res = resources(cfg.threads, cfg.cluster, target)
+    failures = []
+    with RayCluster(cfg.cluster) as rc:
+        rc.check_shared(run_dir)
+        for pairs in (first, [j for j in todo if j not in first]):
+            failures += rc.run(_method_job, [(cfg, seed, m, target, bench, run_dir) for seed, m in pairs],
+                               [f"{cfg.name}/{m.key}/seed{seed}" for seed, m in pairs], res, int(res.cpus),
+                               on_done=lambda job, r: done((job[1], job[2]), r), what="method runs")
+    if failures:
+        raise LumeError(failure_message(failures, len(todo), "method runs"), path=str(run_dir))
 
 
 def _run_builds(cfg: RunConfig, runs_dir: Path, cache: Path) -> Path:

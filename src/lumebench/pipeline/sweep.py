@@ -6,7 +6,7 @@ validation rows only, then evaluated once on the test rows.
     data: {source: generated, docs_per_task: 6, seed: 0}
     target: {model: tiny}
     fixed: {epochs: 5}                 # every trial
-    search: grid                       # or random (then `trials: N`, `seed: S`)
+    search: grid                       # or random (then `trials: N`, `seed: S`), or optuna (on Ray)
     params:
       beta: [0.05, 0.1, 0.5]           # grid values / random choices
       lr: {log_uniform: [1.0e-4, 1.0e-2]}   # random only; also {uniform: [a, b]}
@@ -25,6 +25,11 @@ Honest selection:
   may name another summary key) after its last epoch, averaged over ``seeds``; the best mean wins
   (ties: the first trial). The test rows never enter a trial: a trial is given the validation
   benchmark object only.
+
+On Ray (``cluster: ray[:ADDRESS]`` or ``--cluster``) every setting is a Ray Tune trial
+(:mod:`lumebench.pipeline.tune`): grid and random search try the same settings as here, ``search:
+optuna`` lets Optuna's sampler propose ``trials`` settings, and ``scheduler: asha`` stops trials
+early on their per-epoch validation curve; the test rows stay out of every trial as here.
 
 Outputs in ``<runs_dir>/<name>/``: ``trials/<k>/seed<s>/`` (each a normal, resumable ``unlearn`` run),
 ``trials.md`` / ``trials.json`` (the table), ``selected.json``, ``test/<method>/seed<s>/`` with the
@@ -48,7 +53,8 @@ from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
 from lumebench.io import atomic_write_json, atomic_write_text
 from lumebench.progress import log
-from lumebench.pipeline.config import NAME_RE, DataConfig, EvalSettings, TargetConfig, default_dict
+from lumebench.pipeline.config import (NAME_RE, ClusterConfig, DataConfig, EvalSettings, TargetConfig, check_cluster,
+                                       cluster_dict, default_dict)
 from lumebench.pipeline.configfile import build, locator, merged, read_config_file
 from lumebench.pipeline.workers import cpu_cores, run_jobs
 
@@ -62,9 +68,15 @@ class SweepConfig:
     validation_fraction: generated data only: share of the documents of each task and split held out
         for selection (at least one document each side).
     fixed: overrides of every trial (method hyperparameters or trainer settings).
-    search: ``grid`` (every combination of ``params`` lists) or ``random`` (``trials`` draws).
-    params: name -> list of values, or (random) ``{uniform: [a, b]}`` / ``{log_uniform: [a, b]}``.
-    trials / seed: random search: how many settings, and the seed that draws them.
+    search: ``grid`` (every combination of ``params`` lists), ``random`` (``trials`` draws) or
+        ``optuna`` (``trials`` settings proposed by Optuna's TPE sampler as results come in; Ray only).
+    params: name -> list of values, or (random, optuna) ``{uniform: [a, b]}`` / ``{log_uniform: [a, b]}``.
+    trials / seed: random and optuna search: how many settings, and the seed that draws them.
+    scheduler: None, or ``asha`` (Ray only: asynchronous successive halving stops the trials whose
+        validation score after ``grace_period`` epochs (then that times ``reduction_factor``, ...) is
+        in the worse part; one seed; a stopped trial is listed but not selected).
+    grace_period / reduction_factor: ASHA's first milestone (epochs) and its halving factor.
+    cluster: where the trials run (:class:`~lumebench.pipeline.config.ClusterConfig`; ``ray:ADDRESS``).
     seeds: unlearning seeds of every trial and of the final test run.
     select_on: the summary key compared (``final_score``; e.g. ``task_aggregate`` without MMLU).
     workers: trial processes at once (None: CPU cores // threads); threads: torch threads each.
@@ -86,31 +98,45 @@ class SweepConfig:
     select_on: str = "final_score"
     workers: int | None = None
     threads: int = 1
+    scheduler: str | None = None
+    grace_period: int = 1
+    reduction_factor: int = 2
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
     data, text = read_config_file(path)
     where = locator(str(path), text)
     sections = {k: v for k, v in default_dict().items() if k in ("data", "target", "eval")}
+    if "cluster" in data:
+        data = {**data, "cluster": cluster_dict(data["cluster"])}
     cfg = build(SweepConfig, merged(sections, data), [], where)
+    check_cluster(cfg.cluster, where, ["cluster"])
     from lumebench.registry import METHODS
 
     if not NAME_RE.match(cfg.name):
         raise where.error("a sweep name is letters, digits, '_', '-', '.', '+' (it names a folder)", ["name"])
     if cfg.method not in METHODS:
         raise where.error(f"unknown method {cfg.method!r}; known: {', '.join(METHODS.names())}", ["method"])
-    if cfg.search not in ("grid", "random"):
-        raise where.error("expected 'grid' or 'random'", ["search"])
+    if cfg.search not in ("grid", "random", "optuna"):
+        raise where.error("expected 'grid', 'random' or 'optuna'", ["search"])
+    if cfg.scheduler not in (None, "asha"):
+        raise where.error("expected 'asha' (or null)", ["scheduler"])
+    if cfg.scheduler and len(cfg.seeds) != 1:
+        raise where.error("ASHA compares one curve per trial: give one seed", ["seeds"])
+    if cfg.grace_period < 1 or cfg.reduction_factor < 2:
+        raise where.error("expected grace_period >= 1 and reduction_factor >= 2",
+                          ["grace_period" if cfg.grace_period < 1 else "reduction_factor"])
     if not cfg.params:
         raise where.error("nothing to search: give at least one hyperparameter with its values", ["params"])
     for name, spec in cfg.params.items():
         ok = (isinstance(spec, list) and spec) or (
-            cfg.search == "random" and isinstance(spec, dict) and len(spec) == 1
+            cfg.search != "grid" and isinstance(spec, dict) and len(spec) == 1
             and next(iter(spec)) in ("uniform", "log_uniform")
             and isinstance(next(iter(spec.values())), list) and len(next(iter(spec.values()))) == 2)
         if not ok:
             raise where.error("expected a non-empty list of values" + (
-                ", or {uniform: [a, b]} / {log_uniform: [a, b]}" if cfg.search == "random" else ""), ["params", name])
+                ", or {uniform: [a, b]} / {log_uniform: [a, b]}" if cfg.search != "grid" else ""), ["params", name])
     from lumebench.pipeline.unlearn_config import split_overrides
 
     try:
@@ -218,7 +244,7 @@ def run_trial(job: dict) -> dict:
     from lumebench.pipeline.unlearn import unlearn
 
     r = unlearn(job["target"], job["bench"], job["method"], job["out"], overrides=job["overrides"],
-                lora=job["lora"], eval_cfg=job["eval_cfg"])
+                lora=job["lora"], eval_cfg=job["eval_cfg"], on_evaluation=job.get("on_evaluation"))
     return {"trial": job["trial"], "seed": job["seed"], "status": r["status"], "final": r.get("final") or {},
             "out": str(job["out"])}
 
@@ -276,31 +302,50 @@ def select(rows: list[dict]) -> dict:
     return max(scored, key=lambda r: (r["score_mean"], -r["trial"]))
 
 
+def trial_job(cfg: SweepConfig, k: int | str, seed: int, setting: dict, target: str, bench: Benchmark, out: Path,
+              eval_cfg, *, folder: Path | None = None) -> dict:
+    """The job of one (setting, seed) (:func:`run_trial`): trial ``k``'s folder unless ``folder`` is given."""
+    from lumebench.pipeline.run import eval_overrides
+
+    return {"trial": k, "seed": seed, "target": target, "bench": bench, "method": cfg.method, "lora": cfg.lora,
+            "out": folder or out / "trials" / str(k) / f"seed{seed}", "eval_cfg": eval_cfg, "select_on": cfg.select_on,
+            "overrides": {**eval_overrides(cfg.eval), **cfg.fixed, **setting, "seed": seed}}
+
+
 def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     """Run (or resume) the sweep; returns its folder."""
-    from lumebench.report.leaderboard import write_leaderboard
-    from lumebench.pipeline.run import eval_config, eval_overrides
+    from lumebench.pipeline.run import eval_config
     from lumebench.pipeline.target import prepare_target
 
+    if cfg.cluster.backend != "ray" and (cfg.search == "optuna" or cfg.scheduler):
+        raise LumeError(f"{'search: optuna' if cfg.search == 'optuna' else 'scheduler: asha'} runs on Ray Tune: "
+                        "set cluster: ray (or --cluster ray[:ADDRESS]); see docs/cluster.md")
     out = Path(runs_dir) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(runs_dir) / ".cache"
     whole, val, test = validation_and_test(cfg, cache)
     target = prepare_target(cfg.target, whole, cache)
     eval_cfg = eval_config(cfg.eval)
-    settings = trial_settings(cfg)
+    settings = trial_settings(cfg) if cfg.search != "optuna" else None
     atomic_write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "settings": settings,
                                            "validation_fingerprint": val.fingerprint(),
                                            "test_fingerprint": test.fingerprint(), "target": str(target)})
+    if cfg.cluster.backend == "ray":
+        from lumebench.pipeline.tune import sweep_on_ray
+
+        return sweep_on_ray(cfg, out, target, val, test, eval_cfg, settings)
     workers = cfg.workers or max(1, cpu_cores() // max(1, cfg.threads))
-    jobs = [{"trial": k, "seed": seed, "target": target, "bench": val, "method": cfg.method, "lora": cfg.lora,
-             "out": out / "trials" / str(k) / f"seed{seed}", "overrides": {**eval_overrides(cfg.eval), **cfg.fixed, **s,
-                                                                  "seed": seed},
-             "eval_cfg": eval_cfg, "select_on": cfg.select_on}
-            for k, s in enumerate(settings) for seed in cfg.seeds]
+    jobs = [trial_job(cfg, k, seed, s, target, val, out, eval_cfg) for k, s in enumerate(settings) for seed in cfg.seeds]
     log.info("sweep %s: %d settings x %d seed(s) of %s on the validation rows, %d process(es)", cfg.name,
              len(settings), len(cfg.seeds), cfg.method, min(workers, len(jobs)))
     results = _run_trials(jobs, workers, cfg.threads)
+    best = record_selection(cfg, out, settings, results)
+    _run_trials(selected_test_jobs(cfg, best, target, test, out, eval_cfg), workers, cfg.threads)
+    return report_test(out)
+
+
+def record_selection(cfg: SweepConfig, out: Path, settings: list[dict], results: list[dict]) -> dict:
+    """Write the trial table and ``selected.json``; return the selected trial's row."""
     rows, table = trials_table(cfg, settings, results)
     atomic_write_json(out / "trials.json", rows)
     atomic_write_text(out / "trials.md", table)
@@ -309,12 +354,21 @@ def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
                                               "validation_score": best["score_mean"], "select_on": cfg.select_on})
     log.info("sweep %s: selected trial %d %s (validation %s %.3f); evaluating it on the test rows", cfg.name,
              best["trial"], json.dumps(best["setting"]), cfg.select_on, best["score_mean"])
-    test_jobs = [{**j, "bench": test, "trial": best["trial"], "out": out / "test" / cfg.method / f"seed{j['seed']}"}
-                 for j in jobs if j["trial"] == best["trial"]]
-    _run_trials(test_jobs, workers, cfg.threads)
-    write_leaderboard(out / "test")
     print(table, end="")
     print(f"\nselected: trial {best['trial']} {json.dumps(best['setting'])} "
           f"(validation {cfg.select_on} {best['score_mean']:.3f})")
+    return best
+
+
+def selected_test_jobs(cfg: SweepConfig, best: dict, target: str, test: Benchmark, out: Path, eval_cfg) -> list[dict]:
+    """The selected setting's runs on the test rows, one per seed, in ``test/<method>/seed<s>/``."""
+    return [trial_job(cfg, best["trial"], seed, best["setting"], target, test, out, eval_cfg,
+                      folder=out / "test" / cfg.method / f"seed{seed}") for seed in cfg.seeds]
+
+
+def report_test(out: Path) -> Path:
+    from lumebench.report.leaderboard import write_leaderboard
+
+    write_leaderboard(out / "test")
     print((out / "test" / "leaderboard.md").read_text(encoding="utf-8"), end="")
     return out

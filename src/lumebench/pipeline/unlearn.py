@@ -125,13 +125,15 @@ def unlearn_step(target, benchmark: Benchmark, method: str, out_dir, overrides: 
 
 def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: dict | None = None,
             lora: bool = False, eval_cfg=None, eval_subset: int | None = None,
-            eval_every: str | int = "epoch", evaluate: bool = True) -> dict:
+            eval_every: str | int = "epoch", evaluate: bool = True, on_evaluation=None) -> dict:
     """Run ``method`` on ``target`` (a model spec/directory, or a ``(model, tokenizer)`` pair, which is
     trained in place) and return the content of ``unlearn.json``.
 
     ``overrides``: method hyperparameters and/or :class:`UnlearnConfig` fields by name. ``lora``,
     ``eval_subset`` and ``eval_every`` are shortcuts for the same-named settings. ``evaluate=False``
-    skips every evaluation (training only; used by speed benchmarks). A finished run (the step's
+    skips every evaluation (training only; used by speed benchmarks). ``on_evaluation(rec)`` is
+    called with each :class:`Evaluation` as the run makes or reuses it (Ray Tune's early stopping
+    reads the curve so; not for composite methods). A finished run (the step's
     marker with the same key) is returned without loading anything; an interrupted one resumes.
     """
     overrides = dict(overrides or {})
@@ -154,7 +156,7 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
             out["state"] = m.unlearn_composite(target, benchmark, method, job, overrides=overrides,
                                                eval_cfg=eval_cfg, evaluate=evaluate)
         else:
-            out["state"] = _run(target, benchmark, method, m, cfg, ident, job, eval_cfg, evaluate)
+            out["state"] = _run(target, benchmark, method, m, cfg, ident, job, eval_cfg, evaluate, on_evaluation)
         return {k: out["state"].get(k) for k in ("status", "steps", "epochs", "final")}
 
     job.run(compute)
@@ -167,7 +169,7 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
 
 
 def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident, job: Step, eval_cfg,
-         evaluate: bool) -> dict:
+         evaluate: bool, on_evaluation=None) -> dict:
     """The unlearning run itself (resuming what an interrupted one left in the folder)."""
     out_dir = job.folder
     model, tokenizer, trainable, target_digest = _open_run(target, method, m, cfg, job)
@@ -175,6 +177,7 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
     state = _start_state(job, benchmark, method, m, cfg, ident, target_digest, trainable, data)
     evaluator = _Evaluator(m, data.ctx, tokenizer, eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed),
                            eval_cfg, cfg, out_dir, data.per_epoch, enabled=evaluate)
+    evaluator.on_record = on_evaluation
 
     # reference quantities first (the model is still the one before unlearning)
     m.setup(data.ctx)
@@ -330,6 +333,7 @@ class _Evaluator:
         self.curve_cfg = (dataclasses.replace(eval_cfg, mmlu=None) if self.wants_mmlu and cfg.mmlu_at == "ends"
                           else eval_cfg)
         self.curve = read_curve(out_dir)
+        self.on_record = None
 
     def at(self, step: int, model_now, *, last: bool = True, again: bool = False) -> Evaluation | None:
         """Evaluate (or reuse the curve's record of) ``step``; without MMLU between the ends under
@@ -338,6 +342,8 @@ class _Evaluator:
             return None
         known = next((r for r in self.curve if r.step == step), None)
         if known is not None and not again:
+            if self.on_record is not None:
+                self.on_record(known)
             return known
         self.ctx.model = model_now
         with self.m.evaluated(self.ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
@@ -349,6 +355,8 @@ class _Evaluator:
                 append_jsonl(self.out_dir / CURVE, rec.to_json())
         fault("unlearn:after-eval")
         self.curve[:] = [r for r in self.curve if r.step != step] + [rec]
+        if self.on_record is not None:
+            self.on_record(rec)
         log.info("evaluation at step %d (epoch %s): %s", step, rec.epoch,
                  ", ".join(f"{k} {v:.3f}" for k, v in rec.summary.items() if isinstance(v, float)))
         return rec
