@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,8 +36,8 @@ target:
   model: tiny
   finetune: {epochs: 6, min_steps: 0, pretrain_docs: 0}
 methods:
-  - {name: ga, overrides: {epochs: 3, lr: 3.0e-3}}
-  - {name: npo, overrides: {epochs: 3, beta: 1.0, lr: 3.0e-3}}
+  - {name: ga, overrides: {epochs: 2, lr: 3.0e-3}}
+  - {name: npo, overrides: {epochs: 2, beta: 1.0, lr: 3.0e-3}}
 # a subset makes the first run of each seed evaluate the target (2 runs at once: one on each node)
 eval: {max_new_tokens: 8, mmlu: false, every: epoch, subset: 2}
 seeds: [0, 1]
@@ -81,20 +82,38 @@ def _stop_node(p: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
+    """The two nodes (started in the background while ``runs`` makes the local run) and the local
+    pool's run of the config in a runs folder whose target cache every test shares."""
     tmp = tmp_path_factory.mktemp("ray")
     temp_dir = tempfile.mkdtemp(prefix="lr", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port = _free_port()
     common = ["--temp-dir", temp_dir, "--object-store-memory", str(100 * 2**20)]
-    nodes = []
+    nodes: list[subprocess.Popen] = []
+    started: dict = {}
+
+    def start() -> None:
+        try:
+            nodes.append(_start_node(["--head", "--port", str(_free_port()), "--include-dashboard", "false",
+                                      "--ray-client-server-port", str(_free_port()),
+                                      "--dashboard-port", str(_free_port()), *common], tmp / "head.log"))
+            started["address"] = next(line.split("--address='")[1].split("'")[0]
+                                      for line in (tmp / "head.log").read_text().splitlines() if "--address='" in line)
+            nodes.append(_start_node(["--address", started["address"], *common], tmp / "node2.log"))
+        except BaseException as e:  # noqa: BLE001 - raised in the test's thread below
+            started["error"] = e
+
+    thread = threading.Thread(target=start)
+    thread.start()
     try:
-        nodes.append(_start_node(["--head", "--port", str(port), "--include-dashboard", "false",
-                                  "--ray-client-server-port", str(_free_port()), "--dashboard-port", str(_free_port()),
-                                  *common], tmp / "head.log"))
-        address = next(line.split("--address='")[1].split("'")[0] for line in (tmp / "head.log").read_text().splitlines()
-                       if "--address='" in line)
-        nodes.append(_start_node(["--address", address, *common], tmp / "node2.log"))
-        yield {"address": address, "node2": nodes[1], "tmp": tmp}
+        cfg = tmp / "mini.yaml"
+        cfg.write_text(RUN, encoding="utf-8")
+        runs = tmp / "runs"
+        assert main(["run", str(cfg), "--runs-dir", str(runs), "--name", "local", "--cluster", "local"]) == 0
+        thread.join()
+        if "error" in started:
+            raise started["error"]
+        yield {"address": started["address"], "node2": nodes[1], "tmp": tmp, "cfg": cfg, "runs": runs}
     finally:
+        thread.join()
         for p in reversed(nodes):
             _stop_node(p)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -102,13 +121,7 @@ def ray_cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(ray_cluster):
-    """The run config, its runs folder (the target cache shared by every test) and the local pool's run."""
-    tmp = ray_cluster["tmp"]
-    cfg = tmp / "mini.yaml"
-    cfg.write_text(RUN, encoding="utf-8")
-    runs = tmp / "runs"
-    assert main(["run", str(cfg), "--runs-dir", str(runs), "--name", "local", "--cluster", "local"]) == 0
-    return cfg, runs
+    return ray_cluster["cfg"], ray_cluster["runs"]
 
 
 def _board(run_dir: Path) -> list[dict]:
@@ -170,7 +183,7 @@ def test_a_ray_tune_sweep_selects_as_the_local_sweep_on_validation_rows_only(ray
     _, runs_dir = runs
     tmp = ray_cluster["tmp"]
     sweep = {"name": "s", "method": "ga", "data": {"source": "generated", "docs_per_task": 2, "seed": 0},
-             "target": yaml.safe_load(RUN)["target"], "fixed": {"epochs": 2}, "params": {"lr": [3.0e-3, 1.0e-5]},
+             "target": yaml.safe_load(RUN)["target"], "fixed": {"epochs": 1}, "params": {"lr": [3.0e-3, 1.0e-5]},
              "select_on": "retain_regurgitation",  # (no MMLU: no final score) what the tiny target keeps
              "seeds": [0], "workers": 1, "eval": {"max_new_tokens": 8, "mmlu": False, "every": "epoch"}}
     results = {}
@@ -241,6 +254,6 @@ def test_killing_a_ray_node_mid_run_retries_and_resumes_the_same_leaderboard(ray
     marker = json.loads((killed / "done.json").read_text())
     assert marker["resumed"] is True  # the retry found the killed run's folder and went on from it
     steps = [json.loads(x)["step"] for x in (killed / "curve.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps)) and len(steps) == 4  # before + 3 epochs, none evaluated twice
+    assert steps == sorted(set(steps)) and len(steps) == 3  # before + 2 epochs, none evaluated twice
     assert _board(runs_dir / "killed") == _board(runs_dir / "local")
     assert _curves(runs_dir / "killed") == _curves(runs_dir / "local")

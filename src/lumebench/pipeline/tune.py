@@ -4,9 +4,9 @@
   as on the local pool (Tune is given their list as a grid over its index), in the same folders
   ``trials/<k>/``, so the runs, the trial table and the selection are those of a local sweep.
   ``optuna``: Optuna's TPE sampler, seeded with the sweep's ``seed``, proposes ``trials`` settings
-  from ``params`` (a list is a choice; ``uniform``/``log_uniform`` ranges) as results come in; trial
-  ``k`` lives in ``trials/o<k>-<hash of its setting>/``, so a rerun that proposes the same setting
-  as trial ``k`` reuses it.
+  from ``params`` (a list is a choice; ``uniform``/``log_uniform`` ranges) as results come in; a
+  proposal lives in ``trials/o-<hash of its setting>-<Tune's trial id>/`` (two proposals of one
+  setting never share a folder).
 - **Trials.** A trial runs its setting at every seed, each a normal resumable unlearning run
   (:func:`~.sweep.run_trial`) given the *validation* rows only, and reports the mean validation
   ``select_on`` score. It asks Ray for what a method run of ``lume run`` asks
@@ -37,9 +37,9 @@ from lumebench.progress import log
 from lumebench.provenance import fingerprint
 
 
-def folder_key(k: int, setting: dict | None) -> str:
-    """Trial ``k``'s folder name: ``k`` for a listed setting, ``o<k>-<hash>`` for an Optuna proposal."""
-    return str(k) if setting is None else f"o{k}-{fingerprint(setting)[:8]}"
+def folder_key(setting: dict, trial_id: str) -> str:
+    """An Optuna proposal's folder name."""
+    return f"o-{fingerprint(setting)[:8]}-{trial_id}"
 
 
 def _space(params: dict) -> dict:
@@ -69,10 +69,9 @@ def _trial(config: dict, ctx: dict) -> None:
     cfg = ctx["cfg"]
     if "trial" in config:  # grid / random: an index into the listed settings
         k, setting, key = config["trial"], ctx["settings"][config["trial"]], str(config["trial"])
-    else:  # optuna: the proposal itself; k = Tune's trial number
-        k = int(tune.get_context().get_trial_id().rsplit("_", 1)[-1])
+    else:  # optuna: the proposal itself
         setting = {n: config[n] for n in cfg.params}
-        key = folder_key(k, setting)
+        k = key = folder_key(setting, tune.get_context().get_trial_id())
     seen: set[int] = set()
 
     def on_evaluation(rec) -> None:  # ASHA: every point of the validation curve, once
@@ -100,14 +99,18 @@ def _progress_callback():
     from lumebench.pipeline.cluster import reason
 
     class Progress(tune.Callback):
+        done = 0
+
         def on_trial_complete(self, iteration, trials, trial, **info):
             r = trial.last_result or {}
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-            log.info("[%d/%d] sweep trial %s done (validation score %s, epoch %s)", done, len(trials),
+            self.done += 1
+            log.info("[%d/%d] sweep trial %s done (validation score %s, epoch %s)", self.done, len(trials),
                      r.get("folder", trial.trial_id), _fmt(r.get("score")), r.get("epoch", "last"))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             err = trial.get_error() if hasattr(trial, "get_error") else None
+            if isinstance(err, str):  # the traceback's text: its last line is the exception
+                err = RuntimeError(([x for x in err.strip().splitlines() if x.strip()] or ["?"])[-1].strip())
             log.error("sweep trial %s %s failed: %s (the others go on)", trial.trial_id,
                       json.dumps(trial.config), reason(err) if err else "see the Ray logs")
 
@@ -123,16 +126,11 @@ def _collect(cfg, grid, settings: list[dict] | None, out: Path) -> tuple[list[di
     a finished run gives its final validation summary, a stopped or failed one none."""
     tried = list(settings) if settings is not None else []
     keys = [str(k) for k in range(len(tried))]
-    if settings is None:
-        proposals = []
+    if settings is None:  # in Tune's order of the proposals
         for r in grid:
             if r.config:
-                s = {n: r.config[n] for n in cfg.params}
-                k = (r.metrics or {}).get("trial")
-                proposals.append((k if isinstance(k, int) else 10**9 + len(proposals), s))
-        for k, s in sorted(proposals, key=lambda p: p[0]):
-            tried.append(s)
-            keys.append(folder_key(k, s) if k < 10**9 else "")
+                tried.append({n: r.config[n] for n in cfg.params})
+                keys.append((r.metrics or {}).get("folder") or "")  # none: failed before its first report
     results = []
     for k, key in enumerate(keys):
         for seed in cfg.seeds:
@@ -172,11 +170,13 @@ def sweep_on_ray(cfg, out: Path, target: str, val, test, eval_cfg, settings: lis
         if cfg.scheduler == "asha":
             from ray.tune.schedulers import ASHAScheduler
 
-            scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.fixed.get("epochs") or 1000,
+            # max_t: past any run's end (a trial at max_t would be stopped before its run completes)
+            scheduler = ASHAScheduler(time_attr="epoch", max_t=10**6,
                                       grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
         log.info("sweep %s: %s search of %s on Ray Tune%s, %s trial(s) x %d seed(s) on the validation rows",
                  cfg.name, cfg.search, cfg.method, " with ASHA early stopping" if scheduler else "",
                  len(settings) if settings is not None else cfg.trials, len(cfg.seeds))
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables off (verbose=0): a line a trial here
         tuner = tune.Tuner(trainable, param_space=space,
                            tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=search,
                                                        scheduler=scheduler, num_samples=samples),
