@@ -85,6 +85,10 @@ def ray_cluster(tmp_path_factory):
     """The two nodes (started in the background while ``runs`` makes the local run) and the local
     pool's run of the config in a runs folder whose target cache every test shares."""
     tmp = tmp_path_factory.mktemp("ray")
+    # Ray 2.60 turns token authentication on for a head node when ~/.ray/auth_token exists (left by
+    # any local `ray.init()`); this throw-away cluster, its nodes and drivers go without
+    auth_before = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     temp_dir = tempfile.mkdtemp(prefix="lr", dir="/tmp")  # short: Ray's socket paths have a length limit
     common = ["--temp-dir", temp_dir, "--object-store-memory", str(100 * 2**20)]
     nodes: list[subprocess.Popen] = []
@@ -117,6 +121,10 @@ def ray_cluster(tmp_path_factory):
         for p in reversed(nodes):
             _stop_node(p)
         shutil.rmtree(temp_dir, ignore_errors=True)
+        if auth_before is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth_before
 
 
 @pytest.fixture(scope="module")
