@@ -10,6 +10,7 @@ import torch
 
 import dist_worker as worker
 from lumebench.errors import LumeError
+from lumebench.pipeline import evaluator as evaluator_mod
 from lumebench.pipeline import unlearn as unlearn_mod
 from lumebench.methods.base import UnlearnContext
 from lumebench.methods.data import tokenize_rows
@@ -95,7 +96,7 @@ def test_a_resumed_run_refuses_a_target_whose_weights_changed(bench, target_dir,
 
     target = tmp_path / "target"
     shutil.copytree(target_dir, target)
-    real = unlearn_mod._evaluate
+    real = evaluator_mod.evaluate_model
     calls = []
 
     def dies_at_the_second_evaluation(*args):
@@ -104,7 +105,7 @@ def test_a_resumed_run_refuses_a_target_whose_weights_changed(bench, target_dir,
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(unlearn_mod, "_evaluate", dies_at_the_second_evaluation)
+    monkeypatch.setattr(evaluator_mod, "evaluate_model", dies_at_the_second_evaluation)
     from lumebench.eval.evaluate import EvalConfig
 
     over = {**GA, "max_steps": None, "lr": 1e-3, "batch_size": 10, "epochs": 2}
@@ -120,7 +121,7 @@ def test_a_resumed_run_refuses_a_target_whose_weights_changed(bench, target_dir,
         for p in model.parameters():
             p.mul_(1.01)
     model.save_pretrained(target, safe_serialization=True)
-    monkeypatch.setattr(unlearn_mod, "_evaluate", real)
+    monkeypatch.setattr(evaluator_mod, "evaluate_model", real)
     with pytest.raises(LumeError, match="target with other weights"):
         unlearn(str(target), bench, "ga", tmp_path / "run", overrides=over, eval_cfg=ev)
 

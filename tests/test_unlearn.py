@@ -20,6 +20,7 @@ from lumebench.cli import main as lume
 from lumebench.data.records import Benchmark
 from lumebench.eval.evaluate import EvalConfig
 from lumebench.io import iter_jsonl
+from lumebench.pipeline import evaluator as evaluator_mod
 from lumebench.pipeline import unlearn as unlearn_mod
 from lumebench.pipeline.unlearn import unlearn
 from lumebench.registry import METHODS
@@ -181,7 +182,7 @@ def test_lora_unlearning_saves_the_adapter_and_the_merged_model(target, bench, t
 
 
 def test_interrupted_run_resumes_without_redoing_evaluations(target, bench, tmp_path, monkeypatch):
-    real = unlearn_mod._evaluate
+    real = evaluator_mod.evaluate_model
     calls = []
 
     def flaky(model, tok, b, cfg, out_dir):
@@ -190,7 +191,7 @@ def test_interrupted_run_resumes_without_redoing_evaluations(target, bench, tmp_
             raise KeyboardInterrupt
         return real(model, tok, b, cfg, out_dir)
 
-    monkeypatch.setattr(unlearn_mod, "_evaluate", flaky)
+    monkeypatch.setattr(evaluator_mod, "evaluate_model", flaky)
     over = {"epochs": 3}
     with pytest.raises(KeyboardInterrupt):
         unlearn(target, bench, "ga", tmp_path / "a", eval_cfg=EVAL, overrides=over)
@@ -199,7 +200,7 @@ def test_interrupted_run_resumes_without_redoing_evaluations(target, bench, tmp_
     resumed = unlearn(target, bench, "ga", tmp_path / "a", eval_cfg=EVAL, overrides=over)
     spe = resumed["steps_per_epoch"]
     assert calls == [f"step_{2 * spe:06d}", f"step_{3 * spe:06d}"]  # step 0 and epoch 1 were kept
-    monkeypatch.setattr(unlearn_mod, "_evaluate", real)
+    monkeypatch.setattr(evaluator_mod, "evaluate_model", real)
     fresh = unlearn(target, bench, "ga", tmp_path / "b", eval_cfg=EVAL, overrides=over)
     assert resumed["status"] == fresh["status"] == "finished"
     wa, wb = _weights(tmp_path / "a" / "model"), _weights(tmp_path / "b" / "model")

@@ -215,6 +215,8 @@ def _register_run(sub) -> None:
     p.add_argument("--seeds", type=_seed_list, default=None,
                    help="comma list of unlearning seeds to run instead of the config's (e.g. 0 first, "
                         "then 0,1,2: the finished runs are kept, only the new seeds run)")
+    p.add_argument("--cluster", type=_cluster, default=None, metavar="local|ray[:ADDRESS]",
+                   help=CLUSTER_HELP)
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(handler=_run)
 
@@ -228,13 +230,38 @@ def _register_run(sub) -> None:
                                    "See lumebench.pipeline.sweep for the file format.")
     w.add_argument("config", help="sweep config (.yaml)")
     w.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    w.add_argument("--cluster", type=_cluster, default=None, metavar="local|ray[:ADDRESS]",
+                   help=CLUSTER_HELP + "; on Ray the trials are Ray Tune trials")
     w.set_defaults(handler=_sweep)
+
+
+CLUSTER_HELP = ("where the runs go (overrides the config's cluster): local (this machine's processes, the "
+                "default) or ray[:ADDRESS] (Ray tasks on the cluster at ADDRESS, e.g. ray:10.0.0.1:6379; "
+                "needs a shared filesystem and lumebench[ray], see docs/cluster.md)")
+
+
+def _cluster(text: str) -> dict:
+    import argparse
+
+    from lumebench.pipeline.config import cluster_dict
+
+    c = cluster_dict(text)
+    if c["backend"] not in ("local", "ray") or (c["backend"] == "local" and c["address"]):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected local, ray or ray:ADDRESS")
+    return c
+
+
+def _set_cluster(cfg, given: dict | None) -> None:
+    if given is not None:
+        cfg.cluster.backend, cfg.cluster.address = given["backend"], given["address"]
 
 
 def _sweep(args) -> int:
     from lumebench.pipeline.sweep import load_sweep_config, sweep
 
-    sweep(load_sweep_config(args.config), runs_dir=args.runs_dir)
+    cfg = load_sweep_config(args.config)
+    _set_cluster(cfg, args.cluster)
+    sweep(cfg, runs_dir=args.runs_dir)
     return 0
 
 
@@ -271,6 +298,7 @@ def _run(args) -> int:
     for field in ("workers", "threads", "seeds"):  # a resumed run may change them (seeds: add or drop)
         if getattr(args, field) is not None:
             setattr(cfg, field, getattr(args, field))
+    _set_cluster(cfg, args.cluster)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0

@@ -154,6 +154,50 @@ class AttacksConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Where the method runs (and a sweep's trials) run: ``docs/cluster.md``.
+
+    backend: ``local`` (this machine's process pool: the default, no Ray needed) or ``ray`` (every
+        run a Ray task, a sweep's trials Ray Tune trials; ``pip install 'lumebench[ray]'``).
+    address: ray only: the cluster to join (``HOST:PORT`` as ``ray start --head`` prints it, or
+        ``auto``); None starts a Ray instance on this machine. Multi-node needs a shared filesystem:
+        every node must see the run folder at the same path.
+    gpus: GPUs each run asks Ray for (0: CPU only; a fraction lets runs share a card).
+    memory_gb: memory Ray reserves for each run (None: estimated from the target's weights).
+    max_retries: times Ray runs a task again after its worker process or node died; the retry
+        resumes from the run's last checkpoint.
+    """
+
+    backend: str = "local"
+    address: str | None = None
+    gpus: float = 0.0
+    memory_gb: float | None = None
+    max_retries: int = 3
+
+
+def cluster_dict(value):
+    """The ``cluster`` setting as a mapping: ``local``, ``ray`` and ``ray:ADDRESS`` are short for
+    ``{backend: ..., address: ...}`` (a mapping, or anything else, is returned as it is)."""
+    if not isinstance(value, str):
+        return value
+    backend, _, address = value.partition(":")
+    return {"backend": backend, "address": address or None}
+
+
+def check_cluster(c: ClusterConfig, where: FieldLocator, keys: list) -> None:
+    if c.backend not in ("local", "ray"):
+        raise where.error("expected 'local' or 'ray' (or 'ray:ADDRESS')", keys + ["backend"])
+    if c.backend == "local" and c.address:
+        raise where.error("an address needs backend 'ray' (ray:ADDRESS)", keys + ["address"])
+    if c.gpus < 0:
+        raise where.error("must be >= 0", keys + ["gpus"])
+    if c.memory_gb is not None and c.memory_gb <= 0:
+        raise where.error("must be > 0 (or null: estimated)", keys + ["memory_gb"])
+    if c.max_retries < 0:
+        raise where.error("must be >= 0", keys + ["max_retries"])
+
+
+@dataclass
 class RunConfig:
     """A whole benchmark run: data -> target -> every method x seed -> evaluations -> report.
 
@@ -166,6 +210,8 @@ class RunConfig:
         cores divided by ``threads``, or 1 when ``threads`` is torch's default). Results do not
         depend on it (nor on ``threads``): a resumed run may change both.
     attacks: robustness attacks on every method row (:class:`AttacksConfig`); None = none.
+    cluster: where the method runs run (:class:`ClusterConfig`; ``ray:ADDRESS`` is short for
+        ``{backend: ray, address: ADDRESS}``); results do not depend on it either.
     """
 
     name: str
@@ -177,6 +223,7 @@ class RunConfig:
     threads: int | None
     workers: int | None = None
     attacks: AttacksConfig | None = None
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -215,6 +262,7 @@ def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
         raise where.error("expected 'fast' or 'reference'", ["eval", "engine"])
     if cfg.eval.mmlu_at not in ("every", "ends"):
         raise where.error("expected 'every' or 'ends'", ["eval", "mmlu_at"])
+    check_cluster(cfg.cluster, where, ["cluster"])
     if cfg.data.source == "generated" and cfg.data.docs_per_task < 1:
         raise where.error("must be >= 1", ["data", "docs_per_task"])
     from lumebench import checks
@@ -243,7 +291,6 @@ def check_registered(cfg: RunConfig, where: FieldLocator) -> None:
     override that is unknown, of the wrong type or out of range (typed by the method's ``Hparams``
     and the trainer settings), a fine-tuning setting that is, and a target model that does not
     resolve."""
-    from lumebench import checks
     from lumebench.pipeline.target import check_settings
     from lumebench.pipeline.unlearn_config import resolve_config
     from lumebench.registry import METHODS
@@ -270,7 +317,7 @@ def check_registered(cfg: RunConfig, where: FieldLocator) -> None:
     if cfg.attacks is not None:
         # the attacks' settings are typed by their own configs (imported only when a config has an
         # attacks section)
-        from lumebench.pipeline.attack_stage import check_attacks
+        from lumebench.pipeline.attack_config import check_attacks
 
         check_attacks(cfg.attacks, where)
 
@@ -284,6 +331,8 @@ def default_dict() -> dict:
 def from_dict(data: dict, *, path: str | None = None, text: str | None = None) -> RunConfig:
     """``data`` laid over the default, typed and checked (``path``/``text``: where errors point)."""
     where = locator(path, text)
+    if "cluster" in data:
+        data = {**data, "cluster": cluster_dict(data["cluster"])}
     cfg = validate(build(RunConfig, merged(default_dict(), data), [], where), where)
     check_registered(cfg, where)
     return cfg

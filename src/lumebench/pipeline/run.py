@@ -29,7 +29,6 @@ the folder and on its leaderboard until its ``methods/<label>`` folder is delete
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -37,72 +36,16 @@ from pathlib import Path
 from lumebench import distributed
 from lumebench.errors import LumeError
 from lumebench.faults import fault
-from lumebench.io import append_jsonl, atomic_write_json, atomic_write_text, read_json
+from lumebench.io import append_jsonl, atomic_write_json, read_json
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta
-from lumebench.pipeline.config import RunConfig, to_yaml
+from lumebench.pipeline.config import RunConfig
 from lumebench.curve import CURVE, read_curve
 from lumebench.pipeline.data import prepare_data
 from lumebench.step import MARKER
+from lumebench.pipeline.run_folder import method_dir, save_config
 from lumebench.pipeline.target import prepare_target
 
-
-
-def method_dir(run_dir: Path, label: str, seed: int) -> Path:
-    return run_dir / "methods" / label / f"seed{seed}"
-
-
-def _diff(old: dict, new: dict, prefix: str = "") -> str | None:
-    """The first field (dotted) where two config dicts differ."""
-    for k in list(old) + [k for k in new if k not in old]:
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            d = _diff(a, b, f"{prefix}{k}.")
-            if d:
-                return d
-        elif a != b:
-            return f"{prefix}{k} (was {json.dumps(a)}, now {json.dumps(b)})"
-    return None
-
-
-#: config fields that do not change any result (a resumed run may set them differently); ``attacks``:
-#: each attack is a keyed step of its own (changed settings of a finished attack are refused there)
-NOT_RESULTS = ("threads", "workers", "attacks")
-#: config lists a resumed run may extend or shorten: every method run is its own keyed step
-#: (``done.json``), so adding a method row or a seed leaves the finished runs valid; a row already
-#: in the folder must keep its settings
-GROWS = ("methods", "seeds")
-
-
-def _changed_row(old: list, new: list) -> str | None:
-    """The first method row (by label) that both configs have with different settings."""
-    before = {m.get("label") or m.get("name"): m for m in old if isinstance(m, dict)}
-    for m in new:
-        was = before.get(m.get("label") or m.get("name"))
-        if was is not None and was != m:
-            return f"method {m.get('label') or m.get('name')!r}: {_diff(was, m)}"
-    return None
-
-
-def _save_config(run_dir: Path, cfg: RunConfig) -> None:
-    """Save the resolved config, or check it against the folder's: a rerun may change ``threads`` and
-    ``workers``, add or drop method rows and seeds, but not change a result-bearing setting."""
-    new = json.loads(json.dumps(cfg.to_dict()))
-    path = run_dir / "config.json"
-    if path.exists():
-        old = read_json(path, expect=dict)
-        d = (_diff({k: v for k, v in old.items() if k not in NOT_RESULTS + GROWS},
-                   {k: v for k, v in new.items() if k not in NOT_RESULTS + GROWS})
-             or _changed_row(old.get("methods") or [], new["methods"]))
-        if d:
-            raise LumeError(f"this run folder was made with a different config: {d}; "
-                            f"use another --name (or delete the folder) to start afresh", path=str(run_dir))
-        if all(old.get(k) == new[k] for k in GROWS) and old.get("attacks") == new.get("attacks"):
-            return
-        log.info("the config adds or drops method rows or seeds; the finished method runs are kept")
-    if distributed.is_main():
-        atomic_write_json(path, new)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
 
 
 # ------------------------------------------------------------------------------------- stages
@@ -262,6 +205,10 @@ def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir:
             per = sum(spent) / len(spent)  # wall seconds per finished run, with `workers` at once
             log.info("%d of %d method runs done; about %.0f min left", len(markers), n, left * per / 60)
 
+    if cfg.cluster.backend == "ray":
+        _run_on_ray(cfg, jobs, todo, target, bench, run_dir, done)
+        return {f"{m.key}/seed{seed}": markers[f"{m.key}/seed{seed}"] for seed, m in jobs
+                if f"{m.key}/seed{seed}" in markers}
     if workers <= 1:
         if cfg.threads or pinned_threads(None):  # a method run's threads, as on a worker process
             import torch
@@ -292,6 +239,31 @@ def _run_methods(cfg: RunConfig, jobs: list[tuple], target: str, bench, run_dir:
     return {f"{m.key}/seed{seed}": markers[f"{m.key}/seed{seed}"] for seed, m in jobs}
 
 
+def _run_on_ray(cfg: RunConfig, jobs: list[tuple], todo: list[tuple], target: str, bench, run_dir: Path,
+                done) -> None:
+    """Every (seed, method) run as a Ray task (:mod:`lumebench.pipeline.cluster`): the first of each
+    group sharing an evaluation before unlearning first, then the others; a failed run lets the
+    others finish, then is one error line saying how to resume."""
+    from lumebench.pipeline.cluster import RayCluster, failure_message, resources
+
+    for seed, m in jobs:  # finished runs: read back here
+        if (seed, m) not in todo:
+            done((seed, m), _method_job((cfg, seed, m, target, bench, run_dir)))
+    if not todo:
+        return
+    first = _first_of_each_share_group(cfg, todo, run_dir)
+    res = resources(cfg.threads, cfg.cluster, target)
+    failures = []
+    with RayCluster(cfg.cluster) as rc:
+        rc.check_shared(run_dir)
+        for pairs in (first, [j for j in todo if j not in first]):
+            failures += rc.run(_method_job, [(cfg, seed, m, target, bench, run_dir) for seed, m in pairs],
+                               [f"{cfg.name}/{m.key}/seed{seed}" for seed, m in pairs], res, int(res.cpus),
+                               on_done=lambda job, r: done((job[1], job[2]), r), what="method runs")
+    if failures:
+        raise LumeError(failure_message(failures, len(todo), "method runs"), path=str(run_dir))
+
+
 def _run_builds(cfg: RunConfig, runs_dir: Path, cache: Path) -> Path:
     """A run over several target builds (``target.seeds``): one run folder per build inside the run's
     folder, then the leaderboard and report over all of them."""
@@ -299,7 +271,7 @@ def _run_builds(cfg: RunConfig, runs_dir: Path, cache: Path) -> Path:
 
     run_dir = runs_dir / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    _save_config(run_dir, cfg)
+    save_config(run_dir, cfg)
     builds = []
     for ts in cfg.target.seeds:
         log.info("run %s: target build %d of %d (fine-tuning seed %d)", cfg.name, len(builds) + 1,
@@ -336,7 +308,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
     if cfg.target.seeds:
         return _run_builds(cfg, runs_dir, cache)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _save_config(run_dir, cfg)
+    save_config(run_dir, cfg)
     _set_threads(cfg, _workers(cfg, len(cfg.seeds) * len(cfg.methods)))
     log.info("run %s: %d method(s) x %d seed(s) into %s", cfg.name, len(cfg.methods), len(cfg.seeds), run_dir)
 
@@ -369,7 +341,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", config_path: str | None =
         # the robustness attacks (lumebench.attacks), imported only when configured
         from lumebench.pipeline.attack_stage import run_attacks
 
-        prov["attacks"] = run_attacks(cfg, run_dir, target, bench, cache, method_dir)
+        prov["attacks"] = run_attacks(cfg, run_dir, target, bench, cache)
         timings["attacks"] = clock.lap()
     elif cfg.attacks is not None:
         log.warning("the attacks run in one process: run the same `lume run` again without the launcher to add them")

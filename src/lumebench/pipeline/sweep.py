@@ -6,7 +6,7 @@ validation rows only, then evaluated once on the test rows.
     data: {source: generated, docs_per_task: 6, seed: 0}
     target: {model: tiny}
     fixed: {epochs: 5}                 # every trial
-    search: grid                       # or random (then `trials: N`, `seed: S`)
+    search: grid                       # or random (then `trials: N`, `seed: S`), or optuna (on Ray)
     params:
       beta: [0.05, 0.1, 0.5]           # grid values / random choices
       lr: {log_uniform: [1.0e-4, 1.0e-2]}   # random only; also {uniform: [a, b]}
@@ -26,6 +26,11 @@ Honest selection:
   (ties: the first trial). The test rows never enter a trial: a trial is given the validation
   benchmark object only.
 
+On Ray (``cluster: ray[:ADDRESS]`` or ``--cluster``) every setting is a Ray Tune trial
+(:mod:`lumebench.pipeline.tune`): grid and random search try the same settings as here, ``search:
+optuna`` lets Optuna's sampler propose ``trials`` settings, and ``scheduler: asha`` stops trials
+early on their per-epoch validation curve; the test rows stay out of every trial as here.
+
 Outputs in ``<runs_dir>/<name>/``: ``trials/<k>/seed<s>/`` (each a normal, resumable ``unlearn`` run),
 ``trials.md`` / ``trials.json`` (the table), ``selected.json``, ``test/<method>/seed<s>/`` with the
 test run and its ``leaderboard.md``. Trials run in parallel processes (``workers``; default: the
@@ -36,22 +41,20 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import random
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
-from lumebench.io import atomic_write_json, atomic_write_text
+from lumebench.io import atomic_write_json
 from lumebench.progress import log
-from lumebench.pipeline.config import NAME_RE, DataConfig, EvalSettings, TargetConfig, default_dict
+from lumebench.pipeline.config import (NAME_RE, ClusterConfig, DataConfig, EvalSettings, TargetConfig, check_cluster,
+                                       cluster_dict, default_dict)
 from lumebench.pipeline.configfile import build, locator, merged, read_config_file
+from lumebench.pipeline.trials import record_selection, report_test, run_trial, selected_test_jobs, trial_job
 from lumebench.pipeline.workers import cpu_cores, run_jobs
-
 
 @dataclass
 class SweepConfig:
@@ -62,9 +65,15 @@ class SweepConfig:
     validation_fraction: generated data only: share of the documents of each task and split held out
         for selection (at least one document each side).
     fixed: overrides of every trial (method hyperparameters or trainer settings).
-    search: ``grid`` (every combination of ``params`` lists) or ``random`` (``trials`` draws).
-    params: name -> list of values, or (random) ``{uniform: [a, b]}`` / ``{log_uniform: [a, b]}``.
-    trials / seed: random search: how many settings, and the seed that draws them.
+    search: ``grid`` (every combination of ``params`` lists), ``random`` (``trials`` draws) or
+        ``optuna`` (``trials`` settings proposed by Optuna's TPE sampler as results come in; Ray only).
+    params: name -> list of values, or (random, optuna) ``{uniform: [a, b]}`` / ``{log_uniform: [a, b]}``.
+    trials / seed: random and optuna search: how many settings, and the seed that draws them.
+    scheduler: None, or ``asha`` (Ray only: asynchronous successive halving stops the trials whose
+        validation score after ``grace_period`` epochs (then that times ``reduction_factor``, ...) is
+        in the worse part; one seed; a stopped trial is listed but not selected).
+    grace_period / reduction_factor: ASHA's first milestone (epochs) and its halving factor.
+    cluster: where the trials run (:class:`~lumebench.pipeline.config.ClusterConfig`; ``ray:ADDRESS``).
     seeds: unlearning seeds of every trial and of the final test run.
     select_on: the summary key compared (``final_score``; e.g. ``task_aggregate`` without MMLU).
     workers: trial processes at once (None: CPU cores // threads); threads: torch threads each.
@@ -86,31 +95,44 @@ class SweepConfig:
     select_on: str = "final_score"
     workers: int | None = None
     threads: int = 1
-
+    scheduler: str | None = None
+    grace_period: int = 1
+    reduction_factor: int = 2
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
     data, text = read_config_file(path)
     where = locator(str(path), text)
     sections = {k: v for k, v in default_dict().items() if k in ("data", "target", "eval")}
+    if "cluster" in data:
+        data = {**data, "cluster": cluster_dict(data["cluster"])}
     cfg = build(SweepConfig, merged(sections, data), [], where)
+    check_cluster(cfg.cluster, where, ["cluster"])
     from lumebench.registry import METHODS
 
     if not NAME_RE.match(cfg.name):
         raise where.error("a sweep name is letters, digits, '_', '-', '.', '+' (it names a folder)", ["name"])
     if cfg.method not in METHODS:
         raise where.error(f"unknown method {cfg.method!r}; known: {', '.join(METHODS.names())}", ["method"])
-    if cfg.search not in ("grid", "random"):
-        raise where.error("expected 'grid' or 'random'", ["search"])
+    if cfg.search not in ("grid", "random", "optuna"):
+        raise where.error("expected 'grid', 'random' or 'optuna'", ["search"])
+    if cfg.scheduler not in (None, "asha"):
+        raise where.error("expected 'asha' (or null)", ["scheduler"])
+    if cfg.scheduler and len(cfg.seeds) != 1:
+        raise where.error("ASHA compares one curve per trial: give one seed", ["seeds"])
+    if cfg.grace_period < 1 or cfg.reduction_factor < 2:
+        raise where.error("expected grace_period >= 1 and reduction_factor >= 2",
+                          ["grace_period" if cfg.grace_period < 1 else "reduction_factor"])
     if not cfg.params:
         raise where.error("nothing to search: give at least one hyperparameter with its values", ["params"])
     for name, spec in cfg.params.items():
         ok = (isinstance(spec, list) and spec) or (
-            cfg.search == "random" and isinstance(spec, dict) and len(spec) == 1
+            cfg.search != "grid" and isinstance(spec, dict) and len(spec) == 1
             and next(iter(spec)) in ("uniform", "log_uniform")
             and isinstance(next(iter(spec.values())), list) and len(next(iter(spec.values()))) == 2)
         if not ok:
             raise where.error("expected a non-empty list of values" + (
-                ", or {uniform: [a, b]} / {log_uniform: [a, b]}" if cfg.search == "random" else ""), ["params", name])
+                ", or {uniform: [a, b]} / {log_uniform: [a, b]}" if cfg.search != "grid" else ""), ["params", name])
     from lumebench.pipeline.unlearn_config import split_overrides
 
     try:
@@ -122,7 +144,6 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise where.error("seeds must be a non-empty list of distinct integers", ["seeds"])
     return cfg
-
 
 # ----------------------------------------------------------------------------- settings
 
@@ -148,7 +169,6 @@ def trial_settings(cfg: SweepConfig) -> list[dict]:
         out.append(s)
     return out
 
-
 # ----------------------------------------------------------------------------- validation / test rows
 
 def split_validation(bench: Benchmark, fraction: float, seed: int) -> tuple[Benchmark, Benchmark]:
@@ -171,7 +191,6 @@ def split_validation(bench: Benchmark, fraction: float, seed: int) -> tuple[Benc
     test = _subset(bench, val_docs, fraction, seed, keep=False)
     return val, test
 
-
 def _subset(bench: Benchmark, val_docs: set[str], fraction: float, seed: int, *, keep: bool) -> Benchmark:
     forget_docs = {r.doc_id for r in bench.forget}
 
@@ -186,7 +205,6 @@ def _subset(bench: Benchmark, val_docs: set[str], fraction: float, seed: int, *,
     return Benchmark([r for r in bench.forget if pick(r)], [r for r in bench.retain if pick(r)],
                      side(bench.mia_members, "member"), side(bench.mia_nonmembers, "nonmember"),
                      f"{bench.source} ({'validation' if keep else 'test'})")
-
 
 def validation_and_test(cfg: SweepConfig, cache: Path) -> tuple[Benchmark, Benchmark, Benchmark]:
     """(benchmark the target memorises, validation rows, test rows)."""
@@ -210,18 +228,7 @@ def validation_and_test(cfg: SweepConfig, cache: Path) -> tuple[Benchmark, Bench
              len({r.doc_id for r in test.rows}))
     return whole, val, test
 
-
 # ----------------------------------------------------------------------------- trials
-
-def run_trial(job: dict) -> dict:
-    """One (setting, seed) on the validation rows: a normal resumable ``unlearn`` run (process entry point)."""
-    from lumebench.pipeline.unlearn import unlearn
-
-    r = unlearn(job["target"], job["bench"], job["method"], job["out"], overrides=job["overrides"],
-                lora=job["lora"], eval_cfg=job["eval_cfg"])
-    return {"trial": job["trial"], "seed": job["seed"], "status": r["status"], "final": r.get("final") or {},
-            "out": str(job["out"])}
-
 
 def _run_trials(jobs: list[dict], workers: int, threads: int) -> list[dict]:
     def done(job: dict, res: dict) -> None:
@@ -230,91 +237,33 @@ def _run_trials(jobs: list[dict], workers: int, threads: int) -> list[dict]:
 
     return run_jobs(run_trial, jobs, workers, threads, on_done=done)
 
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def trials_table(cfg: SweepConfig, settings: list[dict], results: list[dict]) -> tuple[list[dict], str]:
-    rows = []
-    for k, s in enumerate(settings):
-        rs = [r for r in results if r["trial"] == k]
-        vals = [r["final"].get(cfg.select_on) for r in rs]
-        vals = [v for v in vals if isinstance(v, (int, float))]
-        rows.append({"trial": k, "setting": s, "status": sorted({r["status"] for r in rs}),
-                     "score_mean": statistics.fmean(vals) if vals else None,
-                     "score_std": statistics.stdev(vals) if len(vals) > 1 else None,
-                     "scores": vals,
-                     **{f"{key}_mean": _mean([r["final"].get(key) for r in rs])
-                        for key in ("forget_regurgitation", "retain_regurgitation", "task_aggregate", "mia_auc")}})
-    names = list(cfg.params)
-    head = ["trial"] + names + [f"{cfg.select_on} (validation)", "F reg", "R reg", "task agg", "MIA AUC", "status"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        score = "—" if r["score_mean"] is None else f"{r['score_mean']:.3f}" + (
-            "" if r["score_std"] is None else f" ± {r['score_std']:.3f}")
-        lines.append("| " + " | ".join([str(r["trial"])] + [_fmt(r["setting"][n]) for n in names] + [score] + [
-            "—" if r[f"{k}_mean"] is None else f"{r[f'{k}_mean']:.3f}"
-            for k in ("forget_regurgitation", "retain_regurgitation", "task_aggregate", "mia_auc")]
-            + ["/".join(r["status"])]) + " |")
-    return rows, "\n".join(lines) + "\n"
-
-
-def _mean(values) -> float | None:
-    v = [x for x in values if isinstance(x, (int, float))]
-    return statistics.fmean(v) if v else None
-
-
-def select(rows: list[dict]) -> dict:
-    """The trial with the best mean validation score (the first on a tie); an error if none has one."""
-    scored = [r for r in rows if r["score_mean"] is not None]
-    if not scored:
-        raise LumeError("no trial has a validation score to select on (is MIA/MMLU off? set select_on, "
-                        "e.g. task_aggregate)")
-    return max(scored, key=lambda r: (r["score_mean"], -r["trial"]))
-
-
 def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     """Run (or resume) the sweep; returns its folder."""
-    from lumebench.report.leaderboard import write_leaderboard
-    from lumebench.pipeline.run import eval_config, eval_overrides
+    from lumebench.pipeline.run import eval_config
     from lumebench.pipeline.target import prepare_target
 
+    if cfg.cluster.backend != "ray" and (cfg.search == "optuna" or cfg.scheduler):
+        raise LumeError(f"{'search: optuna' if cfg.search == 'optuna' else 'scheduler: asha'} runs on Ray Tune: "
+                        "set cluster: ray (or --cluster ray[:ADDRESS]); see docs/cluster.md")
     out = Path(runs_dir) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(runs_dir) / ".cache"
     whole, val, test = validation_and_test(cfg, cache)
     target = prepare_target(cfg.target, whole, cache)
     eval_cfg = eval_config(cfg.eval)
-    settings = trial_settings(cfg)
+    settings = trial_settings(cfg) if cfg.search != "optuna" else None
     atomic_write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "settings": settings,
                                            "validation_fingerprint": val.fingerprint(),
                                            "test_fingerprint": test.fingerprint(), "target": str(target)})
+    if cfg.cluster.backend == "ray":
+        from lumebench.pipeline.tune import sweep_on_ray
+
+        return sweep_on_ray(cfg, out, target, val, test, eval_cfg, settings)
     workers = cfg.workers or max(1, cpu_cores() // max(1, cfg.threads))
-    jobs = [{"trial": k, "seed": seed, "target": target, "bench": val, "method": cfg.method, "lora": cfg.lora,
-             "out": out / "trials" / str(k) / f"seed{seed}", "overrides": {**eval_overrides(cfg.eval), **cfg.fixed, **s,
-                                                                  "seed": seed},
-             "eval_cfg": eval_cfg, "select_on": cfg.select_on}
-            for k, s in enumerate(settings) for seed in cfg.seeds]
+    jobs = [trial_job(cfg, k, seed, s, target, val, out, eval_cfg) for k, s in enumerate(settings) for seed in cfg.seeds]
     log.info("sweep %s: %d settings x %d seed(s) of %s on the validation rows, %d process(es)", cfg.name,
              len(settings), len(cfg.seeds), cfg.method, min(workers, len(jobs)))
     results = _run_trials(jobs, workers, cfg.threads)
-    rows, table = trials_table(cfg, settings, results)
-    atomic_write_json(out / "trials.json", rows)
-    atomic_write_text(out / "trials.md", table)
-    best = select(rows)
-    atomic_write_json(out / "selected.json", {"trial": best["trial"], "setting": best["setting"],
-                                              "validation_score": best["score_mean"], "select_on": cfg.select_on})
-    log.info("sweep %s: selected trial %d %s (validation %s %.3f); evaluating it on the test rows", cfg.name,
-             best["trial"], json.dumps(best["setting"]), cfg.select_on, best["score_mean"])
-    test_jobs = [{**j, "bench": test, "trial": best["trial"], "out": out / "test" / cfg.method / f"seed{j['seed']}"}
-                 for j in jobs if j["trial"] == best["trial"]]
-    _run_trials(test_jobs, workers, cfg.threads)
-    write_leaderboard(out / "test")
-    print(table, end="")
-    print(f"\nselected: trial {best['trial']} {json.dumps(best['setting'])} "
-          f"(validation {cfg.select_on} {best['score_mean']:.3f})")
-    print((out / "test" / "leaderboard.md").read_text(encoding="utf-8"), end="")
-    return out
+    best = record_selection(cfg, out, settings, results)
+    _run_trials(selected_test_jobs(cfg, best, target, test, out, eval_cfg), workers, cfg.threads)
+    return report_test(out)

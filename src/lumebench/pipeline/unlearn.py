@@ -34,13 +34,13 @@ from typing import Any
 from lumebench import checks, distributed
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
-from lumebench.eval.batching import eval_mode, pad_id
-from lumebench.faults import fault
-from lumebench.io import append_jsonl, atomic_write_json, read_json
+from lumebench.eval.batching import pad_id
+from lumebench.io import atomic_write_json, read_json
 from lumebench.methods.base import UnlearnContext, hparams_key
 from lumebench.methods.data import PairedBatches, PlannedBatches, eval_benchmark, tokenize_rows
 from lumebench.methods.params import apply_selection, num_layers
-from lumebench.curve import CURVE, Evaluation, read_curve, summarize
+from lumebench.pipeline.evaluator import Evaluator
+from lumebench.curve import Evaluation, read_curve, summarize
 from lumebench.step import Step
 from lumebench.pipeline.unlearn_config import UnlearnConfig, resolve_config
 from lumebench.progress import log
@@ -51,9 +51,6 @@ from lumebench.train.checkpoint import retire_checkpoint
 __all__ = ["unlearn", "UnlearnConfig", "resolve_config", "eval_benchmark", "read_curve", "summarize"]
 
 RESULT = "unlearn.json"
-
-
-# ----------------------------------------------------------------------------- the trainer
 
 def _target_identity(target) -> tuple[Any, str]:
     """(what to record about the target, its unlearning preset: ``ModelSpec.unlearn_preset`` of the
@@ -91,14 +88,6 @@ def _load_target(target):
         return load_model(str(target), dtype="float32")
 
 
-def _evaluate(model, tokenizer, bench: Benchmark, eval_cfg, out_dir: Path) -> dict:
-    from lumebench.eval.evaluate import EvalConfig, evaluate
-
-    with eval_mode(model):
-        return evaluate(model, tokenizer, bench, eval_cfg if eval_cfg is not None else EvalConfig(),
-                        out_dir=out_dir)
-
-
 def _eval_cfg_dict(eval_cfg) -> Any:
     if eval_cfg is None:
         return None
@@ -125,13 +114,15 @@ def unlearn_step(target, benchmark: Benchmark, method: str, out_dir, overrides: 
 
 def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: dict | None = None,
             lora: bool = False, eval_cfg=None, eval_subset: int | None = None,
-            eval_every: str | int = "epoch", evaluate: bool = True) -> dict:
+            eval_every: str | int = "epoch", evaluate: bool = True, on_evaluation=None) -> dict:
     """Run ``method`` on ``target`` (a model spec/directory, or a ``(model, tokenizer)`` pair, which is
     trained in place) and return the content of ``unlearn.json``.
 
     ``overrides``: method hyperparameters and/or :class:`UnlearnConfig` fields by name. ``lora``,
     ``eval_subset`` and ``eval_every`` are shortcuts for the same-named settings. ``evaluate=False``
-    skips every evaluation (training only; used by speed benchmarks). A finished run (the step's
+    skips every evaluation (training only; used by speed benchmarks). ``on_evaluation(rec)`` is
+    called with each :class:`Evaluation` as the run makes or reuses it (Ray Tune's early stopping
+    reads the curve so; not for composite methods). A finished run (the step's
     marker with the same key) is returned without loading anything; an interrupted one resumes.
     """
     overrides = dict(overrides or {})
@@ -154,7 +145,7 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
             out["state"] = m.unlearn_composite(CompositeRun(target, benchmark, method, m, job, overrides,
                                                             eval_cfg, evaluate))
         else:
-            out["state"] = _run(target, benchmark, method, m, cfg, ident, job, eval_cfg, evaluate)
+            out["state"] = _run(target, benchmark, method, m, cfg, ident, job, eval_cfg, evaluate, on_evaluation)
         return {k: out["state"].get(k) for k in ("status", "steps", "epochs", "final")}
 
     job.run(compute)
@@ -167,14 +158,15 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
 
 
 def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident, job: Step, eval_cfg,
-         evaluate: bool) -> dict:
+         evaluate: bool, on_evaluation=None) -> dict:
     """The unlearning run itself (resuming what an interrupted one left in the folder)."""
     out_dir = job.folder
     model, tokenizer, trainable, target_digest = _open_run(target, method, m, cfg, job)
     data = _prepare_data(benchmark, tokenizer, model, m, cfg, out_dir, target_digest)
     state = _start_state(job, benchmark, method, m, cfg, ident, target_digest, trainable, data)
-    evaluator = _Evaluator(m, data.ctx, tokenizer, eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed),
+    evaluator = Evaluator(m, data.ctx, tokenizer, eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed),
                            eval_cfg, cfg, out_dir, data.per_epoch, enabled=evaluate)
+    evaluator.on_record = on_evaluation
 
     # reference quantities first (the model is still the one before unlearning)
     m.setup(data.ctx)
@@ -315,49 +307,6 @@ def _start_state(job: Step, benchmark: Benchmark, method: str, m, cfg: UnlearnCo
                         steps_per_epoch=math.ceil(data.per_epoch / cfg.train.grad_accum))
 
 
-class _Evaluator:
-    """Evaluates the model at a step, or reuses the curve's record of it; appends to ``curve.jsonl``.
-
-    Under ``mmlu_at="ends"`` the evaluations between the ends leave MMLU out (``curve_cfg``).
-    """
-
-    def __init__(self, m, ctx: UnlearnContext, tokenizer, bench_eval: Benchmark, eval_cfg, cfg: UnlearnConfig,
-                 out_dir: Path, per_epoch: int, *, enabled: bool):
-        self.m, self.ctx, self.tokenizer, self.bench_eval = m, ctx, tokenizer, bench_eval
-        self.out_dir, self.per_epoch, self.grad_accum, self.enabled = out_dir, per_epoch, cfg.train.grad_accum, enabled
-        self.eval_cfg = eval_cfg
-        self.wants_mmlu = eval_cfg is not None and eval_cfg.mmlu is not None
-        self.curve_cfg = (dataclasses.replace(eval_cfg, mmlu=None) if self.wants_mmlu and cfg.mmlu_at == "ends"
-                          else eval_cfg)
-        self.curve = read_curve(out_dir)
-
-    def at(self, step: int, model_now, *, last: bool = True, again: bool = False,
-           epoch: float | None = None) -> Evaluation | None:
-        """Evaluate (or reuse the curve's record of) ``step``; without MMLU between the ends under
-        ``mmlu_at="ends"``. ``again``: evaluate a step whose record lacks MMLU once more. ``epoch``:
-        the step's epoch when it is not ``step`` optimizer steps of this run (a composite's merge)."""
-        if not self.enabled:
-            return None
-        known = next((r for r in self.curve if r.step == step), None)
-        if known is not None and not again:
-            return known
-        self.ctx.model = model_now
-        with self.m.evaluated(self.ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
-            results = _evaluate(shown, self.tokenizer, self.bench_eval, self.eval_cfg if last else self.curve_cfg,
-                                self.out_dir / "eval" / f"step_{step:06d}")
-        if epoch is None:
-            epoch = round(step * self.grad_accum / self.per_epoch, 4)
-        rec = Evaluation.of(step, epoch, results)
-        with distributed.main_only() as writer:
-            if writer:
-                append_jsonl(self.out_dir / CURVE, rec.to_json())
-        fault("unlearn:after-eval")
-        self.curve[:] = [r for r in self.curve if r.step != step] + [rec]
-        log.info("evaluation at step %d (epoch %s): %s", step, rec.epoch,
-                 ", ".join(f"{k} {v:.3f}" for k, v in rec.summary.items() if isinstance(v, float)))
-        return rec
-
-
 def _save_final(model, tokenizer, cfg: UnlearnConfig, out_dir: Path) -> Path:
     """Write the unlearned model (and a LoRA run's adapter); returns the folder of the final model.
     Written by the main process; an FSDP2 model is gathered into one checkpoint first."""
@@ -377,7 +326,7 @@ def _save_final(model, tokenizer, cfg: UnlearnConfig, out_dir: Path) -> Path:
     return final_dir
 
 
-def _finish(state: dict, res, evaluator: _Evaluator, model, cfg: UnlearnConfig, per_epoch: int, final_dir: Path,
+def _finish(state: dict, res, evaluator: Evaluator, model, cfg: UnlearnConfig, per_epoch: int, final_dir: Path,
             job: Step, method: str) -> dict:
     """The final ``unlearn.json`` (after a last evaluation with MMLU if the run stopped early)."""
     # after a divergence the loop restored the state at the end of the last good epoch
@@ -421,7 +370,7 @@ class CompositeRun:
         self.folder = Path(job.folder)
         self.identity, family = _target_identity(target)
         _, self.config = resolve_config(method, overrides, family=family)
-        self._evaluator: _Evaluator | None = None
+        self._evaluator: Evaluator | None = None
 
     def part(self, k: int, overrides: dict) -> dict:
         """Run part ``k`` (training only) with ``overrides``; the content of its ``unlearn.json``."""
@@ -437,7 +386,7 @@ class CompositeRun:
         model, tokenizer = _load_target(self.target)
         ctx = UnlearnContext(model=model, forget=[], retain=[], pad_id=pad_id(tokenizer), tokenizer=tokenizer)
         bench_eval = eval_benchmark(self.benchmark, self.config.eval_subset, self.config.train.seed)
-        self._evaluator = _Evaluator(self.m, ctx, tokenizer, bench_eval, self.eval_cfg, self.config, self.folder,
+        self._evaluator = Evaluator(self.m, ctx, tokenizer, bench_eval, self.eval_cfg, self.config, self.folder,
                                      per_epoch=1, enabled=self.evaluate)
         return model, tokenizer
 
