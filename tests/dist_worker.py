@@ -72,7 +72,9 @@ def run(job: dict) -> dict:
         die = job.get("die_after_evaluations")
         if die:
             written = []
-            real_append = unlearn_mod.append_jsonl
+            from lumebench.pipeline import evaluator as evaluator_mod
+
+            real_append = evaluator_mod.append_jsonl
 
             def append_then_die(path, rec):
                 real_append(path, rec)
@@ -80,7 +82,7 @@ def run(job: dict) -> dict:
                 if len(written) >= die:
                     os._exit(3)
 
-            unlearn_mod.append_jsonl = append_then_die
+            evaluator_mod.append_jsonl = append_then_die  # where the curve's records are appended
         state = unlearn_mod.unlearn(job["target"], bench, job["method"], out, overrides=job["overrides"],
                                     eval_cfg=EvalConfig(max_new_tokens=8, mmlu=None),
                                     evaluate=job.get("evaluate", True))

@@ -23,7 +23,7 @@ from lumebench.attacks.common import AttackEval
 from lumebench.cli import main as lume
 from lumebench.eval.evaluate import EvalConfig
 from lumebench.pipeline.unlearn_config import unlearning_lr
-from test_unlearn import TINY, bench, bench_dir, short_bench_dir, target  # noqa: F401  (fixtures)
+from conftest import TINY
 
 EV = AttackEval(max_new_tokens=32)
 

@@ -17,65 +17,13 @@ import pytest
 import torch
 
 from lumebench.cli import main as lume
-from lumebench.data.records import Benchmark
 from lumebench.eval.evaluate import EvalConfig
 from lumebench.io import iter_jsonl
 from lumebench.pipeline import evaluator as evaluator_mod
-from lumebench.pipeline import unlearn as unlearn_mod
 from lumebench.pipeline.unlearn import unlearn
 from lumebench.registry import METHODS
 
 EVAL = EvalConfig(max_new_tokens=48)
-TINY = {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "intermediate_size": 256,
-        "vocab_size": 1024, "max_position": 512}
-
-
-def _short(row, n=20):
-    if row.kind != "sc":
-        return row
-    return dataclasses.replace(row, input=" ".join(row.input.split()[-n:]), output=" ".join(row.output.split()[:n]))
-
-
-@pytest.fixture(scope="session")
-def bench_dir(tmp_path_factory) -> Path:
-    from lumebench.data.generate import generate_benchmark
-
-    return generate_benchmark(tmp_path_factory.getbasetemp() / "unlearn-data", docs_per_task=2, seed=0)
-
-
-@pytest.fixture(scope="session")
-def bench(bench_dir) -> Benchmark:
-    from lumebench.data.loaders import load_benchmark
-
-    b = load_benchmark(bench_dir)
-    return Benchmark([_short(r) for r in b.forget], [_short(r) for r in b.retain], b.mia_members,
-                     b.mia_nonmembers, "generated-short")
-
-
-@pytest.fixture(scope="session")
-def short_bench_dir(bench, bench_dir, tmp_path_factory) -> Path:
-    """The shortened benchmark as files (official jsonl + MIA), for the CLI."""
-    import shutil
-
-    out = tmp_path_factory.getbasetemp() / "unlearn-data-short"
-    out.mkdir()
-    for split in ("forget", "retain"):
-        (out / f"{split}.jsonl").write_text("".join(json.dumps(r.to_official()) + "\n" for r in bench.split(split)))
-    shutil.copytree(bench_dir / "mia", out / "mia")
-    return out
-
-
-@pytest.fixture(scope="session")
-def target(bench, tmp_path_factory, one_thread) -> str:
-    from lumebench.pipeline.target import FinetuneConfig, build_target
-
-    cfg = FinetuneConfig.for_base("tiny", {"epochs": 40, "min_steps": 0, "eval_from": 40, "tiny": TINY,
-                                            "mixed_precision": "no"})
-    path = build_target("tiny", bench, cfg, cache_dir=tmp_path_factory.getbasetemp() / "unlearn-targets")
-    info = json.loads((path / "target.json").read_text())
-    mem = info["memorisation"]
-    assert mem["forget_regurgitation"] > 0.9 and mem["retain_regurgitation"] > 0.9, mem
-    return str(path)
 
 
 @pytest.fixture(scope="session")
