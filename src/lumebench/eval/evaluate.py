@@ -34,6 +34,7 @@ from lumebench.data.records import ROW_KINDS, SPLITS, TASKS, Benchmark, Row
 from lumebench.errors import DataError, LumeError
 from lumebench.eval import metrics
 from lumebench.faults import fault
+from lumebench.metrics_table import MetricInput, metric, opt_in
 from lumebench.eval.saved import GENERATION_FIELDS, read_generations, read_mia, score_files  # noqa: F401
 from lumebench.io import atomic_write_json, read_json, write_jsonl
 from lumebench.progress import log
@@ -66,6 +67,9 @@ class EvalConfig:
     parallel_rows: 1 (serial), a number N or ``"auto"``: N worker processes sharing the weights,
         each computing rows, MIA documents and MMLU questions alone, batch 1 — the official bits
         (:mod:`lumebench.eval.parallel_rows`).
+    metrics: opt-in metrics to compute too (names of :data:`lumebench.metrics_table.METRICS` with
+        ``default=False``, e.g. ``exact_memorization``); each writes ``metric-<name>.json`` and adds
+        its keys to the results. None/empty: the official metrics only.
     """
 
     engine: str = "fast"
@@ -81,6 +85,7 @@ class EvalConfig:
     official_extra_forward: bool = False
     official_csv: bool = True
     parallel_rows: int | str = 1
+    metrics: list[str] | None = None
 
 
 def model_digest(model) -> str:
@@ -226,10 +231,12 @@ def _evaluate(model, tokenizer, benchmark, cfg, out_dir, reference, model_name, 
     writer = out is not None and distributed.is_main()
     mia_summary: dict | None = None
     mmlu_result: dict | None = None
+    extra: dict = {}  # the opt-in metrics' results keys
 
     def build() -> dict:
         res = metrics.aggregate(records, mia_auc=None if mia_summary is None else mia_summary["mia_loss_acc"],
                                 mmlu_average=None if mmlu_result is None else mmlu_result["average_acc"])
+        res.update(extra)
         meta["partial"] = bool(cfg.rows is not None or (mmlu_result or {}).get("partial"))
         if mia_summary is not None:
             meta["mia"] = {k: v for k, v in mia_summary.items() if k != "mia_final_score"}
@@ -319,6 +326,36 @@ def _evaluate(model, tokenizer, benchmark, cfg, out_dir, reference, model_name, 
             if writer:
                 atomic_write_json(mmlu_path, mmlu_result)
             stages["mmlu"] = {"fingerprint": mmlu_fp, "wall_s": round(time.perf_counter() - t0, 3)}
+    # 4. opt-in metrics (none by default) ---------------------------------------------------------
+    for name in cfg.metrics or ():
+        extra.update(_opt_in_metric(name, MetricInput(model, tokenizer, benchmark, rows, records, reference,
+                                                      cfg.engine), digest, out, prev, stages, writer))
     res = build()
     distributed.barrier()  # the files are written before any process goes on
     return res
+
+
+def _opt_in_metric(name: str, inp: MetricInput, digest: str, out: Path | None, prev: dict, stages: dict,
+                   writer: bool) -> dict:
+    """One opt-in metric's stage: its results keys, read back when its file has the same fingerprint."""
+    m = metric(name)
+    if m.default or m.compute is None:
+        raise LumeError(f"metric {name!r} is computed by every evaluation; --metric names an opt-in one: "
+                        f"{', '.join(x.name for x in opt_in())}")
+    fp = fingerprint({"model": digest, "metric": m.name, "compute": m.compute_name, "engine": inp.engine,
+                      "rows": [(r.split, r.id, r.input, r.output) for r in inp.rows],
+                      "docs": [sorted((d.id, d.document) for d in inp.benchmark.mia_members),
+                               sorted((d.id, d.document) for d in inp.benchmark.mia_nonmembers)],
+                      "reference": None if inp.reference is None else model_digest(inp.reference[0])})
+    path = out / f"metric-{m.name}.json" if out else None
+    t0 = time.perf_counter()
+    if (stage := _reuse(path, prev, f"metric:{m.name}", fp)) is not None:
+        stages[f"metric:{m.name}"] = stage
+        log.info("reusing %s", path)
+        return read_json(path, expect=dict)["results"]
+    log.info("computing %s", m.label)
+    found = m.compute_fn()(inp)
+    if writer:
+        atomic_write_json(path, found)
+    stages[f"metric:{m.name}"] = {"fingerprint": fp, "wall_s": round(time.perf_counter() - t0, 3)}
+    return found["results"]
