@@ -130,3 +130,18 @@ def test_opt_in_metrics_are_off_by_default_and_shown_only_where_measured():
     assert {m.name for m in METRICS if not m.default} == {"exact_memorization", "extraction_strength",
                                                           "gradnorm_auc", "privleak"}
     assert metric("final_score") is metric("final") and metric("final").official == ("aggregate-score",)
+
+
+def test_a_sweep_selects_in_the_direction_the_table_gives():
+    from lumebench.errors import LumeError
+    from lumebench.metrics_table import summary_key
+    from lumebench.pipeline.trials import select
+
+    rows = [{"trial": 0, "score_mean": 0.2}, {"trial": 1, "score_mean": 0.7}, {"trial": 2, "score_mean": 0.7}]
+    assert select(rows, "final_score")["trial"] == 1 and select(rows, "final")["trial"] == 1  # higher, first on a tie
+    assert select(rows, "forget_regurgitation")["trial"] == 0  # lower is better on forget rows
+    assert summary_key("final") == summary_key("final_score") == "final_score"
+    with pytest.raises(LumeError, match="unknown metric 'finale'"):
+        summary_key("finale")
+    with pytest.raises(LumeError, match="best at 0.5"):
+        select(rows, "mia_auc")
