@@ -145,3 +145,24 @@ def test_a_sweep_selects_in_the_direction_the_table_gives():
         summary_key("finale")
     with pytest.raises(LumeError, match="best at 0.5"):
         select(rows, "mia_auc")
+
+
+def test_the_leaderboard_shows_an_opt_in_column_only_where_measured():
+    import json
+    import sys
+    from pathlib import Path
+
+    from lumebench.report.leaderboard import Stat, columns, to_markdown
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    sys.path.insert(0, str(results))
+    from readme_tables import rows_of  # the README's reader of committed leaderboards
+
+    rows = rows_of(json.loads((results / "default" / "leaderboard.json").read_text(encoding="utf-8")))
+    before = to_markdown(rows)
+    assert "exact memorization" not in before and len(columns(rows)) == 17
+    rows[1].metrics["exact_memorization"] = Stat.of([0.125])
+    after = to_markdown(rows)
+    assert columns(rows)[-1] == ("exact_memorization", "exact memorization")
+    assert "| 0.125 |" in after.splitlines()[3] and "exact memorization: forget rows" in after
+    assert after.splitlines()[2].endswith("| — |")  # the target row: not measured
