@@ -85,7 +85,7 @@ def test_the_contributing_recipe_adds_a_working_method(tmp_path):
 
 
 METRIC_CHECK = textwrap.dedent('''
-    import sys, tempfile, torch
+    import json, sys, tempfile, torch
     from pathlib import Path
     import lumebench
     exec(open(sys.argv[1]).read())
@@ -111,7 +111,11 @@ METRIC_CHECK = textwrap.dedent('''
         with torch.no_grad():
             want.append(float(model(torch.tensor([p + y]), labels=torch.tensor([[-100] * len(p) + y])).loss))
     assert abs(res["forget_answer_nll"] - sum(want) / len(want)) < 1e-5, (res["forget_answer_nll"], want)
-    assert (d / "eval" / "metric-answer_nll.json").is_file()
+    mtime = (d / "eval" / "metric-answer_nll.json").stat().st_mtime_ns
+    again = evaluate(model, tok, bench, cfg, d / "eval")  # the one reuse rule: read back, not recomputed
+    assert (d / "eval" / "metric-answer_nll.json").stat().st_mtime_ns == mtime
+    assert again["forget_answer_nll"] == res["forget_answer_nll"]
+    assert json.loads((d / "eval" / "results.json").read_text())["meta"]["stages"]["metric:answer_nll"]
     assert curve_summary(res)["answer_nll"] == res["forget_answer_nll"]
     assert "forget answer NLL" in summary_line(res)
     print("metric recipe ok", res["forget_answer_nll"])

@@ -166,3 +166,13 @@ def test_the_leaderboard_shows_an_opt_in_column_only_where_measured():
     assert columns(rows)[-1] == ("exact_memorization", "exact memorization")
     assert "| 0.125 |" in after.splitlines()[3] and "exact memorization: forget rows" in after
     assert after.splitlines()[2].endswith("| — |")  # the target row: not measured
+
+
+def test_lume_eval_names_a_bad_metric_in_one_line_before_loading_a_model(tmp_path, capsys, lume_data):
+    from lumebench.cli import main
+
+    for name, says in (("nope", "unknown metric 'nope'"), ("final", "computed by every evaluation")):
+        rc = main(["eval", "--model", "tiny", "--data", str(lume_data / "official"), "--metric", name,
+                   "--out", str(tmp_path / name)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and says in err and len(err.splitlines()) == 1, err

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from lumebench.checks import arg, positive_int, seed
-from lumebench.metrics_table import BY_NAME, opt_in
+from lumebench.errors import LumeError
+from lumebench.metrics_table import BY_NAME, metric, opt_in
 
 
 def register(sub) -> None:
@@ -124,6 +125,10 @@ def _eval(args: argparse.Namespace, batch_size) -> int:
 
     # any non-empty set of valid rows is scored (a sample, one task, the SemEval validation parts), as
     # the official script scores what it is given: no sc1 row per document needed (no documents here)
+    for name in args.metric or ():  # an unknown or official name: one line before any model loads
+        if metric(name).default:
+            raise LumeError(f"--metric {name}: computed by every evaluation; opt-in ones: "
+                            f"{', '.join(m.name for m in opt_in())}")
     benchmark = load_benchmark(args.data, mia=args.mia, whole_documents=False)
     row_ids = None
     if args.limit_rows is not None:
