@@ -7,6 +7,8 @@
   rougeL_recall, rouge1_recall, exact_match, n_new_tokens, stop_reason;
 - ``mia.jsonl`` — one line per MIA document (from :func:`lumebench.eval.mia.run_mia`);
 - ``mmlu.json`` — :func:`lumebench.eval.mmlu.evaluate_mmlu`'s per-subject accuracies and settings;
+- ``metric-<name>.json`` — an opt-in metric asked for in ``EvalConfig.metrics`` (none by default;
+  :data:`lumebench.metrics_table.METRICS`), whose keys join the results;
 - ``results.json`` — the official keys (see :mod:`lumebench.eval.metrics`), ``mmlu_eligible`` and a
   ``meta`` block (model, data fingerprint, settings, versions, wall time per stage, whether the
   result is partial).
@@ -15,9 +17,9 @@ A part that is not run (no MIA documents, ``mia=False``, no ``mmlu`` source) is 
 results, and so is ``aggregate-score``: the final score exists only when the task aggregate, MIA
 and MMLU all do (the official script writes ``-1`` there; ``None`` cannot be mistaken for a score).
 
-Resuming: each part records a fingerprint of what determines it (model weights digest, rows,
-engine settings). Run again into the same directory and a part whose file exists with the same
-fingerprint is read back instead of recomputed.
+Resuming: the parts are stages with one reuse rule (:class:`_Stages`): each records a fingerprint of
+what determines it (model weights digest, rows, engine settings). Run again into the same directory
+and a part whose file exists with the same fingerprint is read back instead of recomputed.
 """
 
 from __future__ import annotations
