@@ -165,3 +165,17 @@ def test_github_source_uses_the_cache_without_network(lume_data, tmp_path, monke
         shutil.copy(lume_data / "official" / name, cached / name)
     bench = load_benchmark("lume")
     assert (len(bench.forget), len(bench.retain)) == (2732, 2734) and bench.source == "lume"
+
+
+def test_sources_are_registry_entries_and_generated_ids_load(tmp_path, monkeypatch):
+    from lumebench.data.loaders import load_benchmark
+    from lumebench.registry import SOURCES
+
+    assert {"file", "generated", "hub", "jsonl", "parquet"} <= set(SOURCES.names())
+    monkeypatch.setenv("LUME_CACHE", str(tmp_path))
+    bench = load_benchmark("generated:1:3")
+    assert (tmp_path / "generated" / "1docs-seed3" / "forget.jsonl").is_file()
+    assert bench.source == "generated:1:3" and bench.has_mia() and {r.split for r in bench.rows} == {"forget", "retain"}
+    assert load_benchmark("generated:1:3").fingerprint() == bench.fingerprint()
+    with pytest.raises(LumeError, match="generated:DOCS"):
+        load_benchmark("generated:x")

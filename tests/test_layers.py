@@ -15,7 +15,7 @@ LAYERS = [
     {"errors", "numerics", "__init__"},
     {"io", "registry", "faults", "progress", "checks", "hub", "resources", "launcher"},
     {"provenance", "distributed", "allocator"},
-    {"step", "curve"},
+    {"step", "curve", "metrics_table"},
     {"data", "models"},
     {"train", "eval"},
     {"methods"},

@@ -23,29 +23,15 @@ from pathlib import Path
 
 from lumebench.errors import LumeError
 from lumebench.io import iter_jsonl
+from lumebench.metrics_table import curve_summary
 
 CURVE = "curve.jsonl"
 
 
 def summarize(results: dict) -> dict:
-    """The numbers of one evaluation that a curve shows (from the official keys)."""
-    def get(d, *keys):
-        for k in keys:
-            if not isinstance(d, dict) or k not in d:
-                return None
-            d = d[k]
-        return d
-    return {
-        "forget_regurgitation": get(results, "forget-set", "overall-regurgitation-score"),
-        "forget_knowledge": get(results, "forget-set", "overall-knowledge-score"),
-        "retain_regurgitation": get(results, "retain-set", "overall-regurgitation-score"),
-        "retain_knowledge": get(results, "retain-set", "overall-knowledge-score"),
-        "task_aggregate": results.get("harmonic-mean-task-aggregate"),
-        "mia_auc": results.get("mia_loss_acc"),
-        "mia_score": results.get("mia_final_score"),
-        "mmlu": results.get("mmlu_average"),
-        "final_score": results.get("aggregate-score"),
-    }
+    """The numbers of one evaluation that a curve shows (the ``curve`` fields of
+    :data:`lumebench.metrics_table.METRICS`, from the official keys)."""
+    return curve_summary(results)
 
 
 @dataclass(frozen=True)

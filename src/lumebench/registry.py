@@ -1,4 +1,4 @@
-"""One generic registry for every pluggable thing: models and unlearning methods.
+"""One generic registry for every pluggable thing: models, unlearning methods and data sources.
 
     from lumebench.registry import METHODS
 
@@ -73,3 +73,4 @@ class Registry(Generic[T]):
 
 MODELS: Registry[Any] = Registry("model", owner="lumebench.models")
 METHODS: Registry[Any] = Registry("method", owner="lumebench.methods.catalog")
+SOURCES: Registry[Any] = Registry("data source", owner="lumebench.data.loaders")

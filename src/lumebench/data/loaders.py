@@ -13,6 +13,9 @@
   ``data/retain.jsonl``) or ``semeval`` / ``hf:REPO_ID`` (a dataset with ``data/*.parquet`` and
   ``mia_data/*.jsonl``), downloaded once into ``$LUME_CACHE`` (default ``~/.cache/lumebench``).
 
+Each kind of source is an entry of the :data:`lumebench.registry.SOURCES` registry (``hub``,
+``file``, ``jsonl``, ``parquet``, ``generated:DOCS[:SEED]``): an entry claims a source text and
+loads it; a user registers their own in a few lines (docs/contributing.md, "Add a data source").
 Every loader validates (see :mod:`lumebench.data.validate`); a problem is one ``DataError`` line.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -29,6 +33,7 @@ from lumebench.data.validate import (Where, check_mia, check_mia_disjoint, check
                                      mia_from_record, row_from_record)
 from lumebench.errors import DataError, LumeError
 from lumebench.io import iter_jsonl
+from lumebench.registry import SOURCES
 
 LUME_GITHUB = "amazon-science/lume-llm-unlearning"
 SEMEVAL_HF = "llmunlearningsemeval2025organization/semeval25-unlearning-dataset-public"
@@ -146,15 +151,90 @@ def _benchmark(forget: tuple[list[Row], list[Where]], retain: tuple[list[Row], l
     return Benchmark(forget[0], retain[0], mia[0], mia[1], source=source)
 
 
-def _load_local(path: Path, mia: str | Path | None, validate: bool, which: Sequence[str],
-                source: str, whole_documents: bool = True) -> Benchmark:
-    if path.is_file():
-        rows, wheres = _read_rows([path], None)
-        by_split = {s: ([r for r in rows if r.split == s], [w for r, w in zip(rows, wheres) if r.split == s])
-                    for s in SPLITS}
-        mia_docs = load_mia(mia) if mia is not None else ([], [])
-        return _benchmark(by_split["forget"], by_split["retain"], [str(path)], [str(path)],
-                          validate, mia_docs, source, whole_documents)
+@dataclass(frozen=True)
+class Request:
+    """How ``load_benchmark`` was asked to load (handed to every data source's loader)."""
+
+    mia: str | Path | None = None
+    validate: bool = True
+    which: tuple[str, ...] = PARQUET_PARTS
+    whole_documents: bool = True
+
+    def mia_docs(self, *near: Path) -> tuple[list[MiaDoc], list[MiaDoc]]:
+        """The MIA documents: from ``mia`` when given, else found beside the data (none if absent)."""
+        if self.mia is not None:
+            return load_mia(self.mia)
+        d = next((d for d in (_mia_dir(p) for p in near if p.is_dir()) if d is not None), None)
+        return load_mia(d) if d is not None else ([], [])
+
+    def from_records(self, records: Iterable[dict], where: str, source: str, first_line: int = 1) -> Benchmark:
+        """A validated benchmark from row records carrying a ``split`` field (``where`` names the
+        file in an error, the i-th record is on line ``first_line + i``)."""
+        rows, wheres = [], []
+        for i, obj in enumerate(records):
+            rows.append(row_from_record(obj, Where(where, first_line + i), None))
+            wheres.append(Where(where, first_line + i))
+        return self.from_rows(rows, wheres, [where], source)
+
+    def from_rows(self, rows: list[Row], wheres: list[Where], files: list[str], source: str,
+                  mia: tuple[list[MiaDoc], list[MiaDoc]] | None = None) -> Benchmark:
+        by = {s: ([r for r in rows if r.split == s], [w for r, w in zip(rows, wheres) if r.split == s])
+              for s in SPLITS}
+        return _benchmark(by["forget"], by["retain"], files, files, self.validate,
+                          self.mia_docs() if mia is None else mia, source, self.whole_documents)
+
+
+# --------------------------------------------------------------------------------- sources
+# Each data source is an entry of SOURCES: ``claims(text)`` says whether it reads the source text
+# (a path or an id), the entry's function loads it: ``fn(text, request) -> Benchmark``. They are
+# tried by ``order`` (a user's own first: 0), then name; nothing claiming ``text`` is one error.
+
+@SOURCES.register("hub", help="online ids: lume, semeval, github:OWNER/REPO[@REF], hf:REPO_ID (cached)",
+                  order=10, claims=lambda text: not Path(text).exists() and
+                  ALIASES.get(text, text).startswith(("github:", "hf:")))
+def _hub_source(text: str, req: Request) -> Benchmark:
+    return _load_dir(resolve_source(text), req, text)
+
+
+@SOURCES.register("file", help="one .jsonl or .parquet file whose rows carry a split field", order=20,
+                  claims=lambda text: Path(text).expanduser().is_file())
+def _file_source(text: str, req: Request) -> Benchmark:
+    path = Path(text).expanduser()
+    rows, wheres = _read_rows([path], None)
+    return req.from_rows(rows, wheres, [str(path)], text)
+
+
+@SOURCES.register("jsonl", help="a folder with forget.jsonl + retain.jsonl (or in official/, data/) and "
+                  "mia/member.jsonl + nonmember.jsonl", order=30,
+                  claims=lambda text: Path(text).expanduser().is_dir() and _find_jsonl_dir(Path(text).expanduser()) is not None)
+def _jsonl_source(text: str, req: Request) -> Benchmark:
+    return _load_dir(Path(text).expanduser(), req, text)
+
+
+@SOURCES.register("parquet", help="a folder with the SemEval {forget,retain}_{train,validation}-*.parquet "
+                  "splits (or in semeval/, data/)", order=40,
+                  claims=lambda text: Path(text).expanduser().is_dir() and _find_parquet_dir(Path(text).expanduser()) is not None)
+def _parquet_source(text: str, req: Request) -> Benchmark:
+    return _load_dir(Path(text).expanduser(), req, text)
+
+
+@SOURCES.register("generated", help="generated:DOCS[:SEED]: the offline generator's benchmark (DOCS documents "
+                  "per task), written once into the cache", order=5,
+                  claims=lambda text: text.startswith("generated:") and not Path(text).exists())
+def _generated_source(text: str, req: Request) -> Benchmark:
+    from lumebench.data.generate import generate_benchmark
+
+    parts = text.split(":")[1:]
+    if not (1 <= len(parts) <= 2 and all(p.isdigit() for p in parts) and int(parts[0]) > 0):
+        raise LumeError(f"expected generated:DOCS[:SEED] with whole numbers (DOCS > 0), got {text!r}")
+    docs, seed = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    out = cache_dir() / "generated" / f"{docs}docs-seed{seed}"
+    if not (out / "forget.jsonl").is_file():
+        generate_benchmark(out, docs_per_task=docs, seed=seed)
+    return _load_dir(out, req, text)
+
+
+def _load_dir(path: Path, req: Request, source: str) -> Benchmark:
     if not path.is_dir():
         raise DataError("not found (expected a directory, a .jsonl/.parquet file, or an online id: "
                         "lume, semeval, github:OWNER/REPO, hf:REPO_ID)", path=str(path))
@@ -167,16 +247,11 @@ def _load_local(path: Path, mia: str | Path | None, validate: bool, which: Seque
         if base is None:
             raise DataError("no LUME data here: expected forget.jsonl + retain.jsonl, or the SemEval "
                             "{forget,retain}_{train,validation}-*.parquet files", path=str(path))
-        forget_files = _parquet_files(base, "forget", which)
-        retain_files = _parquet_files(base, "retain", which)
-    if mia is not None:
-        mia_docs = load_mia(mia)
-    else:
-        d = _mia_dir(path) or _mia_dir(base)
-        mia_docs = load_mia(d) if d is not None else ([], [])
+        forget_files = _parquet_files(base, "forget", req.which)
+        retain_files = _parquet_files(base, "retain", req.which)
     return _benchmark(_read_rows(forget_files, "forget"), _read_rows(retain_files, "retain"),
                       [str(f) for f in forget_files], [str(f) for f in retain_files],
-                      validate, mia_docs, source, whole_documents)
+                      req.validate, req.mia_docs(path, base), source, req.whole_documents)
 
 
 # --------------------------------------------------------------------------------- online
@@ -267,5 +342,12 @@ def load_benchmark(source: str | Path, *, mia: str | Path | None = None, validat
     non-empty-split checks, which only work on whole documents needs (fine-tuning, unlearning).
     ``which``: the SemEval parts to combine (``train``, ``validation``).
     """
-    path = resolve_source(source)
-    return _load_local(path, mia, validate, tuple(which), str(source), whole_documents)
+    text = str(source)
+    req = Request(mia, validate, tuple(which), whole_documents)
+    for e in sorted(SOURCES.entries(), key=lambda e: (e.meta.get("order", 0), e.name)):
+        claims = e.meta.get("claims")
+        if claims is None:
+            raise LumeError(f"data source {e.name!r} was registered without claims=: say which sources it reads")
+        if claims(text):
+            return e.obj(text, req)
+    return _load_dir(resolve_source(source), req, text)  # nothing claims it: the one "not found" error

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from lumebench.checks import arg, positive_int, seed
+from lumebench.errors import LumeError
+from lumebench.metrics_table import BY_NAME, metric, opt_in
 
 
 def register(sub) -> None:
@@ -53,6 +55,8 @@ def register(sub) -> None:
     p.add_argument("--no-csv-roundtrip", action="store_true",
                    help="score the raw texts; by default texts are scored as the official script does "
                         "after its pandas CSV round trip ('', 'NA', 'None', 'null', 'nan', ... become 'nan')")
+    p.add_argument("--metric", action="append", default=None, metavar="NAME",
+                   help="also compute an opt-in metric (repeatable): " + ", ".join(m.name for m in opt_in()))
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(handler=cmd_eval)
 
@@ -121,6 +125,10 @@ def _eval(args: argparse.Namespace, batch_size) -> int:
 
     # any non-empty set of valid rows is scored (a sample, one task, the SemEval validation parts), as
     # the official script scores what it is given: no sc1 row per document needed (no documents here)
+    for name in args.metric or ():  # an unknown or official name: one line before any model loads
+        if metric(name).default:
+            raise LumeError(f"--metric {name}: computed by every evaluation; opt-in ones: "
+                            f"{', '.join(m.name for m in opt_in())}")
     benchmark = load_benchmark(args.data, mia=args.mia, whole_documents=False)
     row_ids = None
     if args.limit_rows is not None:
@@ -139,7 +147,7 @@ def _eval(args: argparse.Namespace, batch_size) -> int:
                      early_exit=not args.no_early_exit, mia=not args.no_mia,
                      mia_reference_model=args.reference_model, mmlu=args.mmlu,
                      mmlu_limit=args.mmlu_limit, rows=row_ids, official_csv=not args.no_csv_roundtrip,
-                     parallel_rows=args.parallel_rows)
+                     parallel_rows=args.parallel_rows, metrics=args.metric)
     res = evaluate(model, tokenizer, benchmark, cfg, args.out, reference=reference,
                    model_name=str(args.model), seed=args.seed)
     from lumebench import distributed
@@ -151,13 +159,14 @@ def _eval(args: argparse.Namespace, batch_size) -> int:
 
 
 def summary_line(res: dict) -> str:
-    def f(x):
+    """One line of the main numbers (and of every opt-in metric measured), read from the table."""
+    def f(name):
+        x = BY_NAME[name].raw(res)
         return "n/a" if x is None else f"{x:.4f}"
-    fs, rs = res.get("forget-set", {}), res.get("retain-set", {})
-    return (f"task aggregate {f(res['harmonic-mean-task-aggregate'])} | MIA score {f(res['mia_final_score'])} "
-            f"(AUC {f(res['mia_loss_acc'])}) | MMLU {f(res['mmlu_average'])} | final {f(res['aggregate-score'])}"
-            f" | forget reg {f(fs.get('overall-regurgitation-score'))} kno {f(fs.get('overall-knowledge-score'))}"
-            f" | retain reg {f(rs.get('overall-regurgitation-score'))} kno {f(rs.get('overall-knowledge-score'))}")
+    line = (f"task aggregate {f('task_aggregate')} | MIA score {f('mia_score')} (AUC {f('mia_auc')}) | MMLU "
+            f"{f('mmlu')} | final {f('final')} | forget reg {f('forget_regurgitation')} kno {f('forget_knowledge')}"
+            f" | retain reg {f('retain_regurgitation')} kno {f('retain_knowledge')}")
+    return line + "".join(f" | {m.label} {f(m.name)}" for m in opt_in() if m.raw(res) is not None)
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@
   rougeL_recall, rouge1_recall, exact_match, n_new_tokens, stop_reason;
 - ``mia.jsonl`` — one line per MIA document (from :func:`lumebench.eval.mia.run_mia`);
 - ``mmlu.json`` — :func:`lumebench.eval.mmlu.evaluate_mmlu`'s per-subject accuracies and settings;
+- ``metric-<name>.json`` — an opt-in metric asked for in ``EvalConfig.metrics`` (none by default;
+  :data:`lumebench.metrics_table.METRICS`), whose keys join the results;
 - ``results.json`` — the official keys (see :mod:`lumebench.eval.metrics`), ``mmlu_eligible`` and a
   ``meta`` block (model, data fingerprint, settings, versions, wall time per stage, whether the
   result is partial).
@@ -15,9 +17,9 @@ A part that is not run (no MIA documents, ``mia=False``, no ``mmlu`` source) is 
 results, and so is ``aggregate-score``: the final score exists only when the task aggregate, MIA
 and MMLU all do (the official script writes ``-1`` there; ``None`` cannot be mistaken for a score).
 
-Resuming: each part records a fingerprint of what determines it (model weights digest, rows,
-engine settings). Run again into the same directory and a part whose file exists with the same
-fingerprint is read back instead of recomputed.
+Resuming: the parts are stages with one reuse rule (:class:`_Stages`): each records a fingerprint of
+what determines it (model weights digest, rows, engine settings). Run again into the same directory
+and a part whose file exists with the same fingerprint is read back instead of recomputed.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from lumebench.data.records import ROW_KINDS, SPLITS, TASKS, Benchmark, Row
 from lumebench.errors import DataError, LumeError
 from lumebench.eval import metrics
 from lumebench.faults import fault
+from lumebench.metrics_table import MetricInput, metric, opt_in
 from lumebench.eval.saved import GENERATION_FIELDS, read_generations, read_mia, score_files  # noqa: F401
 from lumebench.io import atomic_write_json, read_json, write_jsonl
 from lumebench.progress import log
@@ -66,6 +69,9 @@ class EvalConfig:
     parallel_rows: 1 (serial), a number N or ``"auto"``: N worker processes sharing the weights,
         each computing rows, MIA documents and MMLU questions alone, batch 1 — the official bits
         (:mod:`lumebench.eval.parallel_rows`).
+    metrics: opt-in metrics to compute too (names of :data:`lumebench.metrics_table.METRICS` with
+        ``default=False``, e.g. ``exact_memorization``); each writes ``metric-<name>.json`` and adds
+        its keys to the results. None/empty: the official metrics only.
     """
 
     engine: str = "fast"
@@ -81,6 +87,7 @@ class EvalConfig:
     official_extra_forward: bool = False
     official_csv: bool = True
     parallel_rows: int | str = 1
+    metrics: list[str] | None = None
 
 
 def model_digest(model) -> str:
@@ -226,10 +233,12 @@ def _evaluate(model, tokenizer, benchmark, cfg, out_dir, reference, model_name, 
     writer = out is not None and distributed.is_main()
     mia_summary: dict | None = None
     mmlu_result: dict | None = None
+    extra: dict = {}  # the opt-in metrics' results keys
 
     def build() -> dict:
         res = metrics.aggregate(records, mia_auc=None if mia_summary is None else mia_summary["mia_loss_acc"],
                                 mmlu_average=None if mmlu_result is None else mmlu_result["average_acc"])
+        res.update(extra)
         meta["partial"] = bool(cfg.rows is not None or (mmlu_result or {}).get("partial"))
         if mia_summary is not None:
             meta["mia"] = {k: v for k, v in mia_summary.items() if k != "mia_final_score"}
@@ -241,32 +250,30 @@ def _evaluate(model, tokenizer, benchmark, cfg, out_dir, reference, model_name, 
             atomic_write_json(results_path, res)
         return res
 
+    run = _Stages(out, prev, stages, writer)
+
     # 1. generations --------------------------------------------------------------------------------
     gen_fp = fingerprint({"model": digest, "rows": [(r.split, r.id, r.input, r.output) for r in rows],
                           "official_csv": cfg.official_csv,
                           "engine": cfg.engine, "max_new_tokens": cfg.max_new_tokens,
                           "early_exit": cfg.early_exit and cfg.engine == "fast"})
-    gen_path = out / "generations.jsonl" if out else None
-    t0 = time.perf_counter()
-    if (stage := _reuse(gen_path, prev, "generation", gen_fp)) is not None:
-        records = read_generations(gen_path)
-        log.info("reusing %s (same model, rows and settings)", gen_path)
-        stages["generation"] = stage
-    else:
+
+    def generate(path: Path | None):
         log.info("generating for %d rows with the %s engine", len(rows), cfg.engine)
         gens = generate_sharded(model, tokenizer, rows, engine=cfg.engine, max_new_tokens=cfg.max_new_tokens,
                                 batch_size=cfg.batch_size, early_exit=cfg.early_exit,
                                 official_extra_forward=cfg.official_extra_forward, pool=pool)
         # scored once, on the main process
-        records = distributed.broadcast([row_record(r, g, cfg.official_csv) for r, g in zip(rows, gens)]
-                                        if distributed.is_main() else None)
+        recs = distributed.broadcast([row_record(r, g, cfg.official_csv) for r, g in zip(rows, gens)]
+                                     if distributed.is_main() else None)
         if writer:
-            write_jsonl(gen_path, records)
+            write_jsonl(path, recs)
         stop: dict[str, int] = {}
         for g in gens:
             stop[g.stop_reason] = stop.get(g.stop_reason, 0) + 1
-        stages["generation"] = {"fingerprint": gen_fp, "wall_s": round(time.perf_counter() - t0, 3),
-                                "new_tokens": sum(g.n_new_tokens for g in gens), "stop_reasons": stop}
+        return recs, {"new_tokens": sum(g.n_new_tokens for g in gens), "stop_reasons": stop}
+
+    records = run("generation", "generations.jsonl", gen_fp, read_generations, generate)
     if cfg.official_csv:
         for split in SPLITS:
             mine = [r for r in records if r["split"] == split]
@@ -283,21 +290,20 @@ def _evaluate(model, tokenizer, benchmark, cfg, out_dir, reference, model_name, 
         mia_fp = fingerprint({"model": digest, "engine": cfg.engine, "reference": cfg.mia_reference_model,
                               "docs": [sorted((d.id, d.document) for d in benchmark.mia_members),
                                        sorted((d.id, d.document) for d in benchmark.mia_nonmembers)]})
-        mia_path = out / "mia.jsonl" if out else None
-        t0 = time.perf_counter()
-        if (stage := _reuse(mia_path, prev, "mia", mia_fp)) is not None and "mia" in prev:
-            mia_summary = dict(prev["mia"])
-            stages["mia"] = stage
-            log.info("reusing %s", mia_path)
-        else:
+
+        def attack(path: Path | None):
             from lumebench.eval.mia import run_mia
 
-            mia_records, mia_summary = run_mia(model, tokenizer, benchmark.mia_members,
-                                               benchmark.mia_nonmembers, reference=reference,
-                                               batch_size=cfg.batch_size, engine=cfg.engine, pool=pool)
+            mia_records, summary = run_mia(model, tokenizer, benchmark.mia_members, benchmark.mia_nonmembers,
+                                           reference=reference, batch_size=cfg.batch_size, engine=cfg.engine,
+                                           pool=pool)
             if writer:
-                write_jsonl(mia_path, mia_records)
-            stages["mia"] = {"fingerprint": mia_fp, "wall_s": round(time.perf_counter() - t0, 3)}
+                write_jsonl(path, mia_records)
+            return summary, {}
+
+        # the summary is read back from the previous results' meta (mia.jsonl holds the documents)
+        mia_summary = run("mia", "mia.jsonl", mia_fp, lambda p: dict(prev["mia"]) if "mia" in prev else None,
+                          attack)
         build()
         fault("eval:after-mia")
     elif cfg.mia:
@@ -307,18 +313,64 @@ def _evaluate(model, tokenizer, benchmark, cfg, out_dir, reference, model_name, 
     if cfg.mmlu:
         mmlu_fp = fingerprint({"model": digest, "source": cfg.mmlu, "limit": cfg.mmlu_limit,
                                "subjects": cfg.mmlu_subjects, "engine": cfg.engine})
-        mmlu_path = out / "mmlu.json" if out else None
-        t0 = time.perf_counter()
-        if (stage := _reuse(mmlu_path, prev, "mmlu", mmlu_fp)) is not None:
-            mmlu_result = read_json(mmlu_path, expect=dict)
-            stages["mmlu"] = stage
-            log.info("reusing %s", mmlu_path)
-        else:
-            mmlu_result = evaluate_mmlu_sharded(model, tokenizer, source=cfg.mmlu, limit=cfg.mmlu_limit,
-                                                engine=cfg.engine, subjects=cfg.mmlu_subjects, pool=pool)
+
+        def mmlu(path: Path | None):
+            result = evaluate_mmlu_sharded(model, tokenizer, source=cfg.mmlu, limit=cfg.mmlu_limit,
+                                           engine=cfg.engine, subjects=cfg.mmlu_subjects, pool=pool)
             if writer:
-                atomic_write_json(mmlu_path, mmlu_result)
-            stages["mmlu"] = {"fingerprint": mmlu_fp, "wall_s": round(time.perf_counter() - t0, 3)}
+                atomic_write_json(path, result)
+            return result, {}
+
+        mmlu_result = run("mmlu", "mmlu.json", mmlu_fp, lambda p: read_json(p, expect=dict), mmlu)
+
+    # 4. opt-in metrics (none by default) ---------------------------------------------------------
+    for name in cfg.metrics or ():
+        extra.update(_opt_in_metric(run, name, MetricInput(model, tokenizer, benchmark, rows, records, reference,
+                                                           cfg.engine), digest))
     res = build()
     distributed.barrier()  # the files are written before any process goes on
     return res
+
+
+class _Stages:
+    """The one reuse rule of every stage: its file in the output folder exists and the previous
+    results recorded the same fingerprint for it (and it reads back) → read back; otherwise computed
+    (the compute function writes its file on the main process) and its fingerprint and wall time
+    recorded in ``meta.stages``."""
+
+    def __init__(self, out: Path | None, prev: dict, stages: dict, writer: bool):
+        self.out, self.prev, self.stages, self.writer = out, prev, stages, writer
+
+    def __call__(self, name: str, file: str, fp: str, read, compute):
+        path = self.out / file if self.out else None
+        t0 = time.perf_counter()
+        if (stage := _reuse(path, self.prev, name, fp)) is not None and (value := read(path)) is not None:
+            self.stages[name] = stage
+            log.info("reusing %s (same model, data and settings)", path)
+            return value
+        value, info = compute(path)
+        self.stages[name] = {"fingerprint": fp, "wall_s": round(time.perf_counter() - t0, 3), **info}
+        return value
+
+
+def _opt_in_metric(run: _Stages, name: str, inp: MetricInput, digest: str) -> dict:
+    """One opt-in metric's stage (``metric-<name>.json``): its results keys."""
+    m = metric(name)
+    if m.default or m.compute is None:
+        raise LumeError(f"metric {name!r} is computed by every evaluation; --metric names an opt-in one: "
+                        f"{', '.join(x.name for x in opt_in())}")
+    fp = fingerprint({"model": digest, "metric": m.name, "compute": m.compute_name, "engine": inp.engine,
+                      "rows": [(r.split, r.id, r.input, r.output) for r in inp.rows],
+                      "docs": [sorted((d.id, d.document) for d in inp.benchmark.mia_members),
+                               sorted((d.id, d.document) for d in inp.benchmark.mia_nonmembers)],
+                      "reference": None if inp.reference is None else model_digest(inp.reference[0])})
+
+    def compute(path: Path | None):
+        log.info("computing %s", m.label)
+        found = m.compute_fn()(inp)
+        if run.writer:
+            atomic_write_json(path, found)
+        return found, {}
+
+    return run(f"metric:{m.name}", f"metric-{m.name}.json", fp, lambda p: read_json(p, expect=dict),
+               compute)["results"]

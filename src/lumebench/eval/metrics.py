@@ -287,6 +287,7 @@ def harmonic_mean(terms: list[float | None]) -> float | None:
 
 
 def mia_final_score(auc: float) -> float:
+    """The official MIA score: 1 - 2·|AUC - 0.5| (1 = members indistinguishable)."""
     return 1.0 - 2.0 * abs(auc - 0.5)
 
 

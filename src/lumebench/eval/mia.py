@@ -52,6 +52,7 @@ from lumebench.data.records import MiaDoc
 from lumebench.distributed import map_sharded
 from lumebench.errors import LumeError
 from lumebench.eval.batching import eval_mode, pad_id, run_batches
+from lumebench.eval.metrics import mia_final_score as mia_score  # the one formula (kept under this name)
 from lumebench.progress import bar
 
 MIN_K_RATIOS = (0.2, 0.4)
@@ -272,11 +273,6 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
     from sklearn.metrics import auc, roc_curve
     fpr, tpr, _ = roc_curve(list(labels), list(scores))
     return float(auc(fpr, tpr))
-
-
-def mia_score(auc_value: float) -> float:
-    """The official MIA score: 1 - 2·|AUC - 0.5| (1 = members indistinguishable)."""
-    return 1.0 - 2.0 * abs(auc_value - 0.5)
 
 
 def attack_scores(st: dict, document: str, ref_nll: float | None = None) -> dict[str, float]:

@@ -49,6 +49,7 @@ from pathlib import Path
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
 from lumebench.io import atomic_write_json
+from lumebench.metrics_table import metric, summary_key
 from lumebench.progress import log
 from lumebench.pipeline.config import (NAME_RE, ClusterConfig, DataConfig, EvalSettings, TargetConfig, check_cluster,
                                        cluster_dict, default_dict)
@@ -75,7 +76,8 @@ class SweepConfig:
     grace_period / reduction_factor: ASHA's first milestone (epochs) and its halving factor.
     cluster: where the trials run (:class:`~lumebench.pipeline.config.ClusterConfig`; ``ray:ADDRESS``).
     seeds: unlearning seeds of every trial and of the final test run.
-    select_on: the summary key compared (``final_score``; e.g. ``task_aggregate`` without MMLU).
+    select_on: the metric compared (``final_score`` = ``final``; e.g. ``task_aggregate`` without MMLU),
+        by name in :data:`lumebench.metrics_table.METRICS`; the best in its direction wins.
     workers: trial processes at once (None: CPU cores // threads); threads: torch threads each.
     """
 
@@ -123,6 +125,11 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     if cfg.grace_period < 1 or cfg.reduction_factor < 2:
         raise where.error("expected grace_period >= 1 and reduction_factor >= 2",
                           ["grace_period" if cfg.grace_period < 1 else "reduction_factor"])
+    try:  # a metric of the table (lumebench.metrics_table), selected in its better direction
+        metric(cfg.select_on).sign()
+        summary_key(cfg.select_on)
+    except LumeError as e:
+        raise where.error(str(e), ["select_on"]) from None
     if not cfg.params:
         raise where.error("nothing to search: give at least one hyperparameter with its values", ["params"])
     for name, spec in cfg.params.items():
@@ -233,7 +240,7 @@ def validation_and_test(cfg: SweepConfig, cache: Path) -> tuple[Benchmark, Bench
 def _run_trials(jobs: list[dict], workers: int, threads: int) -> list[dict]:
     def done(job: dict, res: dict) -> None:
         log.info("sweep: trial %d seed %d %s (%s %s)", res["trial"], res["seed"], res["status"],
-                 job["select_on"], res["final"].get(job["select_on"]))
+                 job["select_on"], res["final"].get(summary_key(job["select_on"])))
 
     return run_jobs(run_trial, jobs, workers, threads, on_done=done)
 

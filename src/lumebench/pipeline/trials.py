@@ -13,6 +13,7 @@ from typing import Any
 from lumebench.data.records import Benchmark
 from lumebench.errors import LumeError
 from lumebench.io import atomic_write_json, atomic_write_text
+from lumebench.metrics_table import metric, summary_key
 from lumebench.progress import log
 
 
@@ -36,7 +37,7 @@ def trials_table(cfg, settings: list[dict], results: list[dict]) -> tuple[list[d
     rows = []
     for k, s in enumerate(settings):
         rs = [r for r in results if r["trial"] == k]
-        vals = [r["final"].get(cfg.select_on) for r in rs]
+        vals = [r["final"].get(summary_key(cfg.select_on)) for r in rs]
         vals = [v for v in vals if isinstance(v, (int, float))]
         rows.append({"trial": k, "setting": s, "status": sorted({r["status"] for r in rs}),
                      "score_mean": statistics.fmean(vals) if vals else None,
@@ -62,13 +63,15 @@ def _mean(values) -> float | None:
     return statistics.fmean(v) if v else None
 
 
-def select(rows: list[dict]) -> dict:
-    """The trial with the best mean validation score (the first on a tie); an error if none has one."""
+def select(rows: list[dict], select_on: str = "final") -> dict:
+    """The trial with the best mean validation score in the metric's better direction (the first on
+    a tie); an error if none has one."""
     scored = [r for r in rows if r["score_mean"] is not None]
     if not scored:
         raise LumeError("no trial has a validation score to select on (is MIA/MMLU off? set select_on, "
                         "e.g. task_aggregate)")
-    return max(scored, key=lambda r: (r["score_mean"], -r["trial"]))
+    sign = metric(select_on).sign()
+    return max(scored, key=lambda r: (sign * r["score_mean"], -r["trial"]))
 
 
 def trial_job(cfg, k: int | str, seed: int, setting: dict, target: str, bench: Benchmark, out: Path,
@@ -86,7 +89,7 @@ def record_selection(cfg, out: Path, settings: list[dict], results: list[dict]) 
     rows, table = trials_table(cfg, settings, results)
     atomic_write_json(out / "trials.json", rows)
     atomic_write_text(out / "trials.md", table)
-    best = select(rows)
+    best = select(rows, cfg.select_on)
     atomic_write_json(out / "selected.json", {"trial": best["trial"], "setting": best["setting"],
                                               "validation_score": best["score_mean"], "select_on": cfg.select_on})
     log.info("sweep %s: selected trial %d %s (validation %s %.3f); evaluating it on the test rows", cfg.name,

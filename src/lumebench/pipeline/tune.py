@@ -32,6 +32,7 @@ from pathlib import Path
 
 from lumebench.errors import LumeError
 from lumebench.io import read_json
+from lumebench.metrics_table import metric, summary_key
 from lumebench.step import MARKER
 from lumebench.progress import log
 from lumebench.provenance import fingerprint
@@ -57,6 +58,11 @@ def _space(params: dict) -> dict:
     return out
 
 
+def _mode(cfg) -> str:
+    """Tune's direction: that of the ``select_on`` metric in the table."""
+    return "max" if metric(cfg.select_on).sign() > 0 else "min"
+
+
 def _trial(config: dict, ctx: dict) -> None:
     """One Tune trial, on a Ray worker: its setting at every seed on the validation rows."""
     from ray import tune
@@ -75,7 +81,7 @@ def _trial(config: dict, ctx: dict) -> None:
     seen: set[int] = set()
 
     def on_evaluation(rec) -> None:  # ASHA: every point of the validation curve, once
-        score = rec.summary.get(cfg.select_on)
+        score = rec.summary.get(summary_key(cfg.select_on))
         if rec.step not in seen and isinstance(score, (int, float)):
             seen.add(rec.step)
             tune.report({"epoch": rec.epoch, "score": score, "trial": k, "folder": key})
@@ -85,7 +91,7 @@ def _trial(config: dict, ctx: dict) -> None:
         job = trial_job(cfg, key, seed, setting, ctx["target"], ctx["bench"], ctx["out"], ctx["eval_cfg"])
         if cfg.scheduler:
             job["on_evaluation"] = on_evaluation
-        score = run_trial(job)["final"].get(cfg.select_on)
+        score = run_trial(job)["final"].get(summary_key(cfg.select_on))
         if isinstance(score, (int, float)):
             scores.append(score)
     if scores and not seen:
@@ -178,7 +184,7 @@ def sweep_on_ray(cfg, out: Path, target: str, val, test, eval_cfg, settings: lis
                  len(settings) if settings is not None else cfg.trials, len(cfg.seeds))
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables off (verbose=0): a line a trial here
         tuner = tune.Tuner(trainable, param_space=space,
-                           tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=search,
+                           tune_config=tune.TuneConfig(metric="score", mode=_mode(cfg), search_alg=search,
                                                        scheduler=scheduler, num_samples=samples),
                            run_config=tune.RunConfig(name="tune", storage_path=str(out.resolve()), verbose=0,
                                                      callbacks=[_progress_callback()],

@@ -93,7 +93,7 @@ def _eval_cfg_dict(eval_cfg) -> Any:
         return None
     if dataclasses.is_dataclass(eval_cfg):
         return {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else str(v))
-                for k, v in asdict(eval_cfg).items()}
+                for k, v in asdict(eval_cfg).items() if k != "metrics" or v}  # (keys of older runs)
     return str(eval_cfg)
 
 

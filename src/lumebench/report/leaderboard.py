@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Iterable
 
 from lumebench.io import atomic_write_json, atomic_write_text
-from lumebench.report.results import SCALARS, TERMS, MethodRun, collect, group, summary, term_key
+from lumebench.metrics_table import BY_NAME, leaderboard_metrics
+from lumebench.report.results import MethodRun, collect, group, summary
 
 TARGET_LABEL = "target (before unlearning)"
 #: the statuses of a seed whose last evaluation is its final one
 ENDED = ("finished", "diverged")
-SHORT = {"Task1": "T1", "Task2": "T2", "Task3": "T3", "regurgitation": "reg", "knowledge": "kno"}
 
 
 @dataclass
@@ -95,14 +95,14 @@ def mark_ties(rows: list["Row"], key: str = "final") -> None:
     methods = [r for r in rows if r.method != "target" and r.metrics[key].mean is not None]
     if not methods:
         return
-    best = max(methods, key=lambda r: r.metrics[key].mean)
+    best = max(methods, key=lambda r: BY_NAME[key].sign() * r.metrics[key].mean)
     for r in methods:
         r.tied_with_best = None if r is best else within_spread(r.metrics[key], best.metrics[key])
 
 
 def _stats(results: list[dict]) -> dict[str, Stat]:
     sums = [summary(r) for r in results]
-    keys = list(SCALARS) + [term_key(*t) for t in TERMS]
+    keys = [m.name for m in leaderboard_metrics({k for s in sums for k in s})]
     return {k: Stat.of(s.get(k) for s in sums) for k in keys}
 
 
@@ -159,10 +159,8 @@ def add_robustness(rows: list[Row], run_dir: Path) -> None:
 
 def columns(rows: list[Row] | None = None) -> list[tuple[str, str]]:
     """(metric key, column header) in display order; the robustness columns when ``rows`` have them."""
-    cols = [(k, SCALARS[k][0]) for k in ("final", "task_aggregate", "mia_score", "mia_auc", "mmlu")]
-    for split, task, kind in TERMS:
-        arrow = "↓" if split == "forget" else "↑"
-        cols.append((term_key(split, task, kind), f"{split[0].upper()} {SHORT[task]} {SHORT[kind]} {arrow}"))
+    present = {k for r in rows or () for k, v in r.metrics.items() if v.mean is not None}
+    cols = [(m.name, m.column_header) for m in leaderboard_metrics(present)]
     from lumebench.report.robustness import COLUMNS
 
     if rows and any(k in r.metrics for r in rows for k, _ in COLUMNS):
@@ -191,6 +189,9 @@ def to_markdown(rows: list[Row], run_dir=None) -> str:
     notes = ["", "final = mean(task aggregate, MMLU, MIA score) (official aggregate-score); "
              "F/R = forget/retain, T1-T3 = tasks, reg = regurgitation (ROUGE-L recall), "
              "kno = knowledge (exact match); ↓ lower is better, ↑ higher is better."]
+    notes += [
+        f"{BY_NAME[k].label}: {BY_NAME[k].help} (not part of the official score)."
+        for k, _ in cols if k in BY_NAME and not BY_NAME[k].default]
     if any(r.mmlu_partial for r in rows):
         notes.append("* MMLU measured on a per-subject sample (partial), not the full test set.")
     notes += seed_notes(rows)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from lumebench.data.records import SPLITS, TASKS
+from lumebench.data.records import TASKS
+from lumebench.metrics_table import METRICS, Metric
 from lumebench.report.leaderboard import TARGET_LABEL, Row, build_leaderboard
-from lumebench.report.results import SCORE_KINDS, MethodRun, collect, group, term_key
+from lumebench.report.results import MethodRun, collect, group
 
 DPI = 100
 
@@ -29,6 +30,11 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def drawn_in(figure: str) -> list[Metric]:
+    """The metrics of the table drawn in ``figure`` (in the table's order)."""
+    return [m for m in METRICS if m.plot == figure]
 
 
 def _series(runs: list[MethodRun], key: str) -> tuple[list[float], list[float], list[float]]:
@@ -100,10 +106,9 @@ def make_plots(run_dir: str | Path, runs: list[MethodRun] | None = None,
 
     for task in TASKS:
         fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), sharey=True)
-        for ax, (split, kind) in zip(axes, [(s, k) for s in SPLITS for k in SCORE_KINDS]):
-            _draw(ax, groups, term_key(split, task, kind), colors)
-            better = "lower" if split == "forget" else "higher"
-            ax.set_title(f"{split} {kind}\n({better} is better)", fontsize=10)
+        for ax, m in zip(axes, drawn_in(f"{task.lower()}.png")):
+            _draw(ax, groups, m.name, colors)
+            ax.set_title(f"{m.label}\n({m.better} is better)", fontsize=10)
         axes[0].set_ylabel("score")
         fig.suptitle(f"{task}: regurgitation (ROUGE-L recall) and knowledge (exact match)", y=1.02)
         _legend(fig, axes)
@@ -111,9 +116,10 @@ def make_plots(run_dir: str | Path, runs: list[MethodRun] | None = None,
         paths.append(_save(fig, out / f"{task.lower()}.png"))
         plt.close(fig)
 
-    single = [("mia_auc.png", "mia_auc", "MIA AUC (loss attack; 0.5 = indistinguishable)", 0.5),
-              ("utility.png", "mmlu", "utility: MMLU accuracy", 0.25)]
-    for name, key, title, ref in single:
+    single = [("mia_auc.png", "MIA AUC (loss attack; 0.5 = indistinguishable)", 0.5),
+              ("utility.png", "utility: MMLU accuracy", 0.25)]
+    for name, title, ref in single:
+        key = drawn_in(name)[0].name
         fig, ax = plt.subplots(figsize=(7, 4))
         drew = _draw(ax, groups, key, colors)
         ax.axhline(ref, color="grey", linestyle="--", linewidth=1,
@@ -124,9 +130,9 @@ def make_plots(run_dir: str | Path, runs: list[MethodRun] | None = None,
         plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    for ax, (key, title) in zip(axes, [("final", "final score"), ("task_aggregate", "task aggregate")]):
-        _draw(ax, groups, key, colors)
-        ax.set_title(f"{title} against epochs", fontsize=10)
+    for ax, m in zip(axes, sorted(drawn_in("scores.png"), key=lambda m: m.column)):
+        _draw(ax, groups, m.name, colors)
+        ax.set_title(f"{m.label} against epochs", fontsize=10)
     _legend(fig, axes)
     fig.subplots_adjust(bottom=0.25)
     paths.append(_save(fig, out / "scores.png"))

@@ -14,7 +14,6 @@ Everything the leaderboard, the plots and the HTML page show is read from these 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,19 +23,15 @@ from lumebench.data.records import SPLITS, TASKS
 from lumebench.errors import LumeError
 from lumebench.io import read_json
 from lumebench.curve import CURVE, Evaluation, read_curve
+from lumebench.metrics_table import BY_NAME, leaderboard_metrics, report_summary
 
 SCORE_KINDS = ("regurgitation", "knowledge")
 # The 12 task terms in the official order (SPEC.md §2): forget T1 reg, T1 kno, ..., retain T3 kno.
 TERMS: tuple[tuple[str, str, str], ...] = tuple((s, t, k) for s in SPLITS for t in TASKS for k in SCORE_KINDS)
 
-# Scalar metrics of one evaluation: key -> (label, official results key).
-SCALARS = {
-    "final": ("final score", "aggregate-score"),
-    "task_aggregate": ("task aggregate", "harmonic-mean-task-aggregate"),
-    "mia_score": ("MIA score", "mia_final_score"),
-    "mia_auc": ("MIA AUC", "mia_loss_acc"),
-    "mmlu": ("MMLU", "mmlu_average"),
-}
+# Scalar metrics of one evaluation: short name -> (label, official results key), read from the
+# one table of metrics (lumebench.metrics_table); kept for readers of this name.
+SCALARS = {m.name: (m.label, m.official[0]) for m in leaderboard_metrics() if len(m.official) == 1}
 
 _SEED_DIR = re.compile(r"^seed[-_]?(\d+)\Z")
 
@@ -45,31 +40,15 @@ def term_key(split: str, task: str, kind: str) -> str:
     return f"{split}/{task}/{kind}"
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, float)):
-        return None if math.isnan(float(v)) else float(v)
-    return None
-
-
-def _task_value(results: dict, split: str, task: str, kind: str) -> float | None:
-    """A per-task mean as the evaluator writes it: ``results["forget-set"]["Task1"]["regurgitation-score"]``
-    (absent when the evaluation had no row of that kind)."""
-    block = (results.get(f"{split}-set") or {}).get(task) or {}
-    return _num(block.get(f"{kind}-score"))
-
-
 def terms(results: dict) -> dict[str, float | None]:
     """The 12 raw per-split, per-task means (forget values NOT inverted: lower = more forgotten)."""
-    return {term_key(split, task, kind): _task_value(results, split, task, kind) for split, task, kind in TERMS}
+    return {term_key(*t): BY_NAME[term_key(*t)].value(results) for t in TERMS}
 
 
 def summary(results: dict) -> dict[str, float | None]:
-    """Scalar metrics + 12 terms of one evaluation, keyed as in :data:`SCALARS` and :func:`term_key`."""
-    out = {key: _num(results.get(official)) for key, (_, official) in SCALARS.items()}
-    out.update(terms(results))
-    return out
+    """Scalar metrics + 12 terms of one evaluation (+ the opt-in metrics measured), keyed by short
+    name (:func:`lumebench.metrics_table.report_summary`; the terms as :func:`term_key`)."""
+    return report_summary(results)
 
 
 @dataclass
