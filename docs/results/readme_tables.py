@@ -15,6 +15,9 @@ Sections (between ``<!-- BEGIN GENERATED: NAME -->`` and ``<!-- END GENERATED: N
   (``default-robust/leaderboard.json``): the table, and the orderings between methods that hold
   beyond the combined spread, next to those the single-target table shows that do not.
 - ``numerics-cost``: the cost of the pinned numerics (``numerics-cost.json``, ``benchmarks/numerics_pin.py``).
+- ``default-attacks``: the default's methods (3 seeds) under the robustness attacks of
+  ``configs/default-attacks.yaml`` (``default-attacks/leaderboard.json`` and ``run.json``): the
+  leaderboard with its robustness columns, and the verdict per method (``docs/attacks.md``).
 - ``methods``: one section per registered method (``docs/methods.md``): what it is, its source, its
   recipe as its module documents it, its hyperparameters and presets (what ``lume methods`` prints).
 
@@ -248,6 +251,24 @@ def section_numerics_cost() -> str:
     return "\n".join(lines) + "\n"
 
 
+def section_default_attacks() -> str:
+    from lumebench.report.robustness import COLUMNS, verdict_lines
+
+    board, run = _load(HERE / "default-attacks" / "leaderboard.json"), _load(HERE / "default-attacks" / "run.json")
+    rows = rows_of(board)
+    methods = [r for r in rows if r.method != "target"]
+    values = {r.label: {k: list(r.metrics[k].values) for k, _ in COLUMNS if k in r.metrics} for r in methods}
+    seeds = {r.label: len([x for x in r.seeds if x is not None]) for r in methods}
+    relearn = set(values) if ((run.get("config") or {}).get("attacks") or {}).get("relearn") is not None else set()
+    t = run.get("timings_last_invocation") or {}
+    took = ", ".join(f"{k} {v['wall_s'] / 60:.1f} min" for k, v in t.items() if isinstance(v, dict) and "wall_s" in v)
+    out = [f"`lume run configs/default-attacks.yaml`: the default's data, target, methods and {len(run.get('seeds') or [])} "
+           f"seeds, then every attack on every method row and seed.", "", to_markdown(rows), "",
+           _where(run), "", f"Wall time of the last invocation: {took or 'not recorded'}.", ""]
+    out += verdict_lines(values, seeds, relearn)
+    return "\n".join(out) + "\n"
+
+
 def section_methods() -> str:
     """One section per registered method, from the registry and each method's module docstring."""
     import dataclasses
@@ -298,7 +319,8 @@ def render(text: str, where: str = "README.md") -> tuple[str, list[str]]:
 
 SECTIONS = {"default": section_default, "default-timings": section_default_timings,
             "default-robust": section_default_robust, "numerics-cost": section_numerics_cost,
-            "default-robust-claims": section_default_robust_claims, "methods": section_methods}
+            "default-robust-claims": section_default_robust_claims, "methods": section_methods,
+            "default-attacks": section_default_attacks}
 
 
 def main() -> int:

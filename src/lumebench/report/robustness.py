@@ -137,19 +137,31 @@ def _pessimistic(values: list[float]) -> float:
 
 def summary_lines(results: dict[str, list[dict]]) -> list[str]:
     """One line per attacked method: stays forgotten / hidden, with the numbers that say so."""
-    lines = []
-    for label, seeds in results.items():
+    values, seeds, relearn_ran = {}, {}, set()
+    for label, per_seed in results.items():
         if label == TARGET:
             continue
-        per = [metrics(s) for s in seeds]
-        if any("relearn" in s for s in seeds) and all(p[k] is None for p in per
-                                                       for k in ("rob_relearn_kno", "rob_relearn_reg")):
+        per = [metrics(s) for s in per_seed]
+        values[label] = {key: [p[key] for p in per if p[key] is not None] for key, _ in COLUMNS}
+        seeds[label] = len(per_seed)
+        if any("relearn" in s for s in per_seed):
+            relearn_ran.add(label)
+    return verdict_lines(values, seeds, relearn_ran)
+
+
+def verdict_lines(values: dict[str, dict[str, list[float]]], seeds: dict[str, int], relearn_ran: set[str]) -> list[str]:
+    """The summary from each method's per-seed values of the columns (``{label: {key: [value per
+    seed]}}``): what :func:`summary_lines` says of a run folder, and what a committed leaderboard's
+    values say (``docs/results/readme_tables.py``)."""
+    lines = []
+    for label, vals_of in values.items():
+        if label in relearn_ran and not any(vals_of.get(k) for k in ("rob_relearn_kno", "rob_relearn_reg")):
             lines.append(f"- {label}: not judged: V's scores are the same before and after unlearning "
                          f"(nothing was forgotten, or the target never knew them), so no recovery exists")
             continue
         found, held = [], []
         for key, header in COLUMNS:
-            vals = [p[key] for p in per if p[key] is not None]
+            vals = vals_of.get(key) or []
             if not vals or key not in THRESHOLDS:
                 continue
             m = statistics.fmean(vals)
@@ -158,7 +170,7 @@ def summary_lines(results: dict[str, list[dict]]) -> list[str]:
             (found if _pessimistic(vals) >= THRESHOLDS[key] else held).append(text)
         if not found and not held:
             continue
-        n = len(seeds)
+        n = seeds[label]
         verdict = ("hidden: " + "; ".join(found)) if found else ("stays forgotten: " + "; ".join(held))
         lines.append(f"- {label} ({n} seed{'s' if n != 1 else ''}): {verdict}")
     if lines:
