@@ -261,10 +261,12 @@ def section_default_attacks() -> str:
     seeds = {r.label: len([x for x in r.seeds if x is not None]) for r in methods}
     relearn = set(values) if ((run.get("config") or {}).get("attacks") or {}).get("relearn") is not None else set()
     t = run.get("timings_last_invocation") or {}
-    took = ", ".join(f"{k} {v['wall_s'] / 60:.1f} min" for k, v in t.items() if isinstance(v, dict) and "wall_s" in v)
+    took = ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in t.items()
+                     if isinstance(v, dict) and (v.get("wall_s") or 0) >= 1 and k != "total")
     out = [f"`lume run configs/default-attacks.yaml`: the default's data, target, methods and {len(run.get('seeds') or [])} "
            f"seeds, then every attack on every method row and seed.", "", to_markdown(rows), "",
-           _where(run), "", f"Wall time of the last invocation: {took or 'not recorded'}.", ""]
+           _where(run), "", f"Wall time of the invocation that wrote these results (stages already done are reused, not "
+           f"timed): {took or 'not recorded'}.", ""]
     out += verdict_lines(values, seeds, relearn)
     return "\n".join(out) + "\n"
 
