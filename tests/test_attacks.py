@@ -90,6 +90,32 @@ def test_relearn_on_T_recovers_V_after_ga_more_than_the_same_finetuning_teaches_
     assert (out / "done.json").read_text() == marker
 
 
+def test_benign_relearn_on_retain_documents_measures_every_forget_document(ga_model, target, bench, tmp_path,
+                                                                           one_thread):
+    """Benign relearning (Hu et al. 2024): fine-tuning on retain documents only (never a forget fact)
+    and measuring every forget document; the target control and the recovery ratio as for T/V."""
+    from lumebench.attacks.relearn import RelearnConfig, benign_split, relearn
+
+    cfg = RelearnConfig(steps=[5, 20], modes=["full"], seed=0, on="retain")
+    res = relearn(ga_model, target, bench, tmp_path / "benign", cfg, EV, lr_of=unlearning_lr)
+    sp = res["split"]
+    assert sp["on"] == "retain" and "benign relearning" in res["protocol"]
+    assert set(sp["V"]) == set(bench.doc_ids("forget")) and set(sp["T"]) <= set(bench.doc_ids("retain"))
+    want = benign_split(bench, 0.5, 0)
+    assert set(sp["T"]).isdisjoint(bench.doc_ids("forget")) and {k: sp[k] for k in want} == want
+    assert res["split"]["n_V_rows"] == len(bench.forget)
+    pts = {p["k"]: p for p in res["modes"]["full"]["points"]}
+    assert sorted(pts) == [0, 5, 20]
+    assert res["v_target"]["regurgitation"] > 0.9 and pts[0]["regurgitation"] < 0.2  # GA forgot V
+    for p in pts.values():  # a ratio in the scale of what unlearning removed
+        v = p["recovery"]["regurgitation"]["value"]
+        assert v is not None and -1.0 <= v <= 1.5
+    # after GA, 20 steps on retain documents alone bring back a clear share of every forget document
+    # (measured: knowledge 0.55, regurgitation 0.45 of what GA removed; 0.36 / 0.15 after 5 steps)
+    rec20 = pts[20]["recovery"]
+    assert rec20["knowledge"]["value"] > 0.3 and rec20["regurgitation"]["value"] > 0.3, rec20
+
+
 def test_relearn_recovery_ratio_is_null_with_a_reason_when_unlearning_moved_nothing():
     from lumebench.attacks.common import recovery
 

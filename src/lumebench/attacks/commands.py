@@ -76,6 +76,10 @@ def register(sub) -> None:
     p.add_argument("--lora-r", type=arg(positive_int), default=8)
     p.add_argument("--train-fraction", type=float, default=0.5, help="share of each task's forget documents in T")
     p.add_argument("--seed", type=arg(seed), default=0, help="the T/V split and batch order")
+    p.add_argument("--on", choices=("forget", "retain"), default="forget",
+                   help="forget: T is a share of the forget documents (Deeb & Roger 2024); retain: benign "
+                        "relearning, T is a share of the retain documents and V every forget document "
+                        "(Hu et al. 2024)")
     p.add_argument("--no-control", action="store_true", help="do not fine-tune the target the same way")
     p.add_argument("--retrain", default=None, metavar="MODEL",
                    help="a model that never saw V (e.g. fine-tuned without it): the learning control")
@@ -135,7 +139,7 @@ def _run(args, bench, out, ev) -> dict:
 
         cfg = RelearnConfig(steps=args.steps, modes=args.modes, lr=args.lr, batch_size=args.batch_size,
                             lora_r=args.lora_r, train_fraction=args.train_fraction, seed=args.seed,
-                            control=not args.no_control)
+                            control=not args.no_control, on=args.on)
         from lumebench.pipeline.unlearn_config import unlearning_lr
 
         return relearn(args.model, args.target, bench, out, cfg, ev, retrain=args.retrain, lr_of=unlearning_lr)

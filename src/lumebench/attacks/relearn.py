@@ -64,6 +64,10 @@ class RelearnConfig:
     control: also fine-tune the target the same way (its V scores before and after).
     retrain_control: ``lume run`` only: also build a target without V's documents (the run's target
         settings; a second target build) and fine-tune it the same way: the learning control.
+    on: ``forget`` (Deeb & Roger: T is a share of the forget documents, V the rest) or ``retain``
+        (benign relearning, Hu et al. 2024, arXiv 2406.13356: T is a share ``train_fraction`` of
+        each task's *retain* documents — related text the unlearning was told to keep, never a
+        forget fact — and V is every forget document).
     """
 
     steps: list[int] = field(default_factory=lambda: [1, 5, 20])
@@ -75,6 +79,7 @@ class RelearnConfig:
     seed: int = 0
     control: bool = True
     retrain_control: bool = False
+    on: str = "forget"
 
     def check(self) -> "RelearnConfig":
         from lumebench import checks
@@ -90,6 +95,7 @@ class RelearnConfig:
         checks.positive_int(self.lora_r, "lora_r")
         checks.finite_float(self.train_fraction, "train_fraction", minimum=0.01, maximum=0.99)
         checks.seed(self.seed, "seed")
+        checks.choice(self.on, "on", ("forget", "retain"))
         return self
 
 
@@ -109,6 +115,20 @@ def split_documents(benchmark: Benchmark, fraction: float, seed: int) -> dict:
     if not T or not V:
         raise LumeError("the forget set needs at least two documents of one task to split into T and V")
     return {"T": T, "V": V, "seed": seed, "train_fraction": fraction}
+
+
+def benign_split(benchmark: Benchmark, fraction: float, seed: int) -> dict:
+    """Benign relearning's split: T = a seeded share of each task's retain documents, V = every forget
+    document (T never holds a forget fact)."""
+    T: list[str] = []
+    for task in TASKS:
+        docs = sorted({r.doc_id for r in benchmark.retain if r.task == task})
+        random.Random(f"lumebench:benign-relearn:{seed}:{task}").shuffle(docs)
+        T += docs[:max(round(len(docs) * fraction), 1)] if docs else []
+    V = sorted({r.doc_id for r in benchmark.forget})
+    if not T or not V:
+        raise LumeError("benign relearning needs retain documents (T) and forget documents (V)")
+    return {"T": T, "V": V, "seed": seed, "train_fraction": fraction, "on": "retain"}
 
 
 def train_examples(tokenizer, rows: list[Row], max_length: int = 1024) -> list[list[int]]:
@@ -216,9 +236,10 @@ def relearn(unlearned, target, benchmark: Benchmark, out, cfg: RelearnConfig | N
     cfg = (cfg or RelearnConfig()).check()
     ev = ev or AttackEval()
     out = Path(out)
-    split = split_documents(benchmark, cfg.train_fraction, cfg.seed)
+    benign = cfg.on == "retain"
+    split = (benign_split if benign else split_documents)(benchmark, cfg.train_fraction, cfg.seed)
     t_docs, v_docs = set(split["T"]), set(split["V"])
-    t_rows = [r for r in benchmark.forget if r.doc_id in t_docs]
+    t_rows = [r for r in (benchmark.retain if benign else benchmark.forget) if r.doc_id in t_docs]
     v_rows = [r for r in benchmark.forget if r.doc_id in v_docs]
     if cfg.lr is None and lr_of is None:
         raise LumeError("relearning needs a learning rate: set lr (or pass lr_of)", field="lr")
@@ -251,7 +272,10 @@ def relearn(unlearned, target, benchmark: Benchmark, out, cfg: RelearnConfig | N
                                             for p in rt]
             modes[mode] = entry
         first = modes[cfg.modes[0]]["points"][0]
-        result = {"attack": "relearn", "protocol": "Deeb & Roger 2024 (arXiv 2410.08827): fine-tune on T, measure V",
+        protocol = ("benign relearning, Hu et al. 2024 (arXiv 2406.13356): fine-tune on retain documents (T), "
+                    "measure every forget document (V)" if benign else
+                    "Deeb & Roger 2024 (arXiv 2410.08827): fine-tune on T, measure V")
+        result = {"attack": "relearn", "protocol": protocol,
                   "split": {**split, "n_T_rows": len(t_rows), "n_V_rows": len(v_rows)},
                   "config": dataclasses.asdict(cfg), "lr": lrs, "eval": ev.to_dict(), "v_target": v_target,
                   "v_unlearned": {m: first[m] for m in MEASURES}, "modes": modes}
