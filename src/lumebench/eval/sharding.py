@@ -24,11 +24,9 @@ from lumebench.errors import LumeError
 def generate_sharded(model, tokenizer, rows: Sequence, pool=None, **kwargs) -> list:
     """:func:`lumebench.eval.generation.generate` on each process's share of ``rows``, gathered; with
     a :class:`lumebench.eval.parallel_rows.RowPool`, every row computed alone by its workers."""
-    from lumebench.eval.generation import generate
+    from lumebench.eval.generation import generate, generate_rows
 
     if pool is not None:
-        from lumebench.eval.generation import generate_rows
-
         return generate_rows(pool, tokenizer, list(rows), **kwargs)
 
     return distributed.map_sharded(lambda part: generate(model, tokenizer, part, **kwargs), list(rows))

@@ -55,7 +55,3 @@ def typed(attacks, where=None) -> dict:
         raise where.error("no attack configured (give relearn, quantize, paraphrase or logit_lens a mapping, "
                           "or leave the section out)", ["attacks"])
     return out
-
-
-def check_attacks(attacks, where) -> None:
-    typed(attacks, where)

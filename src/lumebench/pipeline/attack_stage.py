@@ -21,9 +21,6 @@ from lumebench.pipeline.attack_config import typed
 from lumebench.pipeline.unlearn_config import unlearning_lr
 from lumebench.progress import log
 
-ATTACK_DIRS = {"relearn": "relearn", "quantize": "quantize", "paraphrase": "paraphrase", "logit_lens": "logit_lens"}
-
-
 def _final_model(method_folder: Path) -> str | None:
     rec = method_folder / "unlearn.json"
     if not (method_folder / "done.json").is_file() or not rec.is_file():
@@ -40,7 +37,8 @@ def _retrain_target(cfg, bench, cache: Path, split: dict) -> str:
     if not cfg.target.memorise:
         raise LumeError("relearn.retrain_control needs a target the run builds (target.memorise: true)",
                         field="attacks.relearn.retrain_control")
-    keep = [d for d in bench.doc_ids("forget") if d not in set(split["V"])] + bench.doc_ids("retain")
+    held_out = set(split["V"])
+    keep = [d for d in bench.doc_ids("forget") if d not in held_out] + bench.doc_ids("retain")
     log.info("attacks: building the retrain control (the target without V's %d documents)", len(split["V"]))
     return str(build_target(cfg.target.model, bench.subset(keep),
                             FinetuneConfig.for_base(cfg.target.model, check_settings(cfg.target.finetune)),

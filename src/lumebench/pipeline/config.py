@@ -317,9 +317,9 @@ def check_registered(cfg: RunConfig, where: FieldLocator) -> None:
     if cfg.attacks is not None:
         # the attacks' settings are typed by their own configs (imported only when a config has an
         # attacks section)
-        from lumebench.pipeline.attack_config import check_attacks
+        from lumebench.pipeline.attack_config import typed
 
-        check_attacks(cfg.attacks, where)
+        typed(cfg.attacks, where)
 
 
 def default_dict() -> dict:

@@ -60,7 +60,7 @@ class Evaluator:
         self.ctx.model = model_now
         with self.m.evaluated(self.ctx) as shown:  # the model as the method defines it (task vector: θ0 − α·Δ)
             results = evaluate_model(shown, self.tokenizer, self.bench_eval, self.eval_cfg if last else self.curve_cfg,
-                                self.out_dir / "eval" / f"step_{step:06d}")
+                                     self.out_dir / "eval" / f"step_{step:06d}")
         if epoch is None:
             epoch = round(step * self.grad_accum / self.per_epoch, 4)
         rec = Evaluation.of(step, epoch, results)

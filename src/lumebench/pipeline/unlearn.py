@@ -142,8 +142,8 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
 
     def compute() -> dict:
         if getattr(m, "composite", False):  # e.g. zjuklab: several unlearning steps, then a merge
-            out["state"] = m.unlearn_composite(CompositeRun(target, benchmark, method, m, job, overrides,
-                                                            eval_cfg, evaluate))
+            out["state"] = m.unlearn_composite(CompositeRun(target, benchmark, method, m, cfg, ident, job,
+                                                            overrides, eval_cfg, evaluate))
         else:
             out["state"] = _run(target, benchmark, method, m, cfg, ident, job, eval_cfg, evaluate, on_evaluation)
         return {k: out["state"].get(k) for k in ("status", "steps", "epochs", "final")}
@@ -363,13 +363,12 @@ class CompositeRun:
     every run: a step already in ``curve.jsonl`` is not evaluated again), and the writes of its
     record and model (by the main process only)."""
 
-    def __init__(self, target, benchmark: Benchmark, method: str, m, job: Step, overrides: dict, eval_cfg,
-                 evaluate: bool):
+    def __init__(self, target, benchmark: Benchmark, method: str, m, config: UnlearnConfig, identity, job: Step,
+                 overrides: dict, eval_cfg, evaluate: bool):
         self.target, self.benchmark, self.method, self.m, self.job = target, benchmark, method, m, job
+        self.config, self.identity = config, identity  # as unlearn() resolved them for the run's step
         self.overrides, self.eval_cfg, self.evaluate = overrides, eval_cfg, evaluate
         self.folder = Path(job.folder)
-        self.identity, family = _target_identity(target)
-        _, self.config = resolve_config(method, overrides, family=family)
         self._evaluator: Evaluator | None = None
 
     def part(self, k: int, overrides: dict) -> dict:
