@@ -83,8 +83,10 @@ def run(job: dict) -> dict:
                     os._exit(3)
 
             evaluator_mod.append_jsonl = append_then_die  # where the curve's records are appended
+        from lumebench.pipeline.eval_settings import EvalSettings
+
         state = unlearn_mod.unlearn(job["target"], bench, job["method"], out, overrides=job["overrides"],
-                                    eval_cfg=EvalConfig(max_new_tokens=8, mmlu=None),
+                                    eval=EvalSettings(max_new_tokens=8),
                                     evaluate=job.get("evaluate", True))
         return {"state": state, "world": distributed.world()}
     if job["kind"] == "run":

@@ -64,11 +64,11 @@ def finetune(data: str, out: str) -> dict:
 
 def unlearn(target: str, data: str, out: str, method: str = "npo") -> dict:
     from lumebench.data.loaders import load_benchmark
-    from lumebench.eval.evaluate import EvalConfig
+    from lumebench.pipeline.eval_settings import EvalSettings
     from lumebench.pipeline.unlearn import unlearn as ul
 
     return ul(target, load_benchmark(data), method, out, overrides=dict(UNLEARN),
-              eval_cfg=EvalConfig(max_new_tokens=8))
+              eval=EvalSettings(max_new_tokens=8))
 
 
 def evaluate(model: str, data: str, out: str) -> int:

@@ -40,7 +40,7 @@ def run(root: Path) -> dict:
 
     from lumebench.data.generate import generate_benchmark
     from lumebench.data.loaders import load_benchmark
-    from lumebench.eval.evaluate import EvalConfig
+    from lumebench.pipeline.eval_settings import EvalSettings
     from lumebench.numerics import numerics_record
     from lumebench.pipeline.target import FinetuneConfig, build_target
     from lumebench.pipeline.unlearn import unlearn
@@ -53,7 +53,7 @@ def run(root: Path) -> dict:
     out = root / "ga"
     unlearn(str(target), bench, "ga", out, overrides={"max_steps": 4, "batch_size": 4, "lr": 1e-3,
                                                       "eval_every": "end"},
-            eval_cfg=EvalConfig(max_new_tokens=16, mmlu=None))
+            eval=EvalSettings(max_new_tokens=16))
     curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
     scores = json.dumps([c.get("results") for c in curve], sort_keys=True)
     num = numerics_record()

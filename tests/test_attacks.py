@@ -21,7 +21,7 @@ import torch
 
 from lumebench.attacks.common import AttackEval
 from lumebench.cli import main as lume
-from lumebench.eval.evaluate import EvalConfig
+from lumebench.pipeline.eval_settings import EvalSettings
 from lumebench.pipeline.unlearn_config import unlearning_lr
 from conftest import TINY
 
@@ -37,7 +37,7 @@ def ga_model(target, bench, tmp_path_factory) -> str:
 
     out = tmp_path_factory.mktemp("attack-ga")
     r = unlearn(target, bench, "ga", out, overrides={"epochs": 5, "eval_every": "end"},
-                eval_cfg=EvalConfig(max_new_tokens=32, mia=False))
+                eval=EvalSettings(max_new_tokens=32, mia=False))
     assert r["status"] == "finished"
     return str(out / "model")
 

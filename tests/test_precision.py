@@ -106,12 +106,12 @@ def test_a_resumed_run_refuses_a_target_whose_weights_changed(bench, target_dir,
         return real(*args)
 
     monkeypatch.setattr(evaluator_mod, "evaluate_model", dies_at_the_second_evaluation)
-    from lumebench.eval.evaluate import EvalConfig
+    from lumebench.pipeline.eval_settings import EvalSettings
 
     over = {**GA, "max_steps": None, "lr": 1e-3, "batch_size": 10, "epochs": 2}
-    ev = EvalConfig(max_new_tokens=4, mia=False)
+    ev = EvalSettings(max_new_tokens=4, mia=False)
     with pytest.raises(KeyboardInterrupt):
-        unlearn(str(target), bench, "ga", tmp_path / "run", overrides=over, eval_cfg=ev)
+        unlearn(str(target), bench, "ga", tmp_path / "run", overrides=over, eval=ev)
     assert json.loads((tmp_path / "run" / "unlearn.json").read_text())["status"] == "running"
     # the target directory is overwritten with other weights (same files, same config)
     from lumebench.models import load_model
@@ -123,7 +123,7 @@ def test_a_resumed_run_refuses_a_target_whose_weights_changed(bench, target_dir,
     model.save_pretrained(target, safe_serialization=True)
     monkeypatch.setattr(evaluator_mod, "evaluate_model", real)
     with pytest.raises(LumeError, match="target with other weights"):
-        unlearn(str(target), bench, "ga", tmp_path / "run", overrides=over, eval_cfg=ev)
+        unlearn(str(target), bench, "ga", tmp_path / "run", overrides=over, eval=ev)
 
 
 def test_a_partly_trained_bf16_model_is_evaluated_between_epochs(bench, target_dir, tmp_path):
@@ -131,14 +131,14 @@ def test_a_partly_trained_bf16_model_is_evaluated_between_epochs(bench, target_d
     weights, so the evaluation after the epoch (no autocast) runs; before the fix every forward there
     failed with "expected m1 and m2 to have the same dtype" (seen on an H100 with sha256, rmu and
     ails_ntua)."""
-    from lumebench.eval.evaluate import EvalConfig
+    from lumebench.pipeline.eval_settings import EvalSettings
     from lumebench.models import load_model
     from lumebench.curve import read_curve
 
     model, tok = load_model(str(target_dir), dtype="bfloat16")
     state = unlearn((model, tok), bench, "ails_ntua", tmp_path / "ails",
                     overrides={"last_layers": 1, "epochs": 1, "max_steps": 1, "mixed_precision": "bf16"},
-                    eval_cfg=EvalConfig(mia=False, mmlu=None, max_new_tokens=8))
+                    eval=EvalSettings(mia=False, max_new_tokens=8))
     assert state["status"] == "finished"
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     steps = [e.step for e in read_curve(tmp_path / "ails")]

@@ -17,20 +17,20 @@ import pytest
 import torch
 
 from lumebench.cli import main as lume
-from lumebench.eval.evaluate import EvalConfig
+from lumebench.pipeline.eval_settings import EvalSettings
 from lumebench.io import iter_jsonl
 from lumebench.pipeline import evaluator as evaluator_mod
 from lumebench.pipeline.unlearn import unlearn
 from lumebench.registry import METHODS
 
-EVAL = EvalConfig(max_new_tokens=48)
+EVAL = EvalSettings(max_new_tokens=48)
 
 
 @pytest.fixture(scope="session")
 def full_runs(target, bench, tmp_path_factory) -> dict[str, dict]:
     """GA, GD and NPO+retain with the tiny preset (10 epochs), evaluated before and after every epoch."""
     base = tmp_path_factory.getbasetemp() / "unlearn-runs"
-    return {m: unlearn(target, bench, m, base / m, eval_cfg=EVAL) for m in ("ga", "gd", "npo_rt")}
+    return {m: unlearn(target, bench, m, base / m, eval=EVAL) for m in ("ga", "gd", "npo_rt")}
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def seed_runs(full_runs, target, bench, tmp_path_factory) -> dict[str, list[dict
     """GA, GD and NPO+retain at seeds 0, 1, 2 (seed 0 is ``full_runs``; seeds 1, 2 evaluate only before
     and after, to keep CI short: the training does not depend on the evaluation schedule)."""
     base = tmp_path_factory.getbasetemp() / "unlearn-seeds"
-    return {m: [full_runs[m]] + [unlearn(target, bench, m, base / m / f"seed{s}", eval_cfg=EVAL,
+    return {m: [full_runs[m]] + [unlearn(target, bench, m, base / m / f"seed{s}", eval=EVAL,
                                          overrides={"seed": s, "eval_every": "end"}) for s in (1, 2)]
             for m in ("ga", "gd", "npo_rt")}
 
@@ -57,7 +57,7 @@ def test_evaluating_only_at_the_end_gives_the_same_model_and_final_numbers(full_
     """``eval_every="end"`` (the science config's setting) changes the curve, not the training: the
     batches are drawn by (seed, step) and an evaluation draws no random numbers."""
     every_epoch = full_runs["ga"]
-    end = unlearn(target, bench, "ga", tmp_path / "end", eval_cfg=EVAL, overrides={"eval_every": "end"})
+    end = unlearn(target, bench, "ga", tmp_path / "end", eval=EVAL, overrides={"eval_every": "end"})
     assert [c["step"] for c in end["curve"]] == [0, every_epoch["curve"][-1]["step"]]
     assert len(every_epoch["curve"]) == 11 and end["steps"] == every_epoch["steps"]
     assert end["final"] == every_epoch["final"]
@@ -97,14 +97,14 @@ def test_unlearn_writes_curve_model_and_record(full_runs, bench):
     assert (Path(r["final_model"]) / "tokenizer.json").exists()
     # rerunning the same call returns the finished result without training or evaluating again
     n_lines = len(curve)
-    again = unlearn(r["target"]["spec"], bench, "gd", out, eval_cfg=EVAL)
+    again = unlearn(r["target"]["spec"], bench, "gd", out, eval=EVAL)
     assert again == r
     assert len((out / "curve.jsonl").read_text().splitlines()) == n_lines
 
 
 @pytest.mark.parametrize("method", ["kl", "npo", "npo_kl", "simnpo"])
 def test_other_methods_run_to_completion(method, target, bench, tmp_path):
-    r = unlearn(target, bench, method, tmp_path, eval_cfg=EVAL, overrides={"epochs": 3})
+    r = unlearn(target, bench, method, tmp_path, eval=EVAL, overrides={"epochs": 3})
     assert r["status"] == "finished" and r["steps"] == 3 * r["steps_per_epoch"]
     assert [c["epoch"] for c in r["curve"]] == [0.0, 1.0, 2.0, 3.0]
     assert r["final"]["forget_regurgitation"] < r["curve"][0]["forget_regurgitation"]
@@ -115,7 +115,7 @@ def test_other_methods_run_to_completion(method, target, bench, tmp_path):
 
 
 def test_lora_unlearning_saves_the_adapter_and_the_merged_model(target, bench, tmp_path):
-    r = unlearn(target, bench, "npo_kl", tmp_path, lora=True, overrides={"epochs": 1, "lora_r": 4}, eval_cfg=EVAL)
+    r = unlearn(target, bench, "npo_kl", tmp_path, lora=True, overrides={"epochs": 1, "lora_r": 4}, eval=EVAL)
     assert r["status"] == "finished" and r["config"]["lora"] and r["config"]["lr"] == pytest.approx(1e-2)
     adapter = _weights(tmp_path / "adapter")
     assert adapter and all("lora_" in k for k in adapter)
@@ -142,14 +142,14 @@ def test_interrupted_run_resumes_without_redoing_evaluations(target, bench, tmp_
     monkeypatch.setattr(evaluator_mod, "evaluate_model", flaky)
     over = {"epochs": 3}
     with pytest.raises(KeyboardInterrupt):
-        unlearn(target, bench, "ga", tmp_path / "a", eval_cfg=EVAL, overrides=over)
+        unlearn(target, bench, "ga", tmp_path / "a", eval=EVAL, overrides=over)
     assert json.loads((tmp_path / "a" / "unlearn.json").read_text())["status"] == "running"
     calls.clear()
-    resumed = unlearn(target, bench, "ga", tmp_path / "a", eval_cfg=EVAL, overrides=over)
+    resumed = unlearn(target, bench, "ga", tmp_path / "a", eval=EVAL, overrides=over)
     spe = resumed["steps_per_epoch"]
     assert calls == [f"step_{2 * spe:06d}", f"step_{3 * spe:06d}"]  # step 0 and epoch 1 were kept
     monkeypatch.setattr(evaluator_mod, "evaluate_model", real)
-    fresh = unlearn(target, bench, "ga", tmp_path / "b", eval_cfg=EVAL, overrides=over)
+    fresh = unlearn(target, bench, "ga", tmp_path / "b", eval=EVAL, overrides=over)
     assert resumed["status"] == fresh["status"] == "finished"
     wa, wb = _weights(tmp_path / "a" / "model"), _weights(tmp_path / "b" / "model")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -159,7 +159,7 @@ def test_interrupted_run_resumes_without_redoing_evaluations(target, bench, tmp_
 def test_divergence_keeps_the_last_good_state_and_the_scores_so_far(target, bench, tmp_path):
     # lr 1e6: the first steps are tiny (warm-up), then the weights blow up and the loss turns NaN.
     # eval_every=1 makes every step a checkpoint, so the last good state is a trained one.
-    r = unlearn(target, bench, "ga", tmp_path, eval_cfg=EVAL, overrides={"lr": 1e6, "epochs": 3, "eval_every": 1})
+    r = unlearn(target, bench, "ga", tmp_path, eval=EVAL, overrides={"lr": 1e6, "epochs": 3, "eval_every": 1})
     assert r["status"].startswith("diverged at step ")
     bad = int(r["status"].rsplit(" ", 1)[1])
     assert r["last_good_step"] == bad - 1 >= 1
@@ -259,7 +259,7 @@ def test_ails_ntua_schedule_is_sequential_chunks_with_cyclic_retain(bench, tmp_p
 
 
 def test_task_vector_with_alpha_zero_leaves_the_target(target, bench, tmp_path):
-    r = unlearn(target, bench, "task_vector", tmp_path, eval_cfg=EVAL, overrides={"epochs": 1, "alpha": 0.0})
+    r = unlearn(target, bench, "task_vector", tmp_path, eval=EVAL, overrides={"epochs": 1, "alpha": 0.0})
     w, w0 = _weights(tmp_path / "model"), _weights(Path(target))
     assert all(torch.equal(w[k], w0[k]) for k in w)  # θ0 − 0·(θ − θ0) = θ0 although θ was trained
     # θ was trained: every step ran with a non-zero lr and gradient (the loop's kept state says so)
@@ -367,10 +367,10 @@ def test_paper_findings_hold_across_seeds(seed_runs):
 def test_mmlu_at_ends_gives_the_same_final_numbers_without_mmlu_in_between(target, bench, tmp_path):
     from test_run_mini import _mmlu_sample
 
-    ecfg = dataclasses.replace(EVAL, mmlu=str(_mmlu_sample(tmp_path)), mmlu_limit=1, max_new_tokens=16)
+    ecfg = dataclasses.replace(EVAL, mmlu=True, mmlu_source=str(_mmlu_sample(tmp_path)), mmlu_limit=1, max_new_tokens=16)
     over = {"epochs": 3}
-    every = unlearn(target, bench, "gd", tmp_path / "every", eval_cfg=ecfg, overrides=over)
-    ends = unlearn(target, bench, "gd", tmp_path / "ends", eval_cfg=ecfg, overrides={**over, "mmlu_at": "ends"})
+    every = unlearn(target, bench, "gd", tmp_path / "every", eval=ecfg, overrides=over)
+    ends = unlearn(target, bench, "gd", tmp_path / "ends", eval=ecfg, overrides={**over, "mmlu_at": "ends"})
     assert [c["step"] for c in ends["curve"]] == [c["step"] for c in every["curve"]]
     assert ends["final"] == every["final"] and ends["final"]["mmlu"] is not None
     assert ends["curve"][0] == every["curve"][0]  # before unlearning: everything
@@ -380,13 +380,13 @@ def test_mmlu_at_ends_gives_the_same_final_numbers_without_mmlu_in_between(targe
         assert {k: v for k, v in a.items() if k not in ("mmlu", "final_score")} == \
                {k: v for k, v in b.items() if k not in ("mmlu", "final_score")}
     # a run that diverges before its last epoch evaluates its last good step again, with MMLU
-    div = unlearn(target, bench, "ga", tmp_path / "div", eval_cfg=ecfg,
+    div = unlearn(target, bench, "ga", tmp_path / "div", eval=ecfg,
                   overrides={"lr": 1e6, "epochs": 3, "eval_every": 1, "mmlu_at": "ends"})
     assert div["status"].startswith("diverged at step ")
     assert div["final"]["step"] == div["last_good_step"] >= 1 and div["final"]["mmlu"] is not None
     assert [c["step"] for c in div["curve"]] == list(range(div["last_good_step"] + 1))
     with pytest.raises(Exception, match="mmlu_at"):
-        unlearn(target, bench, "gd", tmp_path / "bad", eval_cfg=ecfg, overrides={"mmlu_at": "sometimes"})
+        unlearn(target, bench, "gd", tmp_path / "bad", eval=ecfg, overrides={"mmlu_at": "sometimes"})
 
 
 def test_a_last_evaluation_chunk_shorter_than_eval_every_keeps_the_schedule_of_the_steps_that_run(
@@ -420,7 +420,7 @@ def test_the_winners_against_the_baselines_across_seeds(seed_runs, target, bench
 
     base = tmp_path_factory.getbasetemp() / "winners-seeds"
     keys = ("forget_regurgitation", "retain_regurgitation", "retain_knowledge")
-    runs = {m: [unlearn(target, bench, m, base / m / f"seed{s}", eval_cfg=EVAL,
+    runs = {m: [unlearn(target, bench, m, base / m / f"seed{s}", eval=EVAL,
                         overrides={"seed": s, "eval_every": 10 ** 6}) for s in (0, 1, 2)]
             for m in ("ails_ntua", "atyaephyra")}
     st = {m: {k: Stat.of(r["final"][k] for r in rs) for k in keys} for m, rs in {**seed_runs, **runs}.items()}

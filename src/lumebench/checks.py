@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from lumebench.errors import LumeError
 
@@ -275,12 +276,74 @@ def coerce(value: Any, annotation: Any, field: str, **where) -> Any:
     return value
 
 
-def check_fields(cls, values: dict, ranges: dict[str, Callable[..., Any]], **where) -> dict:
-    """``values`` (field name -> value) checked against the annotations of dataclass ``cls`` (or a
-    ``{name: type}`` mapping, e.g. :meth:`lumebench.train.config.HoldsTrain.setting_types`) and the
-    range checker ``ranges[name]`` (called as ``check(value, name)``); returns the converted values.
-    Unknown names are the caller's business (it knows what to list)."""
-    hints = cls if isinstance(cls, dict) else typing.get_type_hints(cls)
+# ------------------------------------------------------------------------------------- settings
+
+def nonnegative(value: Any, field: str, **where) -> float:
+    return finite_float(value, field, minimum=0.0, **where)
+
+
+def finite(value: Any, field: str, **where) -> float:
+    return finite_float(value, field, **where)
+
+
+def nonnegative_int(value: Any, field: str, **where) -> int:
+    return integer(value, field, minimum=0, **where)
+
+
+def fraction(value: Any, field: str, **where) -> float:
+    """A number in [0, 1)."""
+    x = finite_float(value, field, minimum=0.0, **where)
+    if x >= 1.0:
+        raise _err(f"must be >= 0 and < 1, got {x:g}", field, **where)
+    return x
+
+
+def one_of(*options: str) -> Callable[..., str]:
+    """The checker of a setting with these choices (``lr_schedule: str = setting("linear",
+    one_of("constant", "linear", "cosine"))``); ``check.choices`` lists them."""
+
+    def check(value: Any, field: str, **where) -> str:
+        return choice(value, field, options, **where)
+
+    check.choices = options  # type: ignore[attr-defined]
+    return check
+
+
+#: a dataclass field's metadata keys: its range/choices checker, and whether it was added after runs
+#: were recorded (left out of their keys at its default: :func:`lumebench.methods.base.hparams_key`)
+CHECK, LATER = "check", "later"
+
+
+def setting(default: Any = dataclasses.MISSING, check: Callable[..., Any] | None = None, *,
+            factory: Callable[[], Any] | None = None, later: bool = False) -> Any:
+    """A settings dataclass field that carries its own range (as TRL documents its config fields)::
+
+        lr: float = setting(1e-5, positive_float)
+        kl_on: str = setting("target", one_of("target", "all"), later=True)
+
+    ``check(value, name)`` returns the value or raises a one-line error; :func:`check_fields` calls it
+    wherever a value enters (a flag, ``--set``, a run config)."""
+    meta = {k: v for k, v in ((CHECK, check), (LATER, later or None)) if v is not None}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def field_checks(cls) -> dict[str, Callable[..., Any]]:
+    """``{name: checker}`` of a settings dataclass's fields that declare one (:func:`setting`)."""
+    return {f.name: f.metadata[CHECK] for f in dataclasses.fields(cls) if CHECK in f.metadata}
+
+
+def check_fields(cls, values: dict, **where) -> dict:
+    """The one check of settings: ``values`` (field name -> value) against the annotations of the
+    settings dataclass ``cls`` and the range each field declares (:func:`setting`); returns the
+    converted values. A class that composes others by flat name (a job config holding a
+    ``TrainConfig``: :class:`lumebench.train.config.HoldsTrain`) gives its names' annotations and
+    checkers with ``setting_types()`` / ``setting_checks()``. Unknown names are the caller's business
+    (it knows what to list)."""
+    composed = hasattr(cls, "setting_types")
+    hints = cls.setting_types() if composed else typing.get_type_hints(cls)
+    ranges = cls.setting_checks() if composed else field_checks(cls)
     out = {}
     for k, v in values.items():
         v = coerce(v, hints[k], k, **where) if k in hints else v
@@ -299,20 +362,9 @@ def eval_every(v: Any, k: str):
     return v if v in EVAL_EVERY else positive_int(v, k)
 
 
-#: Ranges of the training settings that fine-tuning and unlearning share (by field name).
-TRAINING_RANGES: dict[str, Callable[..., Any]] = {
-    "lr": positive_float, "epochs": positive_int, "batch_size": positive_int, "grad_accum": positive_int,
-    "warmup_ratio": probability,
-    "weight_decay": lambda v, k: finite_float(v, k, minimum=0.0),
-    "max_grad_norm": positive_float, "explode_grad_norm": positive_float,
-    "max_steps": positive_int, "min_steps": lambda v, k: integer(v, k, minimum=0), "seed": seed,
-    # a row needs room for a prompt and its target; below this the targets are cut to nothing
-    "max_length": lambda v, k: integer(v, k, minimum=16),
-    "lr_schedule": lambda v, k: choice(v, k, ("constant", "linear", "cosine")),
-    "mixed_precision": lambda v, k: choice(v, k, ("auto", "no", "bf16", "fp16")),
-    "eval_every": eval_every,
-    "distributed": lambda v, k: choice(v, k, ("auto", "ddp", "fsdp")),
-}
+def max_length(v: Any, k: str) -> int:
+    """A row needs room for a prompt and its target; below 16 tokens the targets are cut to nothing."""
+    return integer(v, k, minimum=16)
 
 
 # ------------------------------------------------------------------------------------- argparse

@@ -48,17 +48,19 @@ import random
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import Example, Method, collate, collate_share, later, sequence_nll
 from lumebench.registry import METHODS
 
 
 @dataclass
 class AILSNTUAHparams:
-    chunk_size: int = 32         # forget examples per chunk (AILS-NTUA, SPEC.md §4)
-    retain_ratio: int = 7        # retain examples mixed in per forget example, retain:forget = 7 (ibid.)
-    forget_weight: float = -1.0  # weight of each forget example's NLL (ascent) (ibid.)
-    retain_weight: float = 0.5   # weight of each retain example's NLL (ibid.)
-    last_layers: int = 8         # trained decoder layers, counted from the top (ibid.; ignored with --lora)
+    chunk_size: int = setting(32, checks.positive_int)         # forget examples per chunk (AILS-NTUA, SPEC.md §4)
+    retain_ratio: int = setting(7, checks.nonnegative_int)        # retain examples mixed in per forget example, retain:forget = 7 (ibid.)
+    forget_weight: float = setting(-1.0, checks.finite)  # weight of each forget example's NLL (ascent) (ibid.)
+    retain_weight: float = setting(0.5, checks.finite)   # weight of each retain example's NLL (ibid.)
+    last_layers: int = setting(8, checks.positive_int)         # trained decoder layers, counted from the top (ibid.; ignored with --lora)
     # one example per micro-batch in the source's order, the same retain examples every pass (see above)
     sequential: bool = later(False)
     # a fresh optimizer and lr schedule for every chunk (a new HF Trainer per chunk in the source)

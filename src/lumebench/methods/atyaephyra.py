@@ -38,6 +38,8 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.distributed import global_mean
 from lumebench.methods.base import IGNORE, forward_logits, kl_to_reference, later, mean_nll
 from lumebench.methods.npo import NPO
@@ -46,12 +48,12 @@ from lumebench.registry import METHODS
 
 @dataclass
 class AtyaephyraHparams:
-    beta: float = 0.5        # NPO inverse temperature (src/unlearn.py l. 36)
-    nll_weight: float = 1.0  # retain NLL weight (rt_mult, unlearn.py l. 41-43)
-    kl_weight: float = 0.5   # retain KL weight (kl_mult, unlearn.py l. 44-46)
-    npo_weight: float = later(1.0)            # NPO weight (npo_mult, unlearn.py l. 38-40)
-    npo_reduction: str = later("sequence")    # "sequence" (lumebench) or "token" (the source), see above
-    kl_form: str = later("vocab")             # "vocab" (lumebench) or "token" (the source's gathered log-probs)
+    beta: float = setting(0.5, checks.positive_float)        # NPO inverse temperature (src/unlearn.py l. 36)
+    nll_weight: float = setting(1.0, checks.nonnegative)  # retain NLL weight (rt_mult, unlearn.py l. 41-43)
+    kl_weight: float = setting(0.5, checks.nonnegative)   # retain KL weight (kl_mult, unlearn.py l. 44-46)
+    npo_weight: float = later(1.0, checks.nonnegative)            # NPO weight (npo_mult, unlearn.py l. 38-40)
+    npo_reduction: str = later("sequence", checks.one_of("sequence", "token"))    # "sequence" (lumebench) or "token" (the source), see above
+    kl_form: str = later("vocab", checks.one_of("vocab", "token"))             # "vocab" (lumebench) or "token" (the source's gathered log-probs)
     mixed_batches: bool = later(False)        # forget and retain shuffled together into each batch
 
 

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 import torch.nn.functional as F
 
+from lumebench.checks import setting
 from lumebench.distributed import global_mean, unwrap
 from lumebench.eval.batching import eval_mode
 from lumebench.methods.reference_cache import cached_reference_nll
@@ -295,10 +296,11 @@ class Method:
         """Turn the trained model into the unlearned one in place, before it is saved (default: nothing)."""
 
 
-def later(default: Any) -> Any:
+def later(default: Any, check: Any = None) -> Any:
     """A hyperparameter added after runs were recorded with its method: at its default it is left out
-    of the run's key (:func:`hparams_key`), so those runs stay valid (their numbers do not change)."""
-    return field(default=default, metadata={"later": True})
+    of the run's key (:func:`hparams_key`), so those runs stay valid (their numbers do not change).
+    ``check``: its range, as :func:`lumebench.checks.setting`."""
+    return setting(default, check, later=True)
 
 
 def hparams_key(hp: Any) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.distributed import global_mean
 from lumebench.methods.base import IGNORE, Method, forward_logits
 from lumebench.registry import METHODS
@@ -33,7 +35,7 @@ from lumebench.registry import METHODS
 class CEUHparams:
     # the first n labelled (answer) tokens of each row are not unlearned: open-unlearning
     # configs/trainer/CEU.yaml:6 and ceu.py:85 (n = 1; the paper's Training Settings footnote)
-    ignore_first_n_answer_tokens: int = 1
+    ignore_first_n_answer_tokens: int = setting(1, checks.nonnegative_int)
 
 
 def ceu_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_first_n: int) -> torch.Tensor:

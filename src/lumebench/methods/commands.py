@@ -43,9 +43,17 @@ def describe_method(entry) -> list[str]:
 
 def trainer_lines() -> list[str]:
     """The trainer settings with their defaults, the literature defaults and the presets."""
+    import dataclasses
+
+    from lumebench.pipeline.eval_settings import EvalSettings
     from lumebench.pipeline.unlearn_config import PRESETS, UnlearnConfig
 
-    lines = [f"trainer settings (every method; --set KEY=VALUE): {_fmt(UnlearnConfig().settings())}",
+    lines = [f"trainer settings (namespace train, every method; --set KEY=VALUE or train.KEY=VALUE): "
+             f"{_fmt(UnlearnConfig().settings())}",
+             f"evaluation settings (namespace eval: a run config's eval section, --set eval.KEY=VALUE): "
+             f"{_fmt(dataclasses.asdict(EvalSettings()))}",
+             "namespaces: a method's hyperparameters are method.KEY, the trainer settings train.KEY, the "
+             "evaluation settings eval.KEY; a flat KEY that two of them have must name its namespace",
              f"literature trainer defaults (TOFU code base): {_fmt(UnlearnConfig.train_defaults())}"]
     for name, preset in PRESETS.items():
         lines.append(f"preset {name}: " + (_fmt(preset) or "the literature trainer defaults, then each method's "

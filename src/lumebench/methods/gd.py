@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import TOFU_TRAINER, Method, forget_ascent, mean_nll
 from lumebench.registry import METHODS
 
 
 @dataclass
 class GDHparams:
-    alpha: float = 1.0  # retain NLL weight; 1 in the LUME baseline and TOFU's grad_diff
+    alpha: float = setting(1.0, checks.nonnegative)  # retain NLL weight; 1 in the LUME baseline and TOFU's grad_diff
 
 
 @METHODS.register("gd", help="gradient difference: -NLL(forget) + alpha*NLL(retain)")

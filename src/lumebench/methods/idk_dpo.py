@@ -16,6 +16,8 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import Example, Method, collate, compute_reference_nll, mean_nll, sequence_nll
 from lumebench.registry import METHODS
 
@@ -34,10 +36,10 @@ IDK_ANSWERS = (
 
 @dataclass
 class IdkDPOHparams:
-    beta: float = 0.1    # DPO inverse temperature (TOFU's idk DPO; SPEC.md §4)
-    alpha: float = 1.0   # retain NLL weight (TOFU-style gradient-difference regulariser, weight 1)
-    gamma: float = 1.0   # weight of the DPO term (1 in the same code bases)
-    answer_seed: int = 0  # which refusal each example gets (not "seed": that is the trainer's)
+    beta: float = setting(0.1, checks.positive_float)    # DPO inverse temperature (TOFU's idk DPO; SPEC.md §4)
+    alpha: float = setting(1.0, checks.nonnegative)   # retain NLL weight (TOFU-style gradient-difference regulariser, weight 1)
+    gamma: float = setting(1.0, checks.nonnegative)   # weight of the DPO term (1 in the same code bases)
+    answer_seed: int = setting(0, checks.seed)  # which refusal each example gets (not "seed": that is the trainer's)
 
 
 @METHODS.register("idk_dpo", help="IdkDPO: DPO preferring an 'I don't know' answer over the forget answer "

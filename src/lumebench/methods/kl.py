@@ -13,14 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import TOFU_TRAINER, Method, forget_ascent, later, retain_kl
 from lumebench.registry import METHODS
 
 
 @dataclass
 class KLHparams:
-    alpha: float = 1.0  # weight of the retain KL term; 1 in the LUME baseline and TOFU
-    kl_on: str = later("target")  # "target": answer tokens (lumebench); "all": every position (TOFU l. 123-131)
+    alpha: float = setting(1.0, checks.nonnegative)  # weight of the retain KL term; 1 in the LUME baseline and TOFU
+    kl_on: str = later("target", checks.one_of("target", "all"))  # "target": answer tokens (lumebench); "all": every position (TOFU l. 123-131)
 
 
 @METHODS.register("kl", help="-NLL(forget) + alpha*KL(p_ref||p) on retain")

@@ -16,6 +16,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.distributed import global_mean
 from lumebench.methods.base import NPO_TRAINER, Method, forward_logits, sequence_nll, sequence_weights, token_nll
 from lumebench.registry import METHODS
@@ -23,7 +25,7 @@ from lumebench.registry import METHODS
 
 @dataclass
 class NPOHparams:
-    beta: float = 0.1  # inverse temperature; 0.1 in the NPO paper's TOFU runs and the LUME baseline
+    beta: float = setting(0.1, checks.positive_float)  # inverse temperature; 0.1 in the NPO paper's TOFU runs and the LUME baseline
 
 
 def npo_loss(ell: "torch.Tensor", ell_ref: "torch.Tensor", beta: float,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import NPO_TRAINER, later, retain_kl
 from lumebench.methods.npo import NPO
 from lumebench.registry import METHODS
@@ -12,9 +14,9 @@ from lumebench.registry import METHODS
 
 @dataclass
 class NPOKLHparams:
-    beta: float = 0.1   # as NPO
-    alpha: float = 1.0  # retain KL weight; 1 in the NPO paper (NPO-KL) and TOFU
-    kl_on: str = later("target")  # "target": answer tokens (lumebench); "all": every position (the source, l. 309-319)
+    beta: float = setting(0.1, checks.positive_float)   # as NPO
+    alpha: float = setting(1.0, checks.nonnegative)  # retain KL weight; 1 in the NPO paper (NPO-KL) and TOFU
+    kl_on: str = later("target", checks.one_of("target", "all"))  # "target": answer tokens (lumebench); "all": every position (the source, l. 309-319)
 
 
 @METHODS.register("npo_kl", help="NPO + alpha*KL(p_ref||p) on retain")

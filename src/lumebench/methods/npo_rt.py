@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import NPO_TRAINER, mean_nll
 from lumebench.methods.npo import NPO
 from lumebench.registry import METHODS
@@ -12,8 +14,8 @@ from lumebench.registry import METHODS
 
 @dataclass
 class NPORTHparams:
-    beta: float = 0.1   # as NPO
-    alpha: float = 1.0  # retain NLL weight; 1 in the NPO paper (NPO-RT) and TOFU
+    beta: float = setting(0.1, checks.positive_float)   # as NPO
+    alpha: float = setting(1.0, checks.nonnegative)  # retain NLL weight; 1 in the NPO paper (NPO-RT) and TOFU
 
 
 @METHODS.register("npo_rt", help="NPO + alpha*NLL(retain)")

@@ -19,6 +19,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import Method
 from lumebench.registry import METHODS
 
@@ -26,11 +28,11 @@ from lumebench.registry import METHODS
 @dataclass
 class RMUHparams:
     # steered layer; None = 7/32 of the depth (layer 7 of Zephyr-7B's 32 in the published recipe)
-    layer: int | None = None
-    steering_coef: float = 6.5   # c: 6.5 for Zephyr-7B (WMDP); scales with the model's hidden-state norm
-    alpha: float = 1200.0        # retain MSE weight (WMDP, Zephyr-7B)
-    direction_seed: int = 0      # seed of the random direction u (not "seed": that is the trainer's)
-    update: str = r"mlp\.down_proj"  # weights trained in layers L-2..L (WMDP: the MLP output projection)
+    layer: int | None = setting(None, checks.nonnegative_int)
+    steering_coef: float = setting(6.5, checks.positive_float)   # c: 6.5 for Zephyr-7B (WMDP); scales with the model's hidden-state norm
+    alpha: float = setting(1200.0, checks.nonnegative)        # retain MSE weight (WMDP, Zephyr-7B)
+    direction_seed: int = setting(0, checks.seed)      # seed of the random direction u (not "seed": that is the trainer's)
+    update: str = setting(r"mlp\.down_proj", checks.regex)  # weights trained in layers L-2..L (WMDP: the MLP output projection)
 
 
 def decoder_layer(model, layer: int):

@@ -16,8 +16,17 @@ The weights of the two terms: ``satimp.py:7`` defaults γ 1, α 0.1, and the met
 the authors' ``satimp_gd`` loss (tmlr-group/SatImp ``dataloader/dataloader_sat.py:135-155``,
 forget + ``coeff`` · retain with ``coeff: 0.1`` in ``config/forget_sat.yaml:18``). Its
 ``configs/trainer/SatImp.yaml:13-14`` swaps them (alpha 1.0, gamma 0.1); lumebench follows the code
-defaults and the README. β2: 1.0 in OpenUnlearning (``SatImp.yaml:12``, README.md:7); the authors'
-README (tmlr-group/SatImp ``README.md:43``, updated after the paper) recommends β2 = 0.1 — ``--set beta2=0.1``.
+defaults and the README.
+
+β2, where the sources disagree: OpenUnlearning's first SatImp config (``SatImp.yaml:11-12``, PR #125 of
+2025-06-30, by the paper's first author) has β1 5.0, β2 1.0; the authors' own repository recommends
+β1 5.0, β2 0.1 ("The recommended hyper-parameters of SatImp method is beta1=5.0, beta2=0.1",
+tmlr-group/SatImp ``README.md:42-44`` at 51314c0, whose command runs ``beta=0.1 hyper_param=5.0``),
+and the first author's later OpenUnlearning change (PR #192, ``SatImp.yaml:11-14``: β2 0.1) says the
+first defaults "were not effective". No script records what the paper's tables ran. lumebench takes
+the authors' stated recommendation, β2 = 0.1, in its default and its ``original`` preset;
+``--set beta2=1.0`` gives OpenUnlearning's first config. (The weight p^β1·(1 − p)^β2 peaks at
+p = β1/(β1 + β2): 0.98 with β2 0.1, 0.83 with 1.0.)
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import Method
 from lumebench.methods.wga import weighted_ascent, with_retain
 from lumebench.registry import METHODS
@@ -32,14 +43,14 @@ from lumebench.registry import METHODS
 
 @dataclass
 class SatImpHparams:
-    beta1: float = 5.0  # saturation exponent: open-unlearning SatImp.yaml:11, satimp.py:7, README.md:7
-    beta2: float = 1.0  # importance exponent: SatImp.yaml:12, satimp.py:7, README.md:7
-    gamma: float = 1.0  # forget weight: satimp.py:7, README.md:9 (SatImp.yaml:14 says 0.1: swapped, see above)
-    alpha: float = 0.1  # retain NLL weight: satimp.py:7, README.md:7,9 (SatImp.yaml:13 says 1.0: swapped)
+    beta1: float = setting(5.0, checks.nonnegative)  # saturation exponent: open-unlearning SatImp.yaml:11, satimp.py:7, README.md:7
+    beta2: float = setting(0.1, checks.nonnegative)  # importance exponent: tmlr-group/SatImp README.md:42-44 (1.0 in SatImp.yaml:12: see above)
+    gamma: float = setting(1.0, checks.nonnegative)  # forget weight: satimp.py:7, README.md:9 (SatImp.yaml:14 says 0.1: swapped, see above)
+    alpha: float = setting(0.1, checks.nonnegative)  # retain NLL weight: satimp.py:7, README.md:7,9 (SatImp.yaml:13 says 1.0: swapped)
 
 
 @METHODS.register("satimp", help="SatImp: gradient ascent with each forget token weighted by "
-                                 "p^beta1*(1-p)^beta2 (5, 1) + alpha*NLL(retain) (0.1)")
+                                 "p^beta1*(1-p)^beta2 (5, 0.1) + alpha*NLL(retain) (0.1)")
 class SatImp(Method):
     Hparams = SatImpHparams
     source: ClassVar[str] = ("locuslab/open-unlearning src/trainer/unlearn/satimp.py + configs/trainer/SatImp.yaml; "
@@ -50,7 +61,7 @@ class SatImp(Method):
     #: (``forget_sat.py:101``) = AdamW, the trainer's default; its betas there are HF's (0.9, 0.999)
     #: (lumebench's default is (0.9, 0.95)).
     preset_defaults: ClassVar[dict] = {"original": {
-        "beta1": 5.0, "beta2": 1.0, "gamma": 1.0, "alpha": 0.1,  # as the Hparams (see the module docstring)
+        "beta1": 5.0, "beta2": 0.1, "gamma": 1.0, "alpha": 0.1,  # as the Hparams (see the module docstring)
         "lr": 1e-5,           # Llama-2-7B (2e-5 for Phi-1.5): open-unlearning community/methods/SatImp/README.md:7
         "epochs": 5,          # tmlr-group/SatImp config/forget_sat.yaml:13; SatImp.yaml:8
         "batch_size": 2,      # README.md:44 batch_size=2 ...

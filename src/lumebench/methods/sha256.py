@@ -45,20 +45,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import IGNORE, Method, forget_ascent, later, mean_nll, sequence_nll
 from lumebench.registry import METHODS
 
 
 @dataclass
 class SHA256Hparams:
-    a: float = 0.3           # γ = a·b^ΔL + c (SHA256 paper; unlearn.py l. 213)
-    b: float = 6.0           # (ibid.)
-    c: float = 0.8           # (ibid.)
-    alpha_min: float = 1.2   # α clipped to [α_min, α_max] (ibid.; unlearn.py l. 205, 213)
-    alpha_max: float = 2.8   # the paper's cap; the code's is 2.3 (unlearn.py l. 213)
-    last_layer: int = 5      # layers 0..5 are updated (ibid., found by causal tracing on OLMo 1B/7B)
-    alpha_rule: str = later("gap")     # "gap" (lumebench) or "epoch_baseline" (the source), see above
-    update: str = later("")            # parameter names trained in layers 0..5 ("" = all; the source: "mlp")
+    a: float = setting(0.3, checks.finite)           # γ = a·b^ΔL + c (SHA256 paper; unlearn.py l. 213)
+    b: float = setting(6.0, checks.positive_float)           # (ibid.)
+    c: float = setting(0.8, checks.finite)           # (ibid.)
+    alpha_min: float = setting(1.2, checks.nonnegative)   # α clipped to [α_min, α_max] (ibid.; unlearn.py l. 205, 213)
+    alpha_max: float = setting(2.8, checks.nonnegative)   # the paper's cap; the code's is 2.3 (unlearn.py l. 213)
+    last_layer: int = setting(5, checks.nonnegative_int)      # layers 0..5 are updated (ibid., found by causal tracing on OLMo 1B/7B)
+    alpha_rule: str = later("gap", checks.one_of("gap", "epoch_baseline"))     # "gap" (lumebench) or "epoch_baseline" (the source), see above
+    update: str = later("", lambda v, k: v if v == "" else checks.regex(v, k))            # parameter names trained in layers 0..5 ("" = all; the source: "mlp")
     mixed_batches: bool = later(False)  # forget and retain shuffled together into each batch (the source)
 
 

@@ -26,6 +26,8 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.distributed import global_mean
 from lumebench.methods.base import Method, mean_nll, sequence_nll, sequence_weights
 from lumebench.registry import METHODS
@@ -33,10 +35,10 @@ from lumebench.registry import METHODS
 
 @dataclass
 class SimNPOHparams:
-    beta: float = 4.5        # inverse temperature; TOFU forget10 (Unlearn-Simple TOFU/README.md l. 31)
-    gamma: float = 0.0       # reward margin γ, subtracted inside β (dataloader.py l. 283); 0 (forget.yaml l. 23)
-    npo_coeff: float = 0.125  # weight of the SimNPO forget term; TOFU forget10 (README.md l. 31, dataloader.py l. 289)
-    alpha: float = 1.0       # retain NLL weight, the code's grad_diff_coeff (forget.yaml l. 19, dataloader.py l. 289)
+    beta: float = setting(4.5, checks.positive_float)        # inverse temperature; TOFU forget10 (Unlearn-Simple TOFU/README.md l. 31)
+    gamma: float = setting(0.0, checks.nonnegative)       # reward margin γ, subtracted inside β (dataloader.py l. 283); 0 (forget.yaml l. 23)
+    npo_coeff: float = setting(0.125, checks.nonnegative)  # weight of the SimNPO forget term; TOFU forget10 (README.md l. 31, dataloader.py l. 289)
+    alpha: float = setting(1.0, checks.nonnegative)       # retain NLL weight, the code's grad_diff_coeff (forget.yaml l. 19, dataloader.py l. 289)
 
 
 def simnpo_term(ell, n_tok, beta: float, gamma: float):

@@ -16,13 +16,15 @@ from typing import ClassVar
 
 import torch
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import Method, mean_nll
 from lumebench.registry import METHODS
 
 
 @dataclass
 class TaskVectorHparams:
-    alpha: float = 1.0  # negation scale λ: 1 = plain negation (Ilharco et al. 2023 tune λ on held-out data)
+    alpha: float = setting(1.0, checks.nonnegative)  # negation scale λ: 1 = plain negation (Ilharco et al. 2023 tune λ on held-out data)
 
 
 @METHODS.register("task_vector", help="task vector: fine-tune on forget, then theta0 - alpha*(theta_ft - theta0)")

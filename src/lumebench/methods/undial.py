@@ -23,14 +23,16 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import IGNORE, Method, forward_logits, mean_nll
 from lumebench.registry import METHODS
 
 
 @dataclass
 class UNDIALHparams:
-    beta: float = 10.0  # logit adjustment strength (UNDIAL paper; SPEC.md §4)
-    alpha: float = 0.0  # retain NLL weight; 0 = the paper's forget-only objective
+    beta: float = setting(10.0, checks.nonnegative)  # logit adjustment strength (UNDIAL paper; SPEC.md §4)
+    alpha: float = setting(0.0, checks.nonnegative)  # retain NLL weight; 0 = the paper's forget-only objective
 
 
 def undial_loss(logits, ref_logits, labels, beta: float):

@@ -25,6 +25,8 @@ from typing import Callable, ClassVar
 
 import torch
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.distributed import global_mean
 from lumebench.methods.base import Method, forward_logits, mean_nll, token_nll
 from lumebench.registry import METHODS
@@ -34,9 +36,9 @@ from lumebench.registry import METHODS
 class WGAHparams:
     # open-unlearning configs/trainer/WGA.yaml:11 (and wga.py:6); its community/methods/WGA/README.md:7
     # gives 1.0 as the paper's value
-    beta: float = 1.0
-    gamma: float = 1.0  # weight of the forget term: WGA.yaml:13 (wga.py:6, "default gamma=1.0" wga.py:35)
-    alpha: float = 1.0  # weight of the retain NLL (retain_loss_type NLL): WGA.yaml:12,14
+    beta: float = setting(1.0, checks.positive_float)
+    gamma: float = setting(1.0, checks.nonnegative)  # weight of the forget term: WGA.yaml:13 (wga.py:6, "default gamma=1.0" wga.py:35)
+    alpha: float = setting(1.0, checks.nonnegative)  # weight of the retain NLL (retain_loss_type NLL): WGA.yaml:12,14
 
 
 def weighted_ascent(model, forget: dict, weight: Callable[[torch.Tensor], torch.Tensor]

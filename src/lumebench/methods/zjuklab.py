@@ -52,6 +52,8 @@ from typing import ClassVar
 
 import torch
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.methods.base import forward_logits, kl_all_positions, kl_to_reference, later, mean_nll
 from lumebench.methods.npo import NPO
 from lumebench.registry import METHODS
@@ -59,24 +61,24 @@ from lumebench.registry import METHODS
 
 @dataclass
 class ZJUKLABHparams:
-    beta: float = 0.1        # NPO inverse temperature (ZJUKLAB, SPEC.md §4)
+    beta: float = setting(0.1, checks.positive_float)        # NPO inverse temperature (ZJUKLAB, SPEC.md §4)
     # Retain weights of the two runs. The paper gives the two runs' roles (over- / under-forgetting),
     # not numbers we could check; these are lumebench's choice: part 0 lightly, part 1 strongly regularised.
-    nll_weight_0: float = 0.5
-    kl_weight_0: float = 0.5
-    nll_weight_1: float = 2.0
-    kl_weight_1: float = 2.0
-    density: float = 0.2     # TIES: fraction of each update kept (Yadav et al. 2023's default k = 20 %)
-    merge_weight_0: float = 1.0  # TIES weights of the two task vectors (λ = 1 in Yadav et al. 2023)
-    merge_weight_1: float = 1.0
-    part: int | None = None  # internal: None = the whole method; 0 / 1 = one of its two runs
-    npo_weight_0: float = later(1.0)   # NPO weights of the two runs (the source: 0.4 / 0.3)
-    npo_weight_1: float = later(1.0)
-    npo_reduction: str = later("sequence")  # "sequence" (lumebench) or "batch" (the source), see above
-    kl_on: str = later("target")       # "target" (lumebench) or "all" (the source: every position)
-    ties_on: str = later("delta")      # "delta" (lumebench: ΔW = B·A·s) or "factors" (the source: A and B)
-    batch_size_0: int | None = later(None)  # forget examples per step of each run (None: the trainer's)
-    batch_size_1: int | None = later(None)
+    nll_weight_0: float = setting(0.5, checks.nonnegative)
+    kl_weight_0: float = setting(0.5, checks.nonnegative)
+    nll_weight_1: float = setting(2.0, checks.nonnegative)
+    kl_weight_1: float = setting(2.0, checks.nonnegative)
+    density: float = setting(0.2, checks.probability)     # TIES: fraction of each update kept (Yadav et al. 2023's default k = 20 %)
+    merge_weight_0: float = setting(1.0, checks.finite)  # TIES weights of the two task vectors (λ = 1 in Yadav et al. 2023)
+    merge_weight_1: float = setting(1.0, checks.finite)
+    part: int | None = setting(None, lambda v, k: checks.integer(v, k, minimum=0, maximum=1))  # internal: None = the whole method; 0 / 1 = one of its two runs
+    npo_weight_0: float = later(1.0, checks.nonnegative)   # NPO weights of the two runs (the source: 0.4 / 0.3)
+    npo_weight_1: float = later(1.0, checks.nonnegative)
+    npo_reduction: str = later("sequence", checks.one_of("sequence", "batch"))  # "sequence" (lumebench) or "batch" (the source), see above
+    kl_on: str = later("target", checks.one_of("target", "all"))       # "target" (lumebench) or "all" (the source: every position)
+    ties_on: str = later("delta", checks.one_of("delta", "factors"))      # "delta" (lumebench: ΔW = B·A·s) or "factors" (the source: A and B)
+    batch_size_0: int | None = later(None, checks.positive_int)  # forget examples per step of each run (None: the trainer's)
+    batch_size_1: int | None = later(None, checks.positive_int)
 
 
 @METHODS.register("zjuklab", help="ZJUKLAB (SemEval-25 2nd): two LoRA NPO + retain NLL + KL runs "

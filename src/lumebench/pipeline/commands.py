@@ -103,7 +103,9 @@ def _register_unlearn(sub) -> None:
     p.add_argument("--layers", help="train only these decoder layers, e.g. 0-5")
     p.add_argument("--params", help="train only parameters whose name matches this pattern, e.g. mlp.down_proj")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a method hyperparameter or trainer setting (repeatable), e.g. beta=0.5")
+                   help="override a method hyperparameter, trainer setting or evaluation setting (repeatable), "
+                        "e.g. beta=0.5; a name two of them have takes its namespace: method.NAME, "
+                        "train.NAME, eval.NAME")
     p.add_argument("--epochs", type=arg(positive_int), help="epochs over the forget set")
     p.add_argument("--lr", type=arg(positive_float), help="peak learning rate")
     p.add_argument("--eval-subset", type=arg(positive_int), help="evaluate on a fixed subset of N documents per split")
@@ -131,36 +133,33 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def build_overrides(args) -> dict:
+    """``--set`` and the flags of trainer settings, by name (their namespaces: :func:`split_overrides`)."""
     overrides = parse_sets(args.set)
-    for key, value in (("epochs", args.epochs), ("lr", args.lr), ("layers", args.layers),
-                       ("params", args.params), ("eval_subset", args.eval_subset)):
+    for key, value in (("epochs", args.epochs), ("lr", args.lr), ("layers", args.layers), ("params", args.params)):
         if value is not None:
-            overrides[key] = value
+            overrides[f"train.{key}"] = value
     if args.lora:
-        overrides["lora"] = True
-    every = args.eval_every
-    if every == "end":
-        overrides["eval_every"] = every
-    elif every != "epoch":
-        from lumebench.errors import LumeError
-        try:
-            overrides["eval_every"] = int(every)
-        except ValueError:
-            raise LumeError(f"--eval-every {every!r}: expected 'epoch', 'end' or a number of steps") from None
+        overrides["train.lora"] = True
     return overrides
 
 
-def _eval_config(args):
-    from lumebench.eval.evaluate import EvalConfig
+def eval_settings(args):
+    """The evaluation settings the flags give (``--set eval.NAME=...`` is laid over them by ``unlearn``)."""
+    from lumebench.errors import LumeError
+    from lumebench.pipeline.eval_settings import EvalSettings
 
-    kw = {"mia": not args.no_mia}
-    if args.mmlu:
-        kw["mmlu"] = args.mmlu
-    if args.mmlu_limit is not None:
-        kw["mmlu_limit"] = args.mmlu_limit
-    if args.max_new_tokens is not None:
-        kw["max_new_tokens"] = args.max_new_tokens
-    return EvalConfig(**kw)
+    every = args.eval_every
+    if every not in ("epoch", "end"):
+        try:
+            every = int(every)
+        except ValueError:
+            raise LumeError(f"--eval-every {every!r}: expected 'epoch', 'end' or a number of steps") from None
+    kw = {"every": every, "mia": not args.no_mia, "mmlu": bool(args.mmlu)}
+    for key, value in (("mmlu_source", args.mmlu), ("mmlu_limit", args.mmlu_limit),
+                       ("max_new_tokens", args.max_new_tokens), ("subset", args.eval_subset)):
+        if value is not None:
+            kw[key] = value
+    return EvalSettings().replace(**kw)
 
 
 def _unlearn(args) -> int:
@@ -168,6 +167,8 @@ def _unlearn(args) -> int:
 
     from lumebench.data.loaders import load_benchmark
     from lumebench.pipeline.unlearn import resolve_config, unlearn
+    from lumebench.pipeline.unlearn_config import split_overrides
+    from lumebench.progress import log
 
     from lumebench.checks import mmlu_source, naming, output_dir
     from lumebench.pipeline.model_checks import model, reachable
@@ -176,7 +177,11 @@ def _unlearn(args) -> int:
     overrides = build_overrides(args)
     # unknown method / key / bad value -> one-line error before any loading
     with naming("--method"):
-        resolve_config(args.method, overrides)
+        split = split_overrides(args.method, overrides)
+        resolve_config(args.method, split)
+        ev = eval_settings(args).replace(**split.eval)
+    for said in split.said(args.method):
+        log.info("--set %s", said)
     output_dir(args.out, "--out")
     if args.mmlu:
         mmlu_source(args.mmlu, "--mmlu")
@@ -184,8 +189,7 @@ def _unlearn(args) -> int:
     reachable(models=[(args.target, "--target")], mmlu=(args.mmlu, "--mmlu") if args.mmlu else None)
     with output_lock(args.out):
         bench = load_benchmark(args.data, mia=args.mia)
-        result = unlearn(args.target, bench, args.method, args.out, overrides=overrides,
-                         eval_cfg=_eval_config(args))
+        result = unlearn(args.target, bench, args.method, args.out, overrides=split.flat(), eval=ev)
     final = result.get("final") or {}
     shown = {k: v for k, v in final.items() if isinstance(v, (int, float)) and v is not None}
     from lumebench import distributed

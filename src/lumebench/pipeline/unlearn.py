@@ -10,10 +10,12 @@
   ``(seed, step)``, so a resumed run sees the same batches.
 - Training: :func:`lumebench.train.loop.train` (Accelerate, warm-up + schedule, clipping, per-epoch
   checkpoints and exact resume, NaN/explosion guard).
-- Evaluation: :func:`lumebench.eval.evaluate.evaluate` before training (epoch 0) and after every
-  epoch, only after the last step (``eval_every="end"``) or every ``eval_every`` optimizer steps,
-  on the whole benchmark or a fixed subset of ``eval_subset`` documents per split; each result is
-  appended to ``curve.jsonl`` as soon as it exists and is never recomputed on a rerun.
+- Evaluation: one :class:`~lumebench.pipeline.eval_settings.EvalSettings`, carried whole
+  (``eval=``; its names may also come among the overrides, in the ``eval`` namespace):
+  :func:`lumebench.eval.evaluate.evaluate` before training (epoch 0) and after every epoch, only
+  after the last step (``every="end"``) or every ``every`` optimizer steps, on the whole benchmark
+  or a fixed subset of ``subset`` documents per split; each result is appended to ``curve.jsonl``
+  as soon as it exists and is never recomputed on a rerun.
 - Output ``out_dir/``: ``curve.jsonl``, ``unlearn.json`` (method, hyperparameters, seed, versions, data
   fingerprint, per-epoch scores, status), ``model/`` (safetensors + tokenizer) or ``adapter/`` (LoRA),
   ``eval/step_<N>/`` (the evaluation engine's files), ``train/`` (the loop's log, and its checkpoint
@@ -42,7 +44,8 @@ from lumebench.methods.params import apply_selection, num_layers
 from lumebench.pipeline.evaluator import Evaluator
 from lumebench.curve import Evaluation, read_curve, summarize
 from lumebench.step import Step
-from lumebench.pipeline.unlearn_config import UnlearnConfig, resolve_config
+from lumebench.pipeline.eval_settings import EvalSettings
+from lumebench.pipeline.unlearn_config import UnlearnConfig, resolve_config, split_overrides
 from lumebench.progress import log
 from lumebench.provenance import fingerprint, run_meta, seed_everything
 from lumebench.registry import METHODS
@@ -88,51 +91,47 @@ def _load_target(target):
         return load_model(str(target), dtype="float32")
 
 
-def _eval_cfg_dict(eval_cfg) -> Any:
-    if eval_cfg is None:
-        return None
-    if dataclasses.is_dataclass(eval_cfg):
-        return {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else str(v))
-                for k, v in asdict(eval_cfg).items() if k != "metrics" or v}  # (keys of older runs)
-    return str(eval_cfg)
-
-
-def unlearn_step(target, benchmark: Benchmark, method: str, out_dir, overrides: dict, eval_cfg,
-                 evaluate: bool = True):
-    """(step, method object, config, target identity) of one unlearning run: the :class:`Step` in
-    ``out_dir`` keyed by the method, its hyperparameters, the trainer settings, the target, the data
-    and the evaluation settings."""
+def unlearn_step(target, benchmark: Benchmark, method: str, out_dir, overrides: dict | None,
+                 eval: EvalSettings | None = None, evaluate: bool = True):
+    """(step, method object, config, evaluation settings, target identity) of one unlearning run: the
+    :class:`Step` in ``out_dir`` keyed by the method, its hyperparameters, the trainer settings, the
+    target, the data and the evaluation settings (``eval`` with the overrides' ``eval`` namespace)."""
     ident, family = _target_identity(target)
-    m, cfg = resolve_config(method, overrides, family=family)
+    split = split_overrides(method, overrides)
+    m, cfg = resolve_config(method, split, family=family)
+    ev = (eval or EvalSettings()).replace(**split.eval)
     # a built target is known by its target.json (content), not where it lies: a run folder moved or
     # copied with its cache keeps its finished steps
     target_key = {"target.json": ident["target.json"]} if "target.json" in ident else ident
-    key = {"method": method, "hyperparameters": hparams_key(m.hp), "config": cfg.to_dict(), "target": target_key,
-           "data": benchmark.fingerprint(), "eval": _eval_cfg_dict(eval_cfg), "evaluate": evaluate}
-    return Step(Path(out_dir), key, what=f"unlearning with {method}"), m, cfg, ident
+    key = {"method": method, "hyperparameters": hparams_key(m.hp), "config": run_settings(cfg, ev),
+           "target": target_key, "data": benchmark.fingerprint(), "eval": ev.engine_key(given=eval is not None), "evaluate": evaluate}
+    return Step(Path(out_dir), key, what=f"unlearning with {method}"), m, cfg, ev, ident
+
+
+def run_settings(cfg: UnlearnConfig, ev: EvalSettings) -> dict:
+    """The settings a run records (and is keyed by): the trainer's, and when it is evaluated."""
+    return {**cfg.to_dict(), **ev.schedule_key()}
 
 
 def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: dict | None = None,
-            lora: bool = False, eval_cfg=None, eval_subset: int | None = None,
-            eval_every: str | int = "epoch", evaluate: bool = True, on_evaluation=None) -> dict:
+            lora: bool = False, eval: EvalSettings | None = None, evaluate: bool = True,
+            on_evaluation=None) -> dict:
     """Run ``method`` on ``target`` (a model spec/directory, or a ``(model, tokenizer)`` pair, which is
     trained in place) and return the content of ``unlearn.json``.
 
-    ``overrides``: method hyperparameters and/or :class:`UnlearnConfig` fields by name. ``lora``,
-    ``eval_subset`` and ``eval_every`` are shortcuts for the same-named settings. ``evaluate=False``
-    skips every evaluation (training only; used by speed benchmarks). ``on_evaluation(rec)`` is
-    called with each :class:`Evaluation` as the run makes or reuses it (Ray Tune's early stopping
-    reads the curve so; not for composite methods). A finished run (the step's
-    marker with the same key) is returned without loading anything; an interrupted one resumes.
+    ``overrides``: method hyperparameters, trainer settings (:class:`UnlearnConfig`) and evaluation
+    settings by name, in their namespaces (:func:`~lumebench.pipeline.unlearn_config.split_overrides`:
+    ``beta``, ``lr``, ``train.seed``, ``eval.every``). ``lora``: short for the same-named setting.
+    ``eval``: the evaluation settings (:class:`EvalSettings`; default: its defaults, no MMLU).
+    ``evaluate=False`` skips every evaluation (training only; used by speed benchmarks).
+    ``on_evaluation(rec)`` is called with each :class:`Evaluation` as the run makes or reuses it
+    (Ray Tune's early stopping reads the curve so; not for composite methods). A finished run (the
+    step's marker with the same key) is returned without loading anything; an interrupted one resumes.
     """
     overrides = dict(overrides or {})
     if lora:
         overrides["lora"] = True
-    if eval_subset is not None:
-        overrides.setdefault("eval_subset", eval_subset)
-    if eval_every != "epoch":
-        overrides.setdefault("eval_every", eval_every)
-    job, m, cfg, ident = unlearn_step(target, benchmark, method, out_dir, overrides, eval_cfg, evaluate)
+    job, m, cfg, ev, ident = unlearn_step(target, benchmark, method, out_dir, overrides, eval, evaluate)
     distributed.init()
     if job.done() is not None:
         state = read_json(job.folder / RESULT, expect=dict)
@@ -143,9 +142,9 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
     def compute() -> dict:
         if getattr(m, "composite", False):  # e.g. zjuklab: several unlearning steps, then a merge
             out["state"] = m.unlearn_composite(CompositeRun(target, benchmark, method, m, cfg, ident, job,
-                                                            overrides, eval_cfg, evaluate))
+                                                            overrides, ev, evaluate))
         else:
-            out["state"] = _run(target, benchmark, method, m, cfg, ident, job, eval_cfg, evaluate, on_evaluation)
+            out["state"] = _run(target, benchmark, method, m, cfg, ident, job, ev, evaluate, on_evaluation)
         return {k: out["state"].get(k) for k in ("status", "steps", "epochs", "final")}
 
     job.run(compute)
@@ -157,15 +156,15 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
     return out["state"]
 
 
-def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident, job: Step, eval_cfg,
+def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident, job: Step, ev: EvalSettings,
          evaluate: bool, on_evaluation=None) -> dict:
     """The unlearning run itself (resuming what an interrupted one left in the folder)."""
     out_dir = job.folder
     model, tokenizer, trainable, target_digest = _open_run(target, method, m, cfg, job)
-    data = _prepare_data(benchmark, tokenizer, model, m, cfg, out_dir, target_digest)
-    state = _start_state(job, benchmark, method, m, cfg, ident, target_digest, trainable, data)
-    evaluator = Evaluator(m, data.ctx, tokenizer, eval_benchmark(benchmark, cfg.eval_subset, cfg.train.seed),
-                           eval_cfg, cfg, out_dir, data.per_epoch, enabled=evaluate)
+    data = _prepare_data(benchmark, tokenizer, model, m, cfg, ev, out_dir, target_digest)
+    state = _start_state(job, benchmark, method, m, cfg, ev, ident, target_digest, trainable, data)
+    evaluator = Evaluator(m, data.ctx, tokenizer, eval_benchmark(benchmark, ev.subset, cfg.train.seed),
+                          ev, out_dir, data.per_epoch, cfg.train.grad_accum, enabled=evaluate)
     evaluator.on_record = on_evaluation
 
     # reference quantities first (the model is still the one before unlearning)
@@ -194,11 +193,11 @@ def _run(target, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident
     train_cfg = dataclasses.replace(cfg.train, epochs=data.n_chunks, max_steps=steps, restarts=data.restarts)
     res = train(model, loss_fn, data.batches, train_cfg, out_dir=out_dir / "train",
                 params=[p for p in model.parameters() if p.requires_grad], on_epoch_end=on_epoch_end,
-                unit="epoch" if cfg.eval_every == "epoch" else "chunk")
+                unit="epoch" if ev.every == "epoch" else "chunk")
     data.ctx.model = model
     m.finalize(data.ctx)
     final_dir = _save_final(model, tokenizer, cfg, out_dir)
-    return _finish(state, res, evaluator, model, cfg, data.per_epoch, final_dir, job, method)
+    return _finish(state, res, evaluator, model, cfg, ev, data.per_epoch, final_dir, job, method)
 
 
 def _open_run(target, method: str, m, cfg: UnlearnConfig, job: Step):
@@ -245,7 +244,7 @@ class _RunData:
     restarts: list[int] | None = None  # optimizer steps where a fresh optimizer and schedule begin
 
 
-def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig, out_dir: Path,
+def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig, ev: EvalSettings, out_dir: Path,
                   target_digest: str) -> _RunData:
     fmt = cfg.prompt_format
     if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
@@ -268,7 +267,7 @@ def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig,
     total = plan.total if plan is not None else per_epoch * cfg.train.epochs
     if cfg.train.max_steps is not None:
         total = min(total, cfg.train.max_steps * cfg.train.grad_accum)
-    chunk = {"epoch": per_epoch, "end": total}.get(cfg.eval_every) or cfg.eval_every * cfg.train.grad_accum
+    chunk = {"epoch": per_epoch, "end": total}.get(ev.every) or ev.every * cfg.train.grad_accum
     batches = (PairedBatches(forget, retain, cfg.train.batch_size, retain_bs, pad, cfg.train.seed, total, chunk)
                if plan is None else PlannedBatches(plan, total, chunk))
     # a method whose source builds a new trainer per part of the data (AILS-NTUA's chunks): the
@@ -279,14 +278,15 @@ def _prepare_data(benchmark: Benchmark, tokenizer, model, m, cfg: UnlearnConfig,
                     restarts or None)
 
 
-def start_record(job: Step, benchmark: Benchmark, method: str, hp, cfg: UnlearnConfig, ident, **fields) -> dict:
+def start_record(job: Step, benchmark: Benchmark, method: str, hp, cfg: UnlearnConfig, ev: EvalSettings, ident,
+                 **fields) -> dict:
     """The content of ``unlearn.json`` while a run is going (written now): what every run records
     (method, target, hyperparameters, config, seed, versions, data fingerprint) and ``fields``."""
     record_cfg = job.key
     meta = run_meta(cfg.train.seed, record_cfg, benchmark.fingerprint())
     meta.pop("config")  # recorded below, field by field
     state: dict[str, Any] = {"method": method, "help": METHODS.entry(method).help, "target": ident,
-                             "hyperparameters": asdict(hp), "config": cfg.to_dict(), **fields,
+                             "hyperparameters": asdict(hp), "config": run_settings(cfg, ev), **fields,
                              "eval_config": record_cfg["eval"], "config_fingerprint": job.fingerprint,
                              "status": "running", **meta}
     with distributed.main_only() as writer:
@@ -295,9 +295,9 @@ def start_record(job: Step, benchmark: Benchmark, method: str, hp, cfg: UnlearnC
     return state
 
 
-def _start_state(job: Step, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ident, target_digest: str,
-                 trainable: list, data: _RunData) -> dict:
-    return start_record(job, benchmark, method, m.hp, cfg, ident,
+def _start_state(job: Step, benchmark: Benchmark, method: str, m, cfg: UnlearnConfig, ev: EvalSettings, ident,
+                 target_digest: str, trainable: list, data: _RunData) -> dict:
+    return start_record(job, benchmark, method, m.hp, cfg, ev, ident,
                         target_digest=target_digest, processes=distributed.world(),
                         # examples per optimizer step, whatever the number of processes
                         effective_batch={"forget": cfg.train.batch_size * cfg.train.grad_accum,
@@ -326,14 +326,14 @@ def _save_final(model, tokenizer, cfg: UnlearnConfig, out_dir: Path) -> Path:
     return final_dir
 
 
-def _finish(state: dict, res, evaluator: Evaluator, model, cfg: UnlearnConfig, per_epoch: int, final_dir: Path,
-            job: Step, method: str) -> dict:
+def _finish(state: dict, res, evaluator: Evaluator, model, cfg: UnlearnConfig, ev: EvalSettings, per_epoch: int,
+            final_dir: Path, job: Step, method: str) -> dict:
     """The final ``unlearn.json`` (after a last evaluation with MMLU if the run stopped early)."""
     # after a divergence the loop restored the state at the end of the last good epoch
     good_step = res.steps if not res.diverged else (res.epoch_logs[-1]["step"] if res.epoch_logs else 0)
     curve = evaluator.curve
     final_rec = next((r for r in curve if r.step == good_step), None)
-    if cfg.mmlu_at == "ends" and evaluator.wants_mmlu and final_rec is not None and final_rec.summary["mmlu"] is None:
+    if ev.mmlu_at == "ends" and evaluator.wants_mmlu and final_rec is not None and final_rec.summary["mmlu"] is None:
         log.info("the run stopped before its last evaluation: evaluating step %d again, with MMLU", good_step)
         evaluator.at(good_step, model, again=True)
     status = res.status if not res.status.startswith("completed") else "finished"
@@ -364,29 +364,30 @@ class CompositeRun:
     record and model (by the main process only)."""
 
     def __init__(self, target, benchmark: Benchmark, method: str, m, config: UnlearnConfig, identity, job: Step,
-                 overrides: dict, eval_cfg, evaluate: bool):
+                 overrides: dict, eval: EvalSettings, evaluate: bool):
         self.target, self.benchmark, self.method, self.m, self.job = target, benchmark, method, m, job
         self.config, self.identity = config, identity  # as unlearn() resolved them for the run's step
-        self.overrides, self.eval_cfg, self.evaluate = overrides, eval_cfg, evaluate
+        self.overrides, self.eval, self.evaluate = overrides, eval, evaluate
         self.folder = Path(job.folder)
         self._evaluator: Evaluator | None = None
 
     def part(self, k: int, overrides: dict) -> dict:
         """Run part ``k`` (training only) with ``overrides``; the content of its ``unlearn.json``."""
         return unlearn(self.target, self.benchmark, self.method, self.folder / "parts" / f"part{k}",
-                       overrides=overrides, eval_cfg=self.eval_cfg, evaluate=False)
+                       overrides=overrides, eval=self.eval, evaluate=False)
 
     def start(self, **fields) -> dict:
         """The run's ``unlearn.json`` while it is going (written now), with ``fields``."""
-        return start_record(self.job, self.benchmark, self.method, self.m.hp, self.config, self.identity, **fields)
+        return start_record(self.job, self.benchmark, self.method, self.m.hp, self.config, self.eval, self.identity,
+                            **fields)
 
     def load_target(self):
         """(model, tokenizer) of the target, in float32, and the evaluator of this run's curve."""
         model, tokenizer = _load_target(self.target)
         ctx = UnlearnContext(model=model, forget=[], retain=[], pad_id=pad_id(tokenizer), tokenizer=tokenizer)
-        bench_eval = eval_benchmark(self.benchmark, self.config.eval_subset, self.config.train.seed)
-        self._evaluator = Evaluator(self.m, ctx, tokenizer, bench_eval, self.eval_cfg, self.config, self.folder,
-                                     per_epoch=1, enabled=self.evaluate)
+        bench_eval = eval_benchmark(self.benchmark, self.eval.subset, self.config.train.seed)
+        self._evaluator = Evaluator(self.m, ctx, tokenizer, bench_eval, self.eval, self.folder, per_epoch=1,
+                                    grad_accum=self.config.train.grad_accum, enabled=self.evaluate)
         return model, tokenizer
 
     def evaluate_at(self, step: int, epoch: float, model) -> None:

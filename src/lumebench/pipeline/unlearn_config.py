@@ -1,7 +1,13 @@
-"""The unlearning job's settings: :class:`UnlearnConfig` (it holds a :class:`TrainConfig`), the
-per-family presets, and :func:`resolve_config`, which turns a method name and overrides by flat name
-(``lr``, ``beta``, ``lora_r``, ...: a run config's ``overrides``, ``--set``) into the method object
-and the config, checking every name, type and range (one-line errors naming the setting).
+"""The unlearning job's settings: :class:`UnlearnConfig` (the trainer settings; it holds a
+:class:`TrainConfig`), the per-family presets, and :func:`resolve_config`, which turns a method name
+and overrides (a run config's ``overrides``, ``--set``) into the method object and the config,
+checking every name, type and range (one-line errors naming the setting).
+
+Overrides have three namespaces (:func:`split_overrides`): ``method`` (the method's ``Hparams``),
+``train`` (:class:`UnlearnConfig`) and ``eval`` (:class:`lumebench.pipeline.eval_settings.EvalSettings`).
+A flat name that only one of them has needs no prefix (``beta``, ``lr``, ``mmlu_at``); the same
+name in two is an error that asks for ``method.NAME`` or ``train.NAME`` — so a hyperparameter may
+be called like a trainer setting without taking its value.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lumebench import checks
+from lumebench.checks import one_of, setting
 from lumebench.errors import LumeError
 from lumebench.methods.base import Method, hparam_fields
 from lumebench.methods.params import ParamSelection
@@ -19,9 +26,32 @@ from lumebench.registry import METHODS
 from lumebench.train.config import HoldsTrain, TrainConfig
 
 
+#: the presets (see :data:`PRESETS`)
+PRESET_NAMES = ("literature", "smollm2", "tiny", "original", "lumebench")
+
+
+def _names(v, k):
+    if not v or not all(isinstance(x, str) and x for x in v):
+        raise LumeError(f"expected a list of module names such as [q_proj, v_proj], got {v!r}", field=k)
+    return list(v)
+
+
+def _layers(v, k):
+    from lumebench.methods.params import parse_layers
+
+    try:
+        parse_layers(v)
+    except LumeError as e:
+        raise LumeError(e.message.removeprefix(f"--layers {v!r}: "), field=k) from None
+    return v
+
+
+
 @dataclass
 class UnlearnConfig(HoldsTrain):
-    """Trainer settings (method hyperparameters live in each method's ``Hparams``).
+    """Trainer settings: the ``train`` namespace of overrides (method hyperparameters live in each
+    method's ``Hparams``, the ``method`` namespace; evaluation settings in
+    :class:`lumebench.pipeline.eval_settings.EvalSettings`, the ``eval`` namespace).
 
     Literature defaults (TOFU code base, used by the LUME baselines and most SemEval entries):
     lr 1e-5 with AdamW for full fine-tuning, 10 epochs, effective batch 32, 1 epoch of linear warm-up
@@ -34,7 +64,7 @@ class UnlearnConfig(HoldsTrain):
                   "log_with", "adam_betas")
     ORDER = ("lr", "epochs", "batch_size", "retain_batch_size", "grad_accum", "warmup_ratio", "lr_schedule",
              "weight_decay", "max_grad_norm", "adam_betas", "mixed_precision", "explode_grad_norm", "max_steps",
-             "seed", "max_length", "loss_on", "eval_every", "eval_subset", "mmlu_at", "preset", "layers", "params",
+             "seed", "max_length", "loss_on", "preset", "layers", "params",
              "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "prompt_format", "distributed", "log_with")
     #: settings added after results were first recorded: left out of :meth:`to_dict` (what a run's
     #: step is keyed by) while at their default, so that the runs recorded before keep their keys
@@ -44,27 +74,23 @@ class UnlearnConfig(HoldsTrain):
     # schedule, weight decay, clipping, precision, divergence guard (pre-clipping gradient norm),
     # max_steps, seed, several processes ("auto" = DDP, "fsdp" = FSDP2), trackers (see TrainConfig)
     train: TrainConfig = field(default_factory=lambda: UnlearnConfig.default_train())
-    retain_batch_size: int | None = None  # None = batch_size
-    max_length: int = 1024          # prompt is cut from the left so that the target always fits
-    loss_on: str = "target"         # "target": the row's output tokens; "all": prompt too
-    eval_every: str | int = "epoch"  # "epoch", "end" (the last step only) or a number of optimizer steps
-    eval_subset: int | None = None  # evaluate on this many documents per split (fixed, seeded); None = all
-    # "every": MMLU at every evaluation; "ends": only before unlearning and at the last evaluation
-    # (the numbers the leaderboard reads), so the curve between the ends has no MMLU or final score
-    mmlu_at: str = "every"
+    retain_batch_size: int | None = setting(None, checks.positive_int)  # None = batch_size
+    max_length: int = setting(1024, checks.max_length)  # prompt is cut from the left so that the target always fits
+    loss_on: str = setting("target", one_of("target", "all"))  # "target": the row's output tokens; "all": prompt too
     # "auto" (the target's ModelSpec.unlearn_preset), "literature", "smollm2", "tiny", "original", "lumebench"
-    preset: str = "auto"
+    preset: str = setting("auto", one_of("auto", *PRESET_NAMES))
     # which weights are trained (see lumebench.methods.params)
-    layers: str | None = None
-    params: str | None = None
+    layers: str | None = setting(None, _layers)
+    params: str | None = setting(None, checks.regex)
     lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 64
-    lora_dropout: float = 0.0
-    lora_targets: list[str] | None = None  # None: every attention and MLP projection (ParamSelection)
+    lora_r: int = setting(16, checks.positive_int)
+    lora_alpha: int = setting(64, checks.positive_int)
+    lora_dropout: float = setting(0.0, checks.fraction)
+    # None: every attention and MLP projection (ParamSelection)
+    lora_targets: list[str] | None = setting(None, _names)
     # training prompts: "plain" (the evaluation's raw prompt) or "chat" (the input as a user turn in
     # the tokenizer's chat template, as SHA256 trained); evaluation always uses the raw prompt
-    prompt_format: str = "plain"
+    prompt_format: str = setting("plain", one_of("plain", "chat"))
 
     @classmethod
     def train_defaults(cls) -> dict:
@@ -141,81 +167,75 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def split_overrides(method_name: str, overrides: dict[str, Any]) -> tuple[dict, dict]:
-    """Separate method hyperparameters from trainer settings; unknown key -> one-line error."""
+#: the namespaces of an override's name: a method's hyperparameters, the trainer settings, the
+#: evaluation settings (:class:`lumebench.pipeline.eval_settings.EvalSettings`)
+NAMESPACES = ("method", "train", "eval")
+_WHAT = {"method": "hyperparameter of {m}", "train": "trainer setting", "eval": "evaluation setting"}
+
+
+@dataclass
+class Overrides:
+    """Overrides split by namespace; ``chosen``: each flat name and the namespace it was found in."""
+
+    method: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    eval: dict = field(default_factory=dict)
+    chosen: dict = field(default_factory=dict)
+
+    def flat(self) -> dict:
+        """Every override under its ``namespace.name``: unambiguous whatever the names."""
+        return {f"{ns}.{k}": v for ns in NAMESPACES for k, v in getattr(self, ns).items()}
+
+    def said(self, method_name: str) -> list[str]:
+        """Where each flat name went, in words (``lr: trainer setting``)."""
+        return [f"{k}: {_WHAT[ns].format(m=method_name)} ({ns}.{k})" for k, ns in self.chosen.items()]
+
+
+def split_overrides(method_name: str, overrides: dict[str, Any] | None) -> Overrides:
+    """Overrides by namespace. A key is ``NAMESPACE.NAME`` (``method.beta``, ``train.lr``,
+    ``eval.every``), or a mapping under a namespace's name (``{train: {lr: 1e-4}}``), or a flat name
+    that exactly one namespace has (``beta``, ``lr``, ``mmlu_at``); a flat name two namespaces have
+    (a hyperparameter called ``seed``) must say which. Unknown name -> one-line error."""
+    from lumebench.pipeline.eval_settings import NAMES as EVAL_NAMES
+
     cls = METHODS.get(method_name)
     hp_keys = hparam_fields(cls)
-    hp, tr = {}, {}
+    names = {"method": set(hp_keys), "train": TRAIN_KEYS, "eval": set(EVAL_NAMES)}
+    out = Overrides()
+    items = []
     for k, v in (overrides or {}).items():
-        if k in hp_keys:
-            hp[k] = v
-        elif k in TRAIN_KEYS:
-            tr[k] = v
+        if k in NAMESPACES and isinstance(v, dict):
+            items += [(f"{k}.{n}", x) for n, x in v.items()]
         else:
-            listed = ", ".join(f"{n}={d}" for n, d in hp_keys.items()) or "(none)"
-            raise LumeError(f"unknown setting for method '{method_name}'; its hyperparameters: "
-                            f"{listed}; trainer settings: {', '.join(sorted(TRAIN_KEYS))}", field=k)
-    return hp, tr
-
-
-def _dropout(v, k):
-    x = checks.finite_float(v, k, minimum=0.0)
-    if x >= 1.0:
-        raise LumeError(f"must be >= 0 and < 1, got {x:g}", field=k)
-    return x
-
-
-def _betas(v, k):
-    if not isinstance(v, (list, tuple)) or len(v) != 2:
-        raise LumeError(f"expected two numbers [beta1, beta2], got {v!r}", field=k)
-    out = [checks.finite_float(x, k, minimum=0.0) for x in v]
-    if any(x >= 1.0 for x in out):
-        raise LumeError(f"each beta must be >= 0 and < 1, got {v!r}", field=k)
+            items.append((k, v))
+    for k, v in items:
+        ns, dot, name = k.partition(".")
+        if dot and ns in NAMESPACES:
+            if name not in names[ns]:
+                raise LumeError(f"not a {_WHAT[ns].format(m=repr(method_name))}; "
+                                f"{_known(method_name, hp_keys, ns)}", field=k)
+        else:
+            name = k
+            found = [n for n in NAMESPACES if k in names[n]]
+            if len(found) > 1:
+                raise LumeError(f"both a {' and a '.join(_WHAT[n].format(m=repr(method_name)) for n in found)}: "
+                                f"write {' or '.join(f'{n}.{k}' for n in found)}", field=k)
+            if not found:
+                raise LumeError(f"unknown setting for method '{method_name}'; "
+                                f"{_known(method_name, hp_keys, None)}", field=k)
+            ns = found[0]
+            out.chosen[k] = ns
+        getattr(out, ns)[name] = v
     return out
 
 
-def _names(v, k):
-    if not v or not all(isinstance(x, str) and x for x in v):
-        raise LumeError(f"expected a list of module names such as [q_proj, v_proj], got {v!r}", field=k)
-    return list(v)
+def _known(method_name: str, hp_keys: dict, ns: str | None) -> str:
+    from lumebench.pipeline.eval_settings import NAMES as EVAL_NAMES
 
-
-def _layers(v, k):
-    from lumebench.methods.params import parse_layers
-
-    try:
-        parse_layers(v)
-    except LumeError as e:
-        raise LumeError(e.message.removeprefix(f"--layers {v!r}: "), field=k) from None
-    return v
-
-
-#: Ranges of the trainer settings and of the hyperparameter names methods share, checked (with the
-#: types of the dataclass fields) where a value enters: ``--set``, a flag, a run config's overrides.
-RANGES: dict[str, Any] = {
-    **checks.TRAINING_RANGES,
-    "retain_batch_size": checks.positive_int, "eval_subset": checks.positive_int,
-    "loss_on": lambda v, k: checks.choice(v, k, ("target", "all")),
-    "preset": lambda v, k: checks.choice(v, k, ("auto", *PRESETS)),
-    "layers": _layers, "params": checks.regex,
-    "lora_r": checks.positive_int, "lora_alpha": checks.positive_int, "lora_dropout": _dropout,
-    "adam_betas": _betas, "lora_targets": _names,
-    "prompt_format": lambda v, k: checks.choice(v, k, ("plain", "chat")),
-    # method hyperparameters
-    "beta": checks.positive_float, "alpha": lambda v, k: checks.finite_float(v, k, minimum=0.0),
-    "layer": lambda v, k: checks.integer(v, k, minimum=0),
-    # how a method's terms are reduced where its sources differ (see the method files)
-    "npo_reduction": lambda v, k: checks.choice(v, k, ("sequence", "token", "batch")),
-    "kl_form": lambda v, k: checks.choice(v, k, ("vocab", "token")),
-    "kl_on": lambda v, k: checks.choice(v, k, ("target", "all")),
-    "ties_on": lambda v, k: checks.choice(v, k, ("delta", "factors")),
-    "alpha_rule": lambda v, k: checks.choice(v, k, ("gap", "epoch_baseline")),
-}
-
-#: the hyperparameters of the methods added since LUME (issue 24): SatImp's exponents, CE-U's first tokens
-RANGES.update({"beta1": lambda v, k: checks.finite_float(v, k, minimum=0.0),
-               "beta2": lambda v, k: checks.finite_float(v, k, minimum=0.0),
-               "ignore_first_n_answer_tokens": lambda v, k: checks.integer(v, k, minimum=0)})
+    parts = {"method": "its hyperparameters: " + (", ".join(f"{n}={d}" for n, d in hp_keys.items()) or "(none)"),
+             "train": "trainer settings: " + ", ".join(sorted(TRAIN_KEYS)),
+             "eval": "evaluation settings: " + ", ".join(EVAL_NAMES)}
+    return "; ".join(v for k, v in parts.items() if ns in (None, k))
 
 
 def _coerce(defaults: dict, values: dict) -> dict:
@@ -234,12 +254,19 @@ def _coerce(defaults: dict, values: dict) -> dict:
     return out
 
 
-def resolve_config(method_name: str, overrides: dict, *, family: str = "literature"
+def resolve_config(method_name: str, overrides: dict | Overrides | None, *, family: str = "literature"
                    ) -> tuple[Method, UnlearnConfig]:
-    hp_over, tr_over = split_overrides(method_name, overrides)
+    """The method object and its trainer settings from ``overrides`` (see :func:`split_overrides`;
+    the evaluation settings among them are checked here and otherwise left to the caller): the
+    preset's settings, the method's recipe, then the overrides, each checked by the range its field
+    declares (:func:`lumebench.checks.check_fields`)."""
+    from lumebench.pipeline.eval_settings import check as check_eval
+
+    split = overrides if isinstance(overrides, Overrides) else split_overrides(method_name, overrides)
     cls = METHODS.get(method_name)
-    hp_over = checks.check_fields(cls.Hparams, hp_over, RANGES)
-    tr_over = checks.check_fields(UnlearnConfig.setting_types(), tr_over, RANGES)
+    hp_over = checks.check_fields(cls.Hparams, split.method)
+    tr_over = checks.check_fields(UnlearnConfig, split.train)
+    check_eval(split.eval)
     preset = tr_over.get("preset", "auto")
     if preset == "auto":
         preset = family
@@ -248,7 +275,8 @@ def resolve_config(method_name: str, overrides: dict, *, family: str = "literatu
     values = {**PRESETS[preset], "preset": preset}
     if preset in LITERATURE_BASED:
         values.update(cls.trainer_defaults)
-    hp_preset, tr_preset = split_overrides(method_name, cls.preset_defaults.get(preset, {}))
+    in_preset = split_overrides(method_name, cls.preset_defaults.get(preset, {}))
+    tr_preset = in_preset.train
     values.update(tr_preset)
     values.update(cls.recipe)  # what defines the method (LoRA, its rank, loss_on, ...), every preset
     lr_given = "lr" in tr_over or "lr" in tr_preset or (preset in LITERATURE_BASED and "lr" in cls.trainer_defaults)
@@ -257,14 +285,8 @@ def resolve_config(method_name: str, overrides: dict, *, family: str = "literatu
     values.update(tr_over)
     values["preset"] = preset
     cfg = UnlearnConfig.from_settings(_coerce(UnlearnConfig().settings(), values))
-    if cfg.loss_on not in ("target", "all"):
-        raise LumeError(f"loss_on must be 'target' or 'all', got {cfg.loss_on!r}")
-    if not (cfg.eval_every in checks.EVAL_EVERY or (isinstance(cfg.eval_every, int) and cfg.eval_every > 0)):
-        raise LumeError(f"eval_every must be 'epoch', 'end' or a positive number of steps, got {cfg.eval_every!r}")
-    if cfg.mmlu_at not in ("every", "ends"):
-        raise LumeError(f"mmlu_at must be 'every' or 'ends', got {cfg.mmlu_at!r}")
     hp_defaults = {f.name: f.default for f in dataclasses.fields(cls.Hparams)}
-    method = cls(cls.Hparams(**_coerce(hp_defaults, {**hp_preset, **hp_over})))
+    method = cls(cls.Hparams(**_coerce(hp_defaults, {**in_preset.method, **hp_over})))
     return method, cfg
 
 

@@ -15,7 +15,19 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from lumebench.checks import (field_checks, finite_float, fraction, nonnegative, one_of, positive_float, positive_int, setting,
+                              seed as seed_value)
 from lumebench.errors import LumeError
+
+
+def betas(v: Any, k: str) -> list[float]:
+    """AdamW's two moment coefficients, each in [0, 1)."""
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise LumeError(f"expected two numbers [beta1, beta2], got {v!r}", field=k)
+    out = [finite_float(x, k, minimum=0.0) for x in v]
+    if any(x >= 1.0 for x in out):
+        raise LumeError(f"each beta must be >= 0 and < 1, got {v!r}", field=k)
+    return out
 
 
 @dataclass
@@ -62,24 +74,24 @@ class TrainConfig:
         None = one schedule over the whole run. Set by the caller, not a user setting.
     """
 
-    lr: float = 5e-5
-    epochs: int = 1
-    batch_size: int = 8
-    grad_accum: int = 1
-    warmup_ratio: float = 0.0
-    lr_schedule: str = "constant"
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    mixed_precision: str = "auto"
-    seed: int = 0
-    log_every: int = 10
-    explode_grad_norm: float = 1e4
-    max_steps: int | None = None
+    lr: float = setting(5e-5, positive_float)
+    epochs: int = setting(1, positive_int)
+    batch_size: int = setting(8, positive_int)
+    grad_accum: int = setting(1, positive_int)
+    warmup_ratio: float = setting(0.0, fraction)
+    lr_schedule: str = setting("constant", one_of("constant", "linear", "cosine"))
+    weight_decay: float = setting(0.0, nonnegative)
+    max_grad_norm: float | None = setting(1.0, positive_float)
+    mixed_precision: str = setting("auto", one_of("auto", "no", "bf16", "fp16"))
+    seed: int = setting(0, seed_value)
+    log_every: int = setting(10, positive_int)
+    explode_grad_norm: float = setting(1e4, positive_float)
+    max_steps: int | None = setting(None, positive_int)
     save_checkpoints: bool = True
-    checkpoint_interval_s: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.95)
-    adam_eps: float = 1e-8
-    distributed: str = "auto"
+    checkpoint_interval_s: float = setting(0.0, nonnegative)
+    adam_betas: tuple[float, float] = setting((0.9, 0.95), betas)
+    adam_eps: float = setting(1e-8, positive_float)
+    distributed: str = setting("auto", one_of("auto", "ddp", "fsdp"))
     log_with: str | list | None = None
     restarts: list[int] | None = None
 
@@ -158,6 +170,13 @@ class HoldsTrain:
         train = typing.get_type_hints(TrainConfig)
         own = typing.get_type_hints(cls)
         return {n: (train[n] if n in cls.TRAIN_KEYS else own[n]) for n in cls.setting_names()}
+
+    @classmethod
+    def setting_checks(cls) -> dict[str, Any]:
+        """Flat name -> the range checker its field declares (:func:`lumebench.checks.setting`)."""
+        train, own = field_checks(TrainConfig), field_checks(cls)
+        return {n: c for n in cls.setting_names()
+                if (c := (train.get(n) if n in cls.TRAIN_KEYS else own.get(n))) is not None}
 
     @classmethod
     def train_defaults(cls) -> dict[str, Any]:
