@@ -256,14 +256,15 @@ def _predict_parallel(model, tokenizer, pool, built: dict, cands: list[int], eng
     """Every subject's candidate probabilities from the pool's workers. One question per job where
     each question runs alone anyway (bf16/fp16, the reference engine); else each subject in one
     contiguous share per worker (each share computes its shared 5-shot prefix once, split where the
-    whole subject splits: the bits of the serial run)."""
+    whole subject splits, and starts at a packed chunk's first question: the bits of the serial run)."""
     from lumebench.eval.mmlu_engines import group_prefixes
+    from lumebench.eval.mmlu_packed import CHUNK
 
     single = engine == "reference" or one_at_a_time(model)
     jobs, costs, where = [], [], []
     for subject, pairs in built.items():
         n = len(pairs)
-        size = 1 if single else -(-n // pool.workers)
+        size = 1 if single else -(-n // pool.workers // CHUNK) * CHUNK
         prefixes = None if single else group_prefixes(tokenizer, pairs)
         for start in range(0, n, size):
             part = pairs[start:start + size]
