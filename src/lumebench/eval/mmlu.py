@@ -31,8 +31,9 @@ Engines (identical predictions):
 - ``reference``: one prompt at a time, full forward — batch-1 Open-Instruct.
 - ``fast``: per subject, every prompt is tokenised exactly as the reference does; the longest
   common token prefix of the subject's prompts (the header and the shots) runs ONCE and its KV
-  cache is shared; each question's suffix then runs alone over it (no padding, positions continuing
-  after the prefix), reading the logits only at its last token (:mod:`.mmlu_engines`). Questions whose prompt dropped shots form their own groups (a group of
+  cache is shared; the questions' suffixes then run over it, 8 packed in one forward with no
+  padding, each attending to the prefix and itself alone (positions continuing after the prefix),
+  reading the logits only at each last token (:mod:`.mmlu_engines`, :mod:`.mmlu_packed`). Questions whose prompt dropped shots form their own groups (a group of
   one goes through a plain forward that computes the logits at its last token only). In bf16/fp16
   every question goes through that plain forward (a cached prefix changes the attention's
   last bits there: :func:`lumebench.eval.mia.one_at_a_time`).
