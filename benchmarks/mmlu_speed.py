@@ -205,7 +205,9 @@ def main(argv=None) -> int:
     model, tok = load_smollm2()
     print(f"SmolLM2-135M loaded in {time.perf_counter() - t0:.1f} s ({next(model.parameters()).dtype}, "
           f"{torch.get_num_threads()} threads)", flush=True)
-    report = {"machine": machine(), "versions": package_versions(), "args": {k: str(v) for k, v in vars(args).items()}}
+    report = {"machine": machine(), "versions": package_versions(), "args": {k: str(v) for k, v in vars(args).items()},
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "load_average_before": round(os.getloadavg()[0], 2)}
     with torch.no_grad():  # warm-up (first-call allocations) outside the timings
         model(input_ids=torch.tensor([[1, 2, 3]]))
 

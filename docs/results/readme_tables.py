@@ -18,6 +18,8 @@ Sections (between ``<!-- BEGIN GENERATED: NAME -->`` and ``<!-- END GENERATED: N
 - ``default-attacks``: the default's methods (3 seeds) under the robustness attacks of
   ``configs/default-attacks.yaml`` (``default-attacks/leaderboard.json`` and ``run.json``): the
   leaderboard with its robustness columns, and the verdict per method (``docs/attacks.md``).
+- ``mmlu-speed``: MMLU 5-shot, the fast engine against the official batch-1 protocol in one process
+  (``mmlu-speed/mmlu_speed.json``, written by ``benchmarks/mmlu_speed.py --out``).
 - ``methods``: one section per registered method (``docs/methods.md``): what it is, its source, its
   recipe as its module documents it, its hyperparameters and presets (what ``lume methods`` prints).
 
@@ -251,6 +253,26 @@ def section_numerics_cost() -> str:
     return "\n".join(lines) + "\n"
 
 
+def section_mmlu_speed() -> str:
+    r = _load(HERE / "mmlu-speed" / "mmlu_speed.json")
+    m, a, b = r["mmlu"], r["args"], r["mmlu"]["token_bound"]
+    f, ref = m["fast"], m["reference"]
+    same = "identical" if m["same_predictions"] and m["same_accuracy"] else "**differ**"
+    lines = ["| workload | official protocol | fast engine | wall | CPU time | predictions | multiply-add bound |",
+             "|---|---|---|---|---|---|---|",
+             f"| MMLU 5-shot, {len(m['subjects'])} subjects x {m['limit']} ({m['questions']} questions) | "
+             f"{ref['wall_s']:.1f} s | {f['wall_s']:.1f} s | **{m['speedup_wall']:.1f}x** | {m['speedup_cpu']:.1f}x | "
+             f"{same} (accuracy {f['average_acc']:.2f}) | {b['mac_ratio']:.2f}x causal, "
+             f"{b['mac_ratio_executed']:.2f}x as executed |"]
+    cpu = r["machine"]["numerics"]["cpu"]
+    lines += ["", f"`benchmarks/mmlu_speed.py --subjects {a['subjects']} --limit {a['limit']} --pick {a['pick']} "
+              f"--threads {a['threads']}`, SmolLM2-135M fp32, {cpu['model']} ({r['machine']['cpu_count']} cores, "
+              f"{r['machine']['numerics']['mode']} numerics), {r['date']}, load average {r['load_average_before']} "
+              f"before the start; both engines in one process, alternating subject by subject. One run; "
+              f"quiet runs of this command on this machine have varied by about +-4 %."]
+    return "\n".join(lines) + "\n"
+
+
 def section_default_attacks() -> str:
     from lumebench.report.robustness import COLUMNS, verdict_lines
 
@@ -322,7 +344,7 @@ def render(text: str, where: str = "README.md") -> tuple[str, list[str]]:
 SECTIONS = {"default": section_default, "default-timings": section_default_timings,
             "default-robust": section_default_robust, "numerics-cost": section_numerics_cost,
             "default-robust-claims": section_default_robust_claims, "methods": section_methods,
-            "default-attacks": section_default_attacks}
+            "default-attacks": section_default_attacks, "mmlu-speed": section_mmlu_speed}
 
 
 def main() -> int:
