@@ -56,7 +56,7 @@ def test_every_setting_declares_its_range_on_its_field():
 
 @pytest.mark.parametrize("method, name, bad", [
     ("rmu", "steering_coef", -1.0), ("rmu", "alpha", -5.0), ("sha256", "b", 0.0), ("sha256", "last_layer", -1),
-    ("zjuklab", "density", 1.5), ("ails_ntua", "chunk_size", 0), ("atyaephyra", "npo_reduction", "batch"),
+    ("zjuklab", "density", 1.5), ("ails_ntua", "chunk_size", 0), ("atyaephyra", "npo_reduction", "mean"),
     ("npo", "beta", 0.0), ("simnpo", "npo_coeff", -0.1), ("idk_dpo", "answer_seed", -1)])
 def test_a_hyperparameter_out_of_its_range_is_one_line_naming_it(method, name, bad):
     with pytest.raises(LumeError) as e:
@@ -115,9 +115,9 @@ def seeded_ga():
 def test_a_flat_name_goes_to_the_one_namespace_that_has_it_and_says_which():
     split = split_overrides("npo", {"beta": 0.5, "lr": 1e-4, "eval_every": "end", "mmlu_at": "ends"})
     assert (split.method, split.train, split.eval) == ({"beta": 0.5}, {"lr": 1e-4},
-                                                       {"eval_every": "end", "mmlu_at": "ends"})
+                                                       {"every": "end", "mmlu_at": "ends"})
     assert split.said("npo") == ["beta: hyperparameter of npo (method.beta)", "lr: trainer setting (train.lr)",
-                                 "eval_every: evaluation setting (eval.eval_every)",
+                                 "eval_every: evaluation setting (eval.every)",
                                  "mmlu_at: evaluation setting (eval.mmlu_at)"]
     nested = split_overrides("npo", {"method": {"beta": 0.5}, "train": {"lr": 1e-4}, "eval.every": "end"})
     assert (nested.method, nested.train, nested.eval, nested.chosen) == (
@@ -206,3 +206,37 @@ def test_a_run_config_turns_on_opt_in_metrics_and_the_leaderboard_shows_them(tmp
     with pytest.raises(LumeError, match="unknown opt-in metric 'rouge_l'") as e:
         load_config(bad)
     assert "bad.yaml:9" in str(e.value) and "eval.metrics" in str(e.value)
+
+
+def test_a_run_config_row_may_say_when_it_is_evaluated_but_not_what_or_how(tmp_path):
+    """Every method starts from the one evaluation before unlearning, made with the run's eval
+    section: a row with its own subset or engine settings would get numbers made with other ones."""
+    from lumebench.pipeline.config import load_config
+
+    base = "name: r\nmethods:\n  - {name: ga, overrides: {OVER}}\neval: {every: '3'}\n"
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(base.replace("OVER", "eval.every: end, mmlu_at: ends, lr: 1.0e-3"), encoding="utf-8")
+    cfg = load_config(ok)
+    assert cfg.eval.every == 3  # converted by the field's check, as the value the runs use
+    for over in ("eval.subset: 2", "max_new_tokens: 8", "eval: {engine: reference}"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(base.replace("OVER", over), encoding="utf-8")
+        with pytest.raises(LumeError, match="goes in the run's eval section") as e:
+            load_config(bad)
+        assert "bad.yaml:3" in str(e.value) and "methods[0].overrides" in str(e.value)
+
+
+def test_lume_unlearn_flags_win_over_set_and_a_bad_flag_names_itself(target, bench_dir, tmp_path, capsys):
+    from lumebench.cli import main as lume
+
+    common = ["unlearn", "--method", "ga", "--target", target, "--data", str(bench_dir), "--out", str(tmp_path / "u")]
+    for flag, value in (("--eval-every", "x"), ("--eval-every", "0"), ("--eval-subset", "0"), ("--mmlu", "nowhere")):
+        assert lume(common + [flag, value]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0] and "--method" not in err[0], err
+    from lumebench.pipeline.commands import eval_settings
+
+    class Args:
+        eval_every, no_mia, mmlu, mmlu_limit, max_new_tokens, eval_subset = "end", True, None, None, 8, None
+    ev = eval_settings(Args, {"every": 4, "max_new_tokens": 16, "subset": 2})
+    assert (ev.every, ev.max_new_tokens, ev.subset, ev.mia) == ("end", 8, 2, False)

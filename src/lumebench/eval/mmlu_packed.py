@@ -30,14 +30,24 @@ NAME = "lume_mmlu_packed"
 _registered = False
 
 
+#: the architectures whose attention is plain causal SDPA over rotary positions (no chunked or
+#: sliding attention, no sinks, nothing the mask would carry): SmolLM2 and the tiny model are llama,
+#: the OLMo targets olmo / olmo2. Any other model runs each suffix in a forward of its own.
+PACKABLE_TYPES = ("llama", "olmo", "olmo2")
+
+
 def packable(model, cache) -> bool:
-    """The packed path applies: the model attends with transformers' SDPA, every layer of ``cache``
-    is a plain growing one (no sliding window) and the attention modules carry their layer index."""
+    """The packed path applies: a known architecture (:data:`PACKABLE_TYPES`) attending with
+    transformers' SDPA, every layer of ``cache`` a plain growing one (no sliding window), and every
+    attention module carrying its layer index (where its keys go in the pack)."""
     from lumebench.eval.kv_cache import plain_dynamic
 
     cfg = getattr(model, "config", None)
-    return (getattr(cfg, "_attn_implementation", None) == "sdpa" and getattr(cfg, "sliding_window", None) is None
-            and len(cache.layers) > 0 and plain_dynamic(cache))
+    if (getattr(cfg, "model_type", None) not in PACKABLE_TYPES or getattr(cfg, "_attn_implementation", None) != "sdpa"
+            or getattr(cfg, "sliding_window", None) is not None or not cache.layers or not plain_dynamic(cache)):
+        return False
+    attention = [m for name, m in model.named_modules() if name.endswith("self_attn")]
+    return len(attention) == len(cache.layers) and all(isinstance(getattr(m, "layer_idx", None), int) for m in attention)
 
 
 def _attention(module, query, key, value, attention_mask, **kwargs):

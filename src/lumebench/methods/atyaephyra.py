@@ -52,7 +52,7 @@ class AtyaephyraHparams:
     nll_weight: float = setting(1.0, checks.nonnegative)  # retain NLL weight (rt_mult, unlearn.py l. 41-43)
     kl_weight: float = setting(0.5, checks.nonnegative)   # retain KL weight (kl_mult, unlearn.py l. 44-46)
     npo_weight: float = later(1.0, checks.nonnegative)            # NPO weight (npo_mult, unlearn.py l. 38-40)
-    npo_reduction: str = later("sequence", checks.one_of("sequence", "token"))    # "sequence" (lumebench) or "token" (the source), see above
+    npo_reduction: str = later("sequence", checks.one_of("sequence", "token", "batch"))    # "sequence" (lumebench) or "token" (the source), see above
     kl_form: str = later("vocab", checks.one_of("vocab", "token"))             # "vocab" (lumebench) or "token" (the source's gathered log-probs)
     mixed_batches: bool = later(False)        # forget and retain shuffled together into each batch
 

@@ -31,7 +31,7 @@ from lumebench.registry import METHODS
 
 @dataclass
 class UNDIALHparams:
-    beta: float = setting(10.0, checks.nonnegative)  # logit adjustment strength (UNDIAL paper; SPEC.md §4)
+    beta: float = setting(10.0, checks.positive_float)  # logit adjustment strength (UNDIAL paper; SPEC.md §4)
     alpha: float = setting(0.0, checks.nonnegative)  # retain NLL weight; 0 = the paper's forget-only objective
 
 

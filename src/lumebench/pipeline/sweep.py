@@ -111,7 +111,7 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         data = {**data, "cluster": cluster_dict(data["cluster"])}
     cfg = build(SweepConfig, merged(sections, data), [], where)
     check_cluster(cfg.cluster, where, ["cluster"])
-    check_eval_section(cfg.eval, where)
+    cfg.eval = check_eval_section(cfg.eval, where)
     from lumebench.registry import METHODS
 
     if not NAME_RE.match(cfg.name):
@@ -259,7 +259,8 @@ def sweep(cfg: SweepConfig, runs_dir: str | Path = "runs") -> Path:
     whole, val, test = validation_and_test(cfg, cache)
     target = prepare_target(cfg.target, whole, cache)
     settings = trial_settings(cfg) if cfg.search != "optuna" else None
-    atomic_write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "settings": settings,
+    atomic_write_json(out / "sweep.json", {"config": {**dataclasses.asdict(cfg), "eval": cfg.eval.to_dict()},
+                                           "settings": settings,
                                            "validation_fingerprint": val.fingerprint(),
                                            "test_fingerprint": test.fingerprint(), "target": str(target)})
     if cfg.cluster.backend == "ray":

@@ -142,7 +142,7 @@ def unlearn(target, benchmark: Benchmark, method: str, out_dir, *, overrides: di
     def compute() -> dict:
         if getattr(m, "composite", False):  # e.g. zjuklab: several unlearning steps, then a merge
             out["state"] = m.unlearn_composite(CompositeRun(target, benchmark, method, m, cfg, ident, job,
-                                                            overrides, ev, evaluate))
+                                                            overrides, ev, evaluate, given_eval=eval))
         else:
             out["state"] = _run(target, benchmark, method, m, cfg, ident, job, ev, evaluate, on_evaluation)
         return {k: out["state"].get(k) for k in ("status", "steps", "epochs", "final")}
@@ -364,17 +364,18 @@ class CompositeRun:
     record and model (by the main process only)."""
 
     def __init__(self, target, benchmark: Benchmark, method: str, m, config: UnlearnConfig, identity, job: Step,
-                 overrides: dict, eval: EvalSettings, evaluate: bool):
+                 overrides: dict, eval: EvalSettings, evaluate: bool, given_eval: EvalSettings | None = None):
         self.target, self.benchmark, self.method, self.m, self.job = target, benchmark, method, m, job
         self.config, self.identity = config, identity  # as unlearn() resolved them for the run's step
         self.overrides, self.eval, self.evaluate = overrides, eval, evaluate
+        self.given_eval = given_eval  # what the caller gave (None: the parts' keys say so, as they always did)
         self.folder = Path(job.folder)
         self._evaluator: Evaluator | None = None
 
     def part(self, k: int, overrides: dict) -> dict:
         """Run part ``k`` (training only) with ``overrides``; the content of its ``unlearn.json``."""
         return unlearn(self.target, self.benchmark, self.method, self.folder / "parts" / f"part{k}",
-                       overrides=overrides, eval=self.eval, evaluate=False)
+                       overrides=overrides, eval=self.given_eval, evaluate=False)
 
     def start(self, **fields) -> dict:
         """The run's ``unlearn.json`` while it is going (written now), with ``fields``."""

@@ -135,6 +135,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "original": {},
     "lumebench": {},
 }
+assert tuple(PRESETS) == PRESET_NAMES  # (the preset field's choices)
 #: the presets built on the published recipes (each method's ``trainer_defaults`` apply)
 LITERATURE_BASED = ("literature", "smollm2", "original", "lumebench")
 #: LoRA trains a few parameters from zero: the SemEval LoRA entries used lr 1e-4 (10x full FT)
@@ -182,13 +183,12 @@ class Overrides:
     eval: dict = field(default_factory=dict)
     chosen: dict = field(default_factory=dict)
 
-    def flat(self) -> dict:
-        """Every override under its ``namespace.name``: unambiguous whatever the names."""
-        return {f"{ns}.{k}": v for ns in NAMESPACES for k, v in getattr(self, ns).items()}
-
     def said(self, method_name: str) -> list[str]:
         """Where each flat name went, in words (``lr: trainer setting``)."""
-        return [f"{k}: {_WHAT[ns].format(m=method_name)} ({ns}.{k})" for k, ns in self.chosen.items()]
+        from lumebench.pipeline.eval_settings import EvalSettings
+
+        return [f"{k}: {_WHAT[ns].format(m=method_name)} ({ns}.{EvalSettings.ALIASES.get(k, k)})"
+                for k, ns in self.chosen.items()]
 
 
 def split_overrides(method_name: str, overrides: dict[str, Any] | None) -> Overrides:
@@ -224,6 +224,11 @@ def split_overrides(method_name: str, overrides: dict[str, Any] | None) -> Overr
                 raise LumeError(f"unknown setting for method '{method_name}'; "
                                 f"{_known(method_name, hp_keys, None)}", field=k)
             ns = found[0]
+        if ns == "eval":
+            from lumebench.pipeline.eval_settings import EvalSettings
+
+            name = EvalSettings.ALIASES.get(name, name)  # (the older flat names of two settings)
+        if not dot:
             out.chosen[k] = ns
         getattr(out, ns)[name] = v
     return out
