@@ -359,7 +359,13 @@ EVAL_EVERY = ("epoch", "end")
 
 
 def eval_every(v: Any, k: str):
-    return v if v in EVAL_EVERY else positive_int(v, k)
+    """``epoch``, ``end`` or a whole number of optimizer steps >= 1 (text "5" converts)."""
+    if v in EVAL_EVERY:
+        return v
+    try:
+        return positive_int(v, k)
+    except LumeError:
+        raise _err(f"expected 'epoch', 'end' or a number of optimizer steps >= 1, got {v!r}", k) from None
 
 
 def max_length(v: Any, k: str) -> int:

@@ -150,14 +150,7 @@ def eval_settings(args, from_set: dict):
     from lumebench.pipeline.eval_settings import EvalSettings
 
     ev = EvalSettings().replace(**from_set)
-    every = args.eval_every
-    if every is not None and every not in ("epoch", "end"):
-        try:
-            every = int(every)
-        except ValueError:
-            raise LumeError("expected 'epoch', 'end' or a number of optimizer steps, got " + repr(every),
-                            field="--eval-every") from None
-    for key, value, flag in (("every", every, "--eval-every"), ("mia", False if args.no_mia else None, "--no-mia"),
+    for key, value, flag in (("every", args.eval_every, "--eval-every"), ("mia", False if args.no_mia else None, "--no-mia"),
                              ("mmlu", True if args.mmlu else None, "--mmlu"), ("mmlu_source", args.mmlu, "--mmlu"),
                              ("mmlu_limit", args.mmlu_limit, "--mmlu-limit"),
                              ("max_new_tokens", args.max_new_tokens, "--max-new-tokens"),

